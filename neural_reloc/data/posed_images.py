@@ -42,6 +42,8 @@ class PosedImages:
         source: where it came from (for messages and fingerprints).
         extras: format-specific metadata worth keeping (e.g. LLFF near/far bounds,
             instant-ngp ``aabb_scale``, a procedural scene's ``aabb``).
+        depth_invalid: optional raw stored depth value that marks "no measurement"
+            (e.g. 65535 in 7-Scenes); such pixels read as 0 (invalid) in :meth:`depth`.
     """
 
     names: list[str]
@@ -55,6 +57,7 @@ class PosedImages:
     downscale: float = 1.0
     source: str = ""
     extras: dict = field(default_factory=dict)
+    depth_invalid: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -74,7 +77,10 @@ class PosedImages:
         if n == 0:
             raise DatasetError(f"{self.source}: no frames")
         for i, T in enumerate(self.c2w_opengl):
-            check_pose(T, f"{self.source}: pose of frame {self.names[i]!r}")
+            try:
+                check_pose(T, f"{self.source}: pose of frame {self.names[i]!r}")
+            except ValueError as e:
+                raise DatasetError(str(e)) from None
         for name, idx in self.split.items():
             bad = [j for j in idx if not 0 <= j < n]
             if bad:
@@ -172,6 +178,8 @@ class PosedImages:
             if raw is None:
                 raise DatasetError(f"{self.source}: cannot decode depth {path}")
             d = raw.astype(np.float32) * self.depth_scale
+            if self.depth_invalid is not None:
+                d[raw == self.depth_invalid] = 0.0
         cam = self.camera(i)
         if (d.shape[1], d.shape[0]) != (cam.width, cam.height):
             d = cv2.resize(d, (cam.width, cam.height), interpolation=cv2.INTER_NEAREST)

@@ -131,3 +131,39 @@ def covariance_of_child_offset(
     J[:3, 3:] = -skew(lever)
     return J @ np.asarray(cov6) @ J.T
 
+
+
+# ------------------------------------------------------------------ LLFF
+#: Rotation taking OpenGL camera-frame coordinates (x right, y up, z backward) to LLFF
+#: camera-frame coordinates. LLFF's ``poses_bounds.npy`` stores camera-to-world
+#: rotations whose columns are the camera axes [down, right, backwards] ("DRB").
+#: A point (x_r, y_u, z_b) in OpenGL axes is (down=-y_u, right=x_r, back=z_b) in LLFF
+#: axes.
+LLFF_FROM_OPENGL_CAMERA = np.array(
+    [[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+def opengl_c2w_from_llff_c2w(c2w_llff: np.ndarray) -> np.ndarray:
+    """OpenGL camera-to-world from an LLFF camera-to-world (camera axes [down, right,
+    backwards], as stored in the 3x5 blocks of ``poses_bounds.npy``).
+
+    Accepts a 4x4 matrix or the 3x4 / 3x5 block (a 5th ``hwf`` column is ignored).
+    Equivalent to the column shuffle in NeRF's ``load_llff.py``:
+    ``[R[:, 1], -R[:, 0], R[:, 2]]`` (right, up, backwards); the translation (the
+    camera centre in world) is unchanged.
+    """
+    m = np.asarray(c2w_llff, dtype=np.float64)
+    T = np.eye(4)
+    if m.shape == (4, 4):
+        T = m.copy()
+    elif m.shape in ((3, 4), (3, 5)):
+        T[:3, :4] = m[:3, :4]
+    else:
+        raise ValueError(f"LLFF pose must be 4x4, 3x4 or 3x5, got shape {m.shape}")
+    return T @ LLFF_FROM_OPENGL_CAMERA
+
+
+def llff_c2w_from_opengl_c2w(c2w_opengl: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`opengl_c2w_from_llff_c2w` (4x4 in, 4x4 out)."""
+    return np.asarray(c2w_opengl, dtype=np.float64) @ LLFF_FROM_OPENGL_CAMERA.T
