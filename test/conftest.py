@@ -1,0 +1,96 @@
+"""Shared test setup.
+
+DDS stays on loopback in every test: the variables below are put into this process's
+environment at import time, before any test module can import rclpy, and every child
+process gets them through the ``ros_env`` fixture. ``@pytest.mark.requires_ros``
+skips a test when rclpy or the colcon-generated ``neural_reloc.msg`` cannot be
+imported, except under scripts/test (NEURAL_RELOC_REQUIRE_ROS=1), where that is an
+error: CI must not pass by skipping the ROS tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DDS_PROFILE = REPO_ROOT / "config" / "dds" / "fastdds_loopback.xml"
+
+# Domain 1..100 (never 0, everybody's default), from the pid so that concurrent
+# sessions on one machine rarely meet. The child processes of each test share a domain
+# of their own (ros_env): the next ones after this process's, one per test.
+_SESSION_DOMAIN = os.getpid() % 100 + 1
+_domain_offsets = itertools.count(1)
+
+LOOPBACK_ENV = {
+    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+    "ROS_DOMAIN_ID": str(_SESSION_DOMAIN),
+    "FASTRTPS_DEFAULT_PROFILES_FILE": str(DDS_PROFILE),
+    "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    "PYTHONUNBUFFERED": "1",
+}
+os.environ.update(LOOPBACK_ENV)
+for _var in ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "ROS_DISCOVERY_SERVER"):
+    os.environ.pop(_var, None)
+
+
+def _ros_import_error() -> str | None:
+    try:
+        import rclpy  # noqa: F401
+        from neural_reloc.msg import RelocalizationStatus  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any failure means "no ROS here"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+ROS_IMPORT_ERROR = _ros_import_error()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires_ros: needs rclpy and the colcon-built neural_reloc.msg "
+        "(skipped without them, an error under scripts/test)",
+    )
+    assert DDS_PROFILE.is_file(), DDS_PROFILE
+    import neural_reloc
+
+    if Path(neural_reloc.__file__).resolve().parent != REPO_ROOT / "neural_reloc":
+        raise pytest.UsageError(
+            f"neural_reloc is imported from {neural_reloc.__file__}, not from this "
+            f"checkout ({REPO_ROOT}); run the tests with scripts/test"
+        )
+    if ROS_IMPORT_ERROR and os.environ.get("NEURAL_RELOC_REQUIRE_ROS") == "1":
+        raise pytest.UsageError(
+            "NEURAL_RELOC_REQUIRE_ROS=1 but the ROS side does not import "
+            f"({ROS_IMPORT_ERROR}); did the colcon build in scripts/bootstrap.sh fail?"
+        )
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if ROS_IMPORT_ERROR is None:
+        return
+    skip = pytest.mark.skip(
+        reason=f"ROS 2 not importable ({ROS_IMPORT_ERROR}); use scripts/test"
+    )
+    for item in items:
+        if "requires_ros" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def ros_env() -> dict[str, str]:
+    """Environment for a child process that starts ROS: loopback-only DDS, a domain
+    of its own for this test, and this checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    env.update(LOOPBACK_ENV)
+    env["ROS_DOMAIN_ID"] = str((_SESSION_DOMAIN - 1 + next(_domain_offsets)) % 100 + 1)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    )
+    return env
