@@ -17,9 +17,68 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-#: Iterations of the fixed-point undistortion (OpenCV uses 5 by default; more is exact
-#: to float precision for the mild distortion of real lenses).
-UNDISTORT_ITERATIONS = 20
+#: Undistortion: fixed-point iterations to reach the right branch, then Newton steps
+#: (each halved up to BACKTRACK_STEPS times if it would increase the residual).
+FIXED_POINT_START_ITERATIONS = 5
+UNDISTORT_ITERATIONS = 10
+BACKTRACK_STEPS = 4
+
+
+def _distort(x, y, k1, k2, p1, p2, k3):
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    return (
+        x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x),
+        y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y,
+        r2,
+        radial,
+    )
+
+
+def undistort_normalized_newton(xd, yd, k1, k2, p1, p2, k3, iterations: int = UNDISTORT_ITERATIONS):
+    """Invert OpenCV radial-tangential distortion.
+
+    Starts from OpenCV's fixed-point iteration (which lands in the right branch of the
+    radial map), then refines with Newton steps that are halved whenever they would
+    increase the residual. Pure arithmetic + ``where``, so it works on numpy arrays
+    and torch tensors alike (the torch ray generator uses it too).
+    """
+    where = np.where if isinstance(xd, np.ndarray) else _torch_where
+    x, y = xd, yd
+    for _ in range(FIXED_POINT_START_ITERATIONS):
+        _, _, r2, radial = _distort(x, y, k1, k2, p1, p2, k3)
+        x = (xd - (2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x))) / radial
+        y = (yd - (p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y)) / radial
+    for _ in range(iterations):
+        dx_, dy_, r2, radial = _distort(x, y, k1, k2, p1, p2, k3)
+        fx, fy = dx_ - xd, dy_ - yd
+        dradial = k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2)
+        j11 = radial + 2.0 * x * x * dradial + 2.0 * p1 * y + 6.0 * p2 * x
+        j12 = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y
+        j22 = radial + 2.0 * y * y * dradial + 6.0 * p1 * y + 2.0 * p2 * x
+        det = j11 * j22 - j12 * j12
+        det = where(abs(det) < 1e-12, 1e-12, det)
+        sx = (j22 * fx - j12 * fy) / det
+        sy = (j11 * fy - j12 * fx) / det
+        res = fx * fx + fy * fy
+        step = 1.0
+        for _ in range(BACKTRACK_STEPS):
+            nx, ny = x - step * sx, y - step * sy
+            ex, ey, _, _ = _distort(nx, ny, k1, k2, p1, p2, k3)
+            better = (ex - xd) ** 2 + (ey - yd) ** 2 <= res
+            x = where(better, nx, x) if step == 1.0 else where(better & ~accepted, nx, x)
+            y = where(better, ny, y) if step == 1.0 else where(better & ~accepted, ny, y)
+            accepted = better if step == 1.0 else (accepted | better)
+            step *= 0.5
+    return x, y
+
+
+def _torch_where(cond, a, b):
+    import torch
+
+    if not isinstance(a, torch.Tensor):
+        a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+    return torch.where(cond, a, b)
 
 
 @dataclass(frozen=True)
@@ -156,19 +215,13 @@ class Camera:
         return np.stack([xd, yd], axis=-1)
 
     def undistort_normalized(self, xy_distorted: np.ndarray) -> np.ndarray:
-        """Invert :meth:`distort_normalized` by fixed-point iteration (as OpenCV)."""
+        """Invert :meth:`distort_normalized` (Newton's method)."""
         xyd = np.asarray(xy_distorted, dtype=np.float64)
         if not self.is_distorted:
             return xyd.copy()
-        xd, yd = xyd[..., 0], xyd[..., 1]
-        x, y = xd.copy(), yd.copy()
-        for _ in range(UNDISTORT_ITERATIONS):
-            r2 = x * x + y * y
-            radial = 1.0 + r2 * (self.k1 + r2 * (self.k2 + r2 * self.k3))
-            dx = 2.0 * self.p1 * x * y + self.p2 * (r2 + 2.0 * x * x)
-            dy = self.p1 * (r2 + 2.0 * y * y) + 2.0 * self.p2 * x * y
-            x = (xd - dx) / radial
-            y = (yd - dy) / radial
+        x, y = undistort_normalized_newton(
+            xyd[..., 0], xyd[..., 1], self.k1, self.k2, self.p1, self.p2, self.k3
+        )
         return np.stack([x, y], axis=-1)
 
     def project(self, points_cam_opencv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
