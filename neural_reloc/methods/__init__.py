@@ -1,0 +1,1 @@
+"""Relocalization methods: one folder each, behind one Relocalizer interface."""

@@ -1,0 +1,126 @@
+"""The ROS-free relocalization interface every method implements.
+
+``Relocalizer.localize(image, camera, prior)`` returns a :class:`LocalizationResult`
+whose pose is an OpenCV world-to-camera matrix (``w2c_opencv``: the PnP side's
+convention, see :mod:`neural_reloc.geometry.frames`), with a 6x6 covariance, inlier
+counts, iterations, per-stage latency, and on failure a reason.
+
+Priors come from a :class:`PriorSource` (a given pose, odometry since the last fix,
+retrieval over the map, a constant pose...). The node, the CLI and the bag evaluator
+all call exactly this.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..geometry.camera import Camera
+from ..geometry.frames import camera_center_from_opencv_w2c, opengl_c2w_from_opencv_w2c
+from ..geometry.se3 import check_pose
+
+#: Prior sources, as reported in results and in the ROS status message.
+PRIOR_SOURCES = ("given", "initialpose", "odometry", "retrieval", "constant")
+
+
+@dataclass
+class PosePrior:
+    """A starting pose for localization (OpenCV world-to-camera)."""
+
+    w2c_opencv: np.ndarray
+    source: str = "given"
+    #: Optional 6x6 covariance of the prior (ROS parameterization, world frame).
+    covariance: np.ndarray | None = None
+    #: Free-form detail, e.g. the retrieved reference view's name and score.
+    detail: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in PRIOR_SOURCES:
+            raise ValueError(f"prior source must be one of {PRIOR_SOURCES}, got {self.source!r}")
+        self.w2c_opencv = check_pose(np.asarray(self.w2c_opencv, dtype=np.float64), f"{self.source} prior pose")
+
+    @classmethod
+    def from_opengl_c2w(cls, c2w_opengl: np.ndarray, source: str = "given", **kw) -> "PosePrior":
+        from ..geometry.frames import opencv_w2c_from_opengl_c2w
+
+        return cls(opencv_w2c_from_opengl_c2w(c2w_opengl), source, **kw)
+
+
+@dataclass
+class IterationRecord:
+    """One render -> match -> PnP round (for convergence studies, Table-2 style)."""
+
+    w2c_opencv: np.ndarray | None
+    num_matches: int
+    num_inliers: int
+    pose_update_m: float = float("nan")
+    pose_update_deg: float = float("nan")
+
+
+@dataclass
+class LocalizationResult:
+    success: bool
+    method: str
+    prior: PosePrior | None
+    #: Estimated OpenCV world-to-camera pose (None when nothing was estimated).
+    w2c_opencv: np.ndarray | None = None
+    #: 6x6 covariance: (x, y, z, rot_x, rot_y, rot_z) of the camera pose in the world
+    #: frame — position of the camera centre, then small rotations about the fixed world
+    #: axes (ROS PoseWithCovariance convention).
+    covariance: np.ndarray = field(default_factory=lambda: np.zeros((6, 6)))
+    num_matches: int = 0
+    num_inliers: int = 0
+    iterations: int = 0
+    #: Per-stage wall-clock latency in milliseconds, summed over iterations.
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    history: list[IterationRecord] = field(default_factory=list)
+
+    @property
+    def total_latency_ms(self) -> float:
+        return float(sum(self.latency_ms.values()))
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.num_inliers / self.num_matches if self.num_matches else 0.0
+
+    @property
+    def c2w_opengl(self) -> np.ndarray | None:
+        return None if self.w2c_opencv is None else opengl_c2w_from_opencv_w2c(self.w2c_opencv)
+
+    @property
+    def camera_center(self) -> np.ndarray | None:
+        return None if self.w2c_opencv is None else camera_center_from_opencv_w2c(self.w2c_opencv)
+
+
+class Relocalizer(abc.ABC):
+    """Estimates the pose of a query image against a loaded map."""
+
+    #: Method name, e.g. "crossfire".
+    method: str = ""
+
+    @abc.abstractmethod
+    def localize(self, image_rgb: np.ndarray, camera: Camera, prior: PosePrior | None) -> LocalizationResult:
+        """Localize an RGB uint8 (H, W, 3) image taken by ``camera``.
+
+        ``prior=None`` asks the relocalizer for its own global prior (e.g. retrieval);
+        methods that cannot do that fail with a reason.
+        """
+
+    @property
+    def reference_poses_w2c_opencv(self) -> np.ndarray:  # pragma: no cover - optional
+        """(N, 4, 4) reference views of the map, for retrieval and evaluation."""
+        raise NotImplementedError
+
+
+class PriorSource(abc.ABC):
+    """Produces a pose prior for a frame; told about each result to track state."""
+
+    @abc.abstractmethod
+    def prior(self, image_rgb: np.ndarray, camera: Camera, stamp_ns: int | None = None) -> PosePrior | None:
+        """The prior for this frame, or None when this source has none."""
+
+    def update(self, result: LocalizationResult, stamp_ns: int | None = None) -> None:
+        """Called with every localization result (default: stateless)."""

@@ -1,0 +1,230 @@
+"""The neural map: field + scene normalization + density grid, and volume rendering.
+
+Renders, at any camera pose, resolution or pixel subset (batched, chunked):
+``rgb``, ``depth`` (z-depth along the OpenCV optical axis, metres), ``distance``
+(along the ray), ``points`` (expected 3D point in world), ``accumulation``, any
+intermediate layer of :data:`~neural_reloc.nerf.field.FEATURE_LAYERS` and any extra
+head added to the field (e.g. ``descriptor``) — all as volumetric weighted sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..geometry.camera import Camera
+from .config import NeuralMapConfig
+from .field import FEATURE_LAYERS, NeuralField
+from .rays import c2w_opencv_tensor, camera_params, pixel_dirs_opencv, view_pixels, world_rays
+from .sampler import DensityGrid, sample_intervals
+from .scene import SceneNormalization
+
+#: At inference, samples whose rendering weight is below this skip the colour MLP and
+#: heads (their contribution is bounded by it). Never while training: a surface grows
+#: from low density only through the colour gradient of its low-weight samples.
+MIN_WEIGHT_FOR_APPEARANCE = 1e-4
+#: Rays per chunk when rendering views without gradients.
+RENDER_CHUNK = 16384
+
+GEOMETRY_OUTPUTS = ("depth", "distance", "points", "accumulation")
+
+
+@dataclass
+class RayBatch:
+    origins: torch.Tensor  # (R, 3) world
+    dirs: torch.Tensor  # (R, 3) world, unit
+    dirs_cam_z: torch.Tensor  # (R,) z component of the direction in the OpenCV camera frame
+    image_index: torch.Tensor | None = None  # (R,) appearance index, None = mean appearance
+
+
+class NeuralMap(nn.Module):
+    def __init__(self, cfg: NeuralMapConfig, scene: SceneNormalization, num_images: int):
+        super().__init__()
+        self.cfg = cfg
+        self.scene = scene
+        self.num_images = num_images
+        self.field = NeuralField(cfg.field, num_images)
+        self.grid = DensityGrid(cfg.sampler)
+
+    @property
+    def device(self) -> torch.device:
+        return self.grid.density.device
+
+    # ------------------------------------------------------------ rays
+    def rays_for_view(
+        self,
+        camera: Camera,
+        c2w_opengl: np.ndarray,
+        pixels_uv: np.ndarray | torch.Tensor | None = None,
+        stride: int = 1,
+        image_index: int | None = None,
+    ) -> RayBatch:
+        dev = self.device
+        uv = (
+            view_pixels(camera, stride, dev)
+            if pixels_uv is None
+            else torch.as_tensor(pixels_uv, dtype=torch.float32, device=dev).reshape(-1, 2)
+        )
+        dirs_cam = pixel_dirs_opencv(camera_params([camera], dev), uv)
+        o, d = world_rays(c2w_opencv_tensor(c2w_opengl, dev), dirs_cam)
+        idx = None if image_index is None else torch.full((uv.shape[0],), image_index, dtype=torch.long, device=dev)
+        return RayBatch(o, d, dirs_cam[:, 2], idx)
+
+    # ------------------------------------------------------------ rendering
+    def render_rays(
+        self,
+        rays: RayBatch,
+        outputs: tuple[str, ...] = ("rgb", "depth"),
+        randomized: bool = False,
+        num_fine: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Volume-render ``outputs`` for a batch of rays (differentiable)."""
+        field = self.field
+        t0, t1, occupied = sample_intervals(
+            rays.origins, rays.dirs, self.scene, self.grid, self.cfg.sampler, randomized, num_fine
+        )
+        r, s = t0.shape
+        s_mid = 0.5 * (self.scene.s_from_t(t0) + self.scene.s_from_t(t1))
+        t_mid = self.scene.t_from_s(s_mid)
+        x_world = rays.origins[:, None] + rays.dirs[:, None] * t_mid[..., None]
+        delta = (t1 - t0).clamp_min(0.0)
+        if torch.is_grad_enabled():
+            # Training: intervals in cells the grid calls empty stay live as *probes*
+            # spanning at most one cell, so a surface pruned too early still gets a
+            # gradient and can come back, while a long empty interval cannot act as fog.
+            live = torch.arange(r * s, device=t0.device)
+            delta = torch.where(occupied, delta, delta.clamp_max(self.grid_cell_size_m()))
+        else:
+            # Inference: empty cells have zero density; the network runs on occupied
+            # ("live") samples only, packed.
+            live = occupied.reshape(-1).nonzero().squeeze(-1)
+        x01 = self.scene.to_unit(x_world.reshape(-1, 3)[live])
+        geo = field.geometry(x01)
+        sigma = torch.zeros(r * s, dtype=geo["sigma"].dtype, device=x01.device).index_put(
+            (live,), geo["sigma"]
+        ).view(r, s)
+        tau = sigma * delta
+        excl = torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], -1), -1)
+        trans = torch.exp(-excl)
+        weights = trans * (1.0 - torch.exp(-tau))
+        out: dict[str, torch.Tensor] = {"weights": weights, "t_mid": t_mid, "delta": delta}
+        acc = weights.sum(-1)
+        if "accumulation" in outputs:
+            out["accumulation"] = acc
+        if any(k in outputs for k in ("depth", "distance", "points")):
+            dist = (weights * t_mid).sum(-1)
+            # Unseen rays (acc ~ 0) get the far bound's value scaled by acc -> 0; keep
+            # the raw expectation, normalized by accumulation where it is meaningful.
+            dist = dist / acc.clamp_min(1e-6)
+            if "distance" in outputs:
+                out["distance"] = dist
+            if "depth" in outputs:
+                out["depth"] = dist * rays.dirs_cam_z
+            if "points" in outputs:
+                out["points"] = rays.origins + rays.dirs * dist[:, None]
+        # Per-sample features are needed only where the weight matters.
+        need_color = "rgb" in outputs or "color_hidden" in outputs
+        heads = [k for k in outputs if k in field.heads]
+        layers = [k for k in outputs if k in ("encoding", "density_hidden", "geo_feat")]
+        if need_color or heads:
+            w_live = weights.reshape(-1)[live]
+            if torch.is_grad_enabled():
+                keep = torch.arange(live.numel(), device=live.device)
+            else:
+                keep = (w_live > MIN_WEIGHT_FOR_APPEARANCE).nonzero().squeeze(-1)
+            ray_of = live[keep] // s
+            needed = set(i for h in heads for i in field.heads[h].inputs)
+            if need_color:
+                needed.update(("geo_feat", "encoding"))
+            geo_k = {k: geo[k][keep] for k in needed}
+            wk = w_live[keep][:, None]
+            if need_color:
+                app = None
+                if field.appearance is not None:
+                    app = field.appearance_codes(
+                        None if rays.image_index is None else rays.image_index[ray_of], keep.numel(), x01.device
+                    )
+                col = field.color(geo_k, rays.dirs[ray_of], app)
+                for name in ("rgb", "color_hidden"):
+                    if name in outputs:
+                        v = col[name]
+                        out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(
+                            0, ray_of, v * wk
+                        )
+            if heads:
+                hv = field.head_outputs(geo_k, heads)
+                for name, v in hv.items():
+                    out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(
+                        0, ray_of, v * wk
+                    )
+        for name in layers:
+            v = geo[name]
+            out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(
+                0, live // s, v * weights.reshape(-1)[live][:, None]
+            )
+        return out
+
+    @torch.no_grad()
+    def render_view(
+        self,
+        camera: Camera,
+        c2w_opengl: np.ndarray,
+        outputs: tuple[str, ...] = ("rgb", "depth"),
+        pixels_uv: np.ndarray | None = None,
+        stride: int = 1,
+        image_index: int | None = None,
+        chunk: int = RENDER_CHUNK,
+        num_fine: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Render a view (or a pixel subset) to numpy arrays.
+
+        With ``pixels_uv=None`` arrays are (H/stride, W/stride, C) images; otherwise
+        (N, C) per pixel. Single-channel outputs drop the channel axis.
+        """
+        unknown = [
+            o
+            for o in outputs
+            if o not in ("rgb",) + GEOMETRY_OUTPUTS + FEATURE_LAYERS and o not in self.field.heads
+        ]
+        if unknown:
+            raise ValueError(
+                f"unknown render outputs {unknown}; available: rgb, {', '.join(GEOMETRY_OUTPUTS)}, "
+                f"{', '.join(FEATURE_LAYERS)}, heads {list(self.field.heads)}"
+            )
+        rays = self.rays_for_view(camera, c2w_opengl, pixels_uv, stride, image_index)
+        n = rays.origins.shape[0]
+        parts: dict[str, list[torch.Tensor]] = {o: [] for o in outputs}
+        for s in range(0, n, chunk):
+            sub = RayBatch(
+                rays.origins[s : s + chunk],
+                rays.dirs[s : s + chunk],
+                rays.dirs_cam_z[s : s + chunk],
+                None if rays.image_index is None else rays.image_index[s : s + chunk],
+            )
+            res = self.render_rays(sub, outputs, randomized=False, num_fine=num_fine)
+            for o in outputs:
+                parts[o].append(res[o])
+        result = {}
+        for o in outputs:
+            v = torch.cat(parts[o], 0).float().cpu().numpy()
+            if pixels_uv is None:
+                h, w = camera.height // stride, camera.width // stride
+                v = v.reshape(h, w, *v.shape[1:])
+            result[o] = v
+        return result
+
+    # ------------------------------------------------------------ grid
+    def grid_cell_size_m(self) -> float:
+        """Edge of a density-grid cell in metres (inner region for contracted scenes)."""
+        if self.scene.mode == "bounded":
+            return float(np.mean(self.scene.aabb_max - self.scene.aabb_min)) / self.grid.resolution
+        return 4.0 * self.scene.radius / self.grid.resolution
+
+    def update_grid(self, all_cells: bool = False) -> None:
+        was = self.training
+        self.eval()
+        self.grid.update(self.field.density, self.grid_cell_size_m(), all_cells=all_cells)
+        self.train(was)

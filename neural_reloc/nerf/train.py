@@ -1,0 +1,388 @@
+"""Training of the neural map from posed images (photometric NeRF training).
+
+:class:`NeuralMapTrainer` owns the optimizer, schedule, density-grid updates,
+checkpoints (resume after a kill) and evaluation. Methods that train extra parts with
+the map (CROSSFIRE's descriptor head and CNN) subclass it and add loss terms in
+:meth:`NeuralMapTrainer.extra_losses`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config_io import to_dict
+from ..data.posed_images import PosedImages
+from .config import NeuralMapConfig
+from .neural_map import NeuralMap, RayBatch
+from .rays import c2w_opencv_tensor, camera_params, pixel_dirs_opencv
+from .scene import SceneNormalization
+
+CHECKPOINT_NAME = "checkpoint.pt"
+#: Virtual views for the depth-smoothness prior sit between an image and one of its
+#: this-many nearest training cameras.
+VIRTUAL_VIEW_NEIGHBOURS = 4
+#: Adam settings of Instant-NGP: tiny epsilon (grid features get tiny gradients) and a
+#: short second-moment memory.
+ADAM_EPS = 1e-15
+ADAM_BETAS = (0.9, 0.99)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+class TrainingImages:
+    """Training pixels flattened: colours, image index and pixel coordinates."""
+
+    def __init__(self, data: PosedImages, device: torch.device, progress: Callable | None = None):
+        self.data = data
+        self.cameras = [data.camera(i) for i in range(len(data))]
+        cols, idx, uvs, self.images = [], [], [], []
+        it = range(len(data)) if progress is None else progress(range(len(data)), desc="loading images")
+        for i in it:
+            img = data.image(i)
+            self.images.append(img)
+            h, w = img.shape[:2]
+            vv, uu = np.mgrid[0:h, 0:w]
+            cols.append(img.reshape(-1, 3))
+            idx.append(np.full(h * w, i, dtype=np.int32))
+            uvs.append(np.stack([uu.ravel(), vv.ravel()], -1).astype(np.int16))
+        self.colors = torch.from_numpy(np.concatenate(cols)).to(device)
+        self.image_index = torch.from_numpy(np.concatenate(idx)).to(device)
+        self.pixel = torch.from_numpy(np.concatenate(uvs)).to(device)
+        self.params = camera_params(self.cameras, device)
+        self.c2w_opencv = c2w_opencv_tensor(data.c2w_opengl, device)
+        self.num_pixels = self.colors.shape[0]
+        centers = data.c2w_opengl[:, :3, 3]
+        dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
+        np.fill_diagonal(dist, np.inf)
+        #: Nearest other training camera of each image (for virtual views).
+        self.neighbours = torch.from_numpy(np.argsort(dist, axis=1)[:, :VIRTUAL_VIEW_NEIGHBOURS].copy())
+
+    def random_rays(self, n: int, generator: torch.Generator | None = None) -> tuple[RayBatch, torch.Tensor]:
+        dev = self.colors.device
+        sel = torch.randint(0, self.num_pixels, (n,), device=dev, generator=generator)
+        return self.rays(sel)
+
+    def virtual_patches(
+        self, n: int, size: int, generator: torch.Generator | None = None
+    ) -> RayBatch:
+        """Rays of ``n`` size x size patches seen from virtual cameras placed between a
+        training camera and one of its neighbours (slerp/lerp at a random fraction):
+        unobserved viewpoints, where floaters show (RegNeRF)."""
+        from ..geometry.se3 import interpolate_pose
+
+        g = generator
+        img = torch.randint(0, len(self.cameras), (n,), generator=g)
+        nb = self.neighbours[img, torch.randint(0, self.neighbours.shape[1], (n,), generator=g)]
+        alpha = torch.rand(n, generator=g).numpy()
+        c2w = self.c2w_opencv.cpu().numpy()
+        poses = np.stack(
+            [interpolate_pose(c2w[i].astype(np.float64), c2w[j].astype(np.float64), a) for i, j, a in zip(img.tolist(), nb.tolist(), alpha)]
+        )
+        dev = self.colors.device
+        c2w_v = torch.tensor(poses, dtype=torch.float32, device=dev)
+        params = self.params[img.to(dev)]
+        w = params[:, 2] * 2  # cx ~ W/2: a patch anywhere inside the image
+        h = params[:, 3] * 2
+        u0 = torch.rand(n, generator=g).to(dev) * (w - size).clamp_min(1)
+        v0 = torch.rand(n, generator=g).to(dev) * (h - size).clamp_min(1)
+        gy, gx = torch.meshgrid(torch.arange(size, device=dev), torch.arange(size, device=dev), indexing="ij")
+        uv = torch.stack([u0[:, None, None] + gx + 0.5, v0[:, None, None] + gy + 0.5], -1).reshape(-1, 2)
+        pidx = torch.arange(n, device=dev).repeat_interleave(size * size)
+        dirs_cam = pixel_dirs_opencv(params[pidx], uv)
+        d = torch.einsum("nij,nj->ni", c2w_v[pidx, :3, :3], dirs_cam)
+        o = c2w_v[pidx, :3, 3]
+        return RayBatch(o, d, dirs_cam[:, 2], None)
+
+    def rays(self, sel: torch.Tensor) -> tuple[RayBatch, torch.Tensor]:
+        img = self.image_index[sel].long()
+        uv = self.pixel[sel].float() + 0.5
+        dirs_cam = pixel_dirs_opencv(self.params[img], uv)
+        c2w = self.c2w_opencv[img]
+        d = torch.einsum("nij,nj->ni", c2w[:, :3, :3], dirs_cam)
+        o = c2w[:, :3, 3]
+        rgb = self.colors[sel].float() / 255.0
+        return RayBatch(o, d, dirs_cam[:, 2], img), rgb
+
+
+def depth_tv(depth_patches: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring depths in (N, P, P) patches."""
+    dx = depth_patches[:, :, 1:] - depth_patches[:, :, :-1]
+    dy = depth_patches[:, 1:, :] - depth_patches[:, :-1, :]
+    return dx.square().mean() + dy.square().mean()
+
+
+def distortion_loss(weights: torch.Tensor, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    """mip-NeRF 360 distortion loss in O(S) (intervals sorted along each ray)."""
+    mid = 0.5 * (s0 + s1)
+    width = s1 - s0
+    w_cum = torch.cumsum(weights, -1)
+    wm_cum = torch.cumsum(weights * mid, -1)
+    w_before = w_cum - weights
+    wm_before = wm_cum - weights * mid
+    inter = 2.0 * (weights * (mid * w_before - wm_before)).sum(-1)
+    intra = (weights.square() * width).sum(-1) / 3.0
+    return (inter + intra).mean()
+
+
+def psnr(mse: float) -> float:
+    return float(-10.0 * math.log10(max(mse, 1e-12)))
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class NeuralMapTrainer:
+    """Photometric training of a :class:`NeuralMap`; subclass for method extras."""
+
+    def __init__(
+        self,
+        data: PosedImages,
+        cfg: NeuralMapConfig,
+        device: torch.device,
+        work_dir: Path,
+        progress: Callable | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.cfg = cfg
+        #: The whole method config (a method's trainer may wrap the map config); it
+        #: identifies checkpoints.
+        self.method_config = getattr(self, "method_config", cfg)
+        self.device = device
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.log = log
+        torch.manual_seed(cfg.train.seed)
+        self.data = data.with_max_size(cfg.train.max_image_size)
+        self.scene = SceneNormalization.from_dataset(self.data, cfg.scene, cfg.sampler.far_contracted)
+        self.model = NeuralMap(cfg, self.scene, len(self.data)).to(device)
+        self.extra_modules: dict[str, nn.Module] = {}
+        self.setup_extras()
+        self.images = TrainingImages(self.data, device, progress)
+        self.optimizer = self.make_optimizer()
+        self.state = TrainState()
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.train.seed)
+
+    # ------------------------------------------------------------ hooks
+    def modules_to_save(self) -> dict[str, nn.Module]:
+        """Prefix -> module of everything that goes into the map bundle."""
+        return {"map": self.model, **self.extra_modules}
+
+    def setup_extras(self) -> None:
+        """Add method-specific modules/heads (override)."""
+
+    def extra_param_groups(self) -> list[dict]:
+        return []
+
+    def extra_losses(self, step: int) -> dict[str, torch.Tensor]:
+        """Additional loss terms for this step (override)."""
+        return {}
+
+    # ------------------------------------------------------------ setup
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        f = self.model.field
+        grid_params = list(f.encoding.parameters())
+        app_params = list(f.appearance.parameters()) if f.appearance is not None else []
+        head_params = list(f.heads.parameters())
+        skip = {id(p) for p in grid_params + app_params + head_params}
+        mlp_params = [p for p in f.parameters() if id(p) not in skip]
+        groups = [
+            {"params": grid_params, "lr": t.lr_grid, "weight_decay": 0.0, "name": "grid"},
+            {"params": mlp_params, "lr": t.lr_mlp, "weight_decay": t.weight_decay_mlp, "name": "mlp"},
+        ]
+        if app_params:
+            groups.append({"params": app_params, "lr": t.appearance_lr, "weight_decay": 0.0, "name": "appearance"})
+        groups += self.extra_param_groups()
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+        return torch.optim.Adam(groups, eps=ADAM_EPS, betas=ADAM_BETAS)
+
+    def lr_factor(self, step: int) -> float:
+        t = self.cfg.train
+        return t.lr_final_factor ** (min(step, t.steps) / max(1, t.steps))
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_path(self) -> Path:
+        return self.work_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> None:
+        payload = {
+            "step": self.state.step,
+            "elapsed_s": self.state.elapsed_s,
+            "model": self.model.state_dict(),
+            "extras": {k: m.state_dict() for k, m in self.extra_modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": to_dict(self.method_config),
+            "fingerprint": self.data.fingerprint("train" if "train" in self.data.split else None),
+        }
+        atomic_torch_save(payload, self.checkpoint_path())
+
+    def try_resume(self) -> bool:
+        p = self.checkpoint_path()
+        if not p.is_file():
+            return False
+        try:
+            ck = torch.load(p, map_location=self.device, weights_only=True)
+        except Exception as e:  # a corrupt checkpoint is not fatal: start over
+            self.log(f"ignoring unreadable checkpoint {p}: {e}")
+            return False
+        if ck.get("config") != to_dict(self.method_config) or ck.get("fingerprint") != self.data.fingerprint(
+            "train" if "train" in self.data.split else None
+        ):
+            self.log(f"checkpoint {p} is for another config or dataset; starting over")
+            return False
+        self.model.load_state_dict(ck["model"])
+        for k, m in self.extra_modules.items():
+            m.load_state_dict(ck["extras"][k])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.generator.set_state(ck["generator"].cpu() if hasattr(ck["generator"], "cpu") else ck["generator"])
+        torch.set_rng_state(ck["torch_rng"].cpu())
+        self.state.step = int(ck["step"])
+        self.state.elapsed_s = float(ck["elapsed_s"])
+        self.log(f"resumed from {p} at step {self.state.step}")
+        return True
+
+    # ------------------------------------------------------------ training
+    def photometric_losses(self) -> dict[str, torch.Tensor]:
+        t = self.cfg.train
+        rays, rgb_gt = self.images.random_rays(t.rays_per_batch, self.generator)
+        out = self.model.render_rays(rays, ("rgb", "accumulation"), randomized=True)
+        losses = {"mse": (self.composite_background(out) - rgb_gt).square().mean()}
+        if t.distortion_weight > 0:
+            s0 = self.scene.s_from_t(out["t_mid"] - 0.5 * out["delta"])
+            s1 = self.scene.s_from_t(out["t_mid"] + 0.5 * out["delta"])
+            scale = 1.0 / self.scene.extent if self.scene.mode == "bounded" else 1.0
+            losses["distortion"] = t.distortion_weight * distortion_loss(out["weights"], s0 * scale, s1 * scale)
+        if t.plane_tv_weight > 0:
+            losses["plane_tv"] = t.plane_tv_weight * self.model.field.encoding.plane_tv()
+        if t.virtual_depth_tv_weight > 0:
+            n, p = t.virtual_patches, t.virtual_patch_size
+            vr = self.images.virtual_patches(n, p, self.generator)
+            vout = self.model.render_rays(vr, ("depth",), randomized=True)
+            depth = vout["depth"].view(n, p, p) / self.scene.extent
+            losses["virtual_depth_tv"] = t.virtual_depth_tv_weight * depth_tv(depth)
+        if t.empty_space_weight > 0 and bool(self.model.grid.initialized):
+            # Pruned cells get no photometric gradient, while shared grid levels let
+            # their density drift up ("fog creep" re-admitted by each grid refresh):
+            # keep known-empty space empty by penalizing its optical depth per cell.
+            x = self.model.grid.random_empty_points(t.empty_space_samples, self.generator)
+            if x.shape[0]:
+                sigma = self.model.field.density(x)
+                losses["empty_space"] = t.empty_space_weight * (sigma * self.model.grid_cell_size_m()).mean()
+        return losses
+
+    def composite_background(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Rendered colour over the training background (config ``train.background``).
+
+        "random" (default): a random colour per ray where the ray is not opaque. Real
+        images are opaque everywhere, so transparency cannot fake a darker colour and
+        "fog" is penalized; without it the colour MLP can saturate early and the field
+        encodes brightness as opacity.
+        """
+        bg = self.cfg.train.background
+        rgb, acc = out["rgb"], out["accumulation"][:, None]
+        if bg == "random":
+            return rgb + (1.0 - acc) * torch.rand(rgb.shape, device=rgb.device, generator=self.generator)
+        if bg == "white":
+            return rgb + (1.0 - acc)
+        if bg == "black":
+            return rgb
+        raise ValueError(f"train.background must be random, white or black, got {bg!r}")
+
+    def train_step(self, step: int) -> dict[str, float]:
+        s = self.cfg.sampler
+        if step >= s.grid_warmup_steps and step % s.grid_update_every == 0:
+            self.model.update_grid(all_cells=not bool(self.model.grid.initialized))
+        factor = self.lr_factor(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * factor
+        self.model.train()
+        for m in self.extra_modules.values():
+            m.train()
+        losses = self.photometric_losses()
+        losses.update(self.extra_losses(step))
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def fit(self) -> TrainState:
+        t = self.cfg.train
+        self.try_resume()
+        start = self.state.step
+        t_start = time.perf_counter() - self.state.elapsed_s
+        steps = range(start, t.steps)
+        bar = self.progress(steps, desc="training", initial=start, total=t.steps) if self.progress else steps
+        for step in bar:
+            losses = self.train_step(step)
+            self.state.step = step + 1
+            self.state.elapsed_s = time.perf_counter() - t_start
+            if hasattr(bar, "set_postfix") and step % 10 == 0:
+                bar.set_postfix(psnr=f"{psnr(losses['mse']):.1f}", refresh=False)
+            if step % 50 == 0:
+                self.state.history.append({"step": step, **losses, "elapsed_s": self.state.elapsed_s})
+            if t.checkpoint_every and self.state.step % t.checkpoint_every == 0 and self.state.step < t.steps:
+                self.save_checkpoint()
+            if t.time_budget_s and self.state.elapsed_s > t.time_budget_s:
+                self.log(f"time budget {t.time_budget_s:.0f}s reached at step {self.state.step}")
+                break
+        if bool(self.model.grid.initialized):
+            self.model.update_grid(all_cells=True)
+        return self.state
+
+
+@torch.no_grad()
+def evaluate_views(
+    model: NeuralMap, data: PosedImages, indices: list[int], progress: Callable | None = None
+) -> dict:
+    """PSNR (mean appearance) and, where GT depth exists, depth error of views."""
+    model.eval()
+    psnrs, depth_abs_err, depth_gt_all, per_view = [], [], [], []
+    it = indices if progress is None else progress(indices, desc="evaluating")
+    for i in it:
+        cam = data.camera(i)
+        out = model.render_view(cam, data.c2w_opengl[i], ("rgb", "depth"))
+        gt = data.image(i).astype(np.float32) / 255.0
+        mse = float(np.mean((out["rgb"] - gt) ** 2))
+        rec = {"name": data.names[i], "psnr": psnr(mse)}
+        psnrs.append(rec["psnr"])
+        d_gt = data.depth(i)
+        if d_gt is not None:
+            valid = d_gt > 0
+            err = np.abs(out["depth"][valid] - d_gt[valid])
+            depth_abs_err.append(err)
+            depth_gt_all.append(d_gt[valid])
+            rec["depth_median_abs_err_m"] = float(np.median(err))
+        per_view.append(rec)
+    res = {"psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)), "views": per_view}
+    if depth_abs_err:
+        err = np.concatenate(depth_abs_err)
+        gt = np.concatenate(depth_gt_all)
+        res["depth_median_abs_err_m"] = float(np.median(err))
+        res["depth_median_gt_m"] = float(np.median(gt))
+        res["depth_median_rel_err"] = float(np.median(err) / np.median(gt))
+    return res
