@@ -110,7 +110,7 @@ class NeuralMap(nn.Module):
         excl = torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], -1), -1)
         trans = torch.exp(-excl)
         weights = trans * (1.0 - torch.exp(-tau))
-        out: dict[str, torch.Tensor] = {"weights": weights, "t_mid": t_mid, "delta": delta}
+        out: dict[str, torch.Tensor] = {"weights": weights, "t_mid": t_mid, "delta": delta, "t0": t0, "t1": t1}
         acc = weights.sum(-1)
         if "accumulation" in outputs:
             out["accumulation"] = acc

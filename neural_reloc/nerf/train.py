@@ -218,6 +218,10 @@ class NeuralMapTrainer:
             g["initial_lr"] = g["lr"]
         return torch.optim.Adam(groups, eps=ADAM_EPS, betas=ADAM_BETAS)
 
+    def group_lr_factor(self, group: dict, step: int) -> float:
+        """Learning-rate factor of one parameter group (override for method groups)."""
+        return self.lr_factor(step)
+
     def lr_factor(self, step: int) -> float:
         t = self.cfg.train
         return t.lr_final_factor ** (min(step, t.steps) / max(1, t.steps))
@@ -272,8 +276,10 @@ class NeuralMapTrainer:
         out = self.model.render_rays(rays, ("rgb", "accumulation"), randomized=True)
         losses = {"mse": (self.composite_background(out) - rgb_gt).square().mean()}
         if t.distortion_weight > 0:
-            s0 = self.scene.s_from_t(out["t_mid"] - 0.5 * out["delta"])
-            s1 = self.scene.s_from_t(out["t_mid"] + 0.5 * out["delta"])
+            # The sample intervals' own ends: t_mid is the midpoint in s-space, so
+            # t_mid +- delta/2 is not an interval (and can be < 0) in contracted scenes.
+            s0 = self.scene.s_from_t(out["t0"])
+            s1 = self.scene.s_from_t(out["t1"])
             scale = 1.0 / self.scene.extent if self.scene.mode == "bounded" else 1.0
             losses["distortion"] = t.distortion_weight * distortion_loss(out["weights"], s0 * scale, s1 * scale)
         if t.plane_tv_weight > 0:
@@ -316,9 +322,8 @@ class NeuralMapTrainer:
         s = self.cfg.sampler
         if step >= s.grid_warmup_steps and step % s.grid_update_every == 0:
             self.model.update_grid(all_cells=not bool(self.model.grid.initialized))
-        factor = self.lr_factor(step)
         for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * factor
+            g["lr"] = g["initial_lr"] * self.group_lr_factor(g, step)
         self.model.train()
         for m in self.extra_modules.values():
             m.train()
@@ -342,7 +347,7 @@ class NeuralMapTrainer:
             self.state.step = step + 1
             self.state.elapsed_s = time.perf_counter() - t_start
             if hasattr(bar, "set_postfix") and step % 10 == 0:
-                bar.set_postfix(psnr=f"{psnr(losses['mse']):.1f}", refresh=False)
+                bar.set_postfix(psnr=f"{psnr(losses.get('mse', losses.get('view_mse', float('nan')))):.1f}", refresh=False)
             if step % 50 == 0:
                 self.state.history.append({"step": step, **losses, "elapsed_s": self.state.elapsed_s})
             if t.checkpoint_every and self.state.step % t.checkpoint_every == 0 and self.state.step < t.steps:
