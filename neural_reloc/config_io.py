@@ -145,3 +145,39 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data
+
+
+#: The method config files in config/: file name -> dotted path of the dataclass.
+CONFIG_FILES = {
+    "neural_map.yaml": "neural_reloc.nerf.config:NeuralMapConfig",
+    "crossfire.yaml": "neural_reloc.methods.crossfire.config:CrossfireConfig",
+}
+
+
+def config_class(spec: str) -> type:
+    import importlib
+
+    mod, name = spec.split(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def dump_config_yaml(cls: type, file_name: str) -> str:
+    """The YAML text of ``cls``'s defaults, as kept in ``config/<file_name>``."""
+    import yaml
+
+    header = (
+        f"# Defaults of {cls.__module__}.{cls.__name__} (the single source of truth).\n"
+        f"# Regenerate: python -m neural_reloc.config_io (test/test_config_yaml.py checks\n"
+        f"# that this file equals the dataclass defaults). Use as a starting point for\n"
+        f"# neural-reloc build-map --config {file_name}; any subset of keys may be given.\n"
+    )
+    return header + yaml.safe_dump(to_dict(cls()), sort_keys=False, default_flow_style=False)
+
+
+if __name__ == "__main__":  # python -m neural_reloc.config_io: regenerate config/*.yaml
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "config"
+    for fname, spec in CONFIG_FILES.items():
+        (root / fname).write_text(dump_config_yaml(config_class(spec), fname))
+        print(f"wrote {root / fname}")

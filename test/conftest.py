@@ -10,6 +10,7 @@ error: CI must not pass by skipping the ROS tests.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from pathlib import Path
@@ -94,3 +95,56 @@ def ros_env() -> dict[str, str]:
         [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     )
     return env
+
+
+# --- shared data: the procedural scene and a CROSSFIRE map of it ---------------------
+# Generated once per checkout under .cache/test-data (git-ignored); generate_procedural
+# _scene and build_map both skip work that is already done for the same config, so a
+# rerun costs seconds while a clean clone (CI) builds them once.
+TEST_DATA_DIR = REPO_ROOT / ".cache" / "test-data"
+
+#: Map settings of the shared test map: the defaults, shortened for test time.
+CROSSFIRE_TEST_MAP_OVERRIDES = [
+    "map.train.steps=600",
+    "map.train.max_image_size=160",
+    "map.train.checkpoint_every=200",
+]
+
+
+@pytest.fixture(scope="session")
+def procedural_scene() -> Path:
+    """Directory of the default procedural scene (transforms.json, images, depth)."""
+    from neural_reloc.data.procedural import ProceduralSceneConfig, generate_procedural_scene
+
+    out = TEST_DATA_DIR / "procedural"
+    generate_procedural_scene(out, ProceduralSceneConfig())
+    return out
+
+
+@pytest.fixture(scope="session")
+def crossfire_map(procedural_scene: Path) -> tuple[Path, Path]:
+    """(map directory, procedural scene directory): a CROSSFIRE map of the scene's
+    train split, built with the test overrides above on the CPU."""
+    from neural_reloc.config_io import merge, parse_dotted
+    from neural_reloc.data import load_dataset
+    from neural_reloc.mapping import build_map
+    from neural_reloc.methods.crossfire import CrossfireConfig
+
+    cfg = merge(CrossfireConfig(), parse_dotted(CROSSFIRE_TEST_MAP_OVERRIDES))
+    out = TEST_DATA_DIR / "crossfire_map"
+    with _build_lock(out):  # concurrent test sessions wait for one build
+        build_map(load_dataset(procedural_scene), out, method="crossfire", config=cfg, device="cpu", max_eval_views=4)
+    return out, procedural_scene
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

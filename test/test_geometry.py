@@ -263,3 +263,23 @@ def test_covariance_of_child_offset_matches_monte_carlo(seed):
         samples.append(np.concatenate([B[:3, 3] - base_b[:3, 3], rotvec_from_rotation(B[:3, :3] @ base_b[:3, :3].T)]))
     emp = np.cov(np.array(samples).T)
     assert np.allclose(emp, predicted, atol=0.15 * np.abs(predicted).max())
+
+
+@settings(max_examples=100, deadline=None)
+@given(seeds)
+def test_initial_robot_pose_to_camera_prior_and_back(seed):
+    """/initialpose (base_link in map) -> camera optical prior -> robot pose again, and
+    the prior agrees with odometry carried forward through map_from_odom."""
+    rng = np.random.default_rng(seed)
+    map_from_base = random_pose(rng)
+    base_from_optical = frames.body_from_optical_extrinsic(random_pose(rng, 0.5))
+    map_from_optical = frames.map_from_optical_from_map_from_base(map_from_base, base_from_optical)
+    assert np.allclose(
+        frames.map_from_base_from_map_from_optical(map_from_optical, base_from_optical), map_from_base, atol=1e-9
+    )
+    # The camera optical axis (z) is the camera body's x axis expressed in map.
+    body_x_in_map = (map_from_optical @ np.linalg.inv(frames.BODY_FROM_OPTICAL))[:3, 0]
+    assert np.allclose(map_from_optical[:3, 2], body_x_in_map, atol=1e-9)
+    odom_from_base = random_pose(rng)
+    map_from_odom = frames.map_from_odom_from_fix(map_from_optical, odom_from_base, base_from_optical)
+    assert np.allclose(map_from_odom @ odom_from_base, map_from_base, atol=1e-9)

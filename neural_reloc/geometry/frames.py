@@ -73,6 +73,14 @@ def map_from_optical_from_opencv_w2c(
     return c2w if map_from_world is None else np.asarray(map_from_world) @ c2w
 
 
+def map_from_optical_from_opengl_c2w(
+    c2w_opengl: np.ndarray, map_from_world: np.ndarray | None = None
+) -> np.ndarray:
+    """Pose of the camera optical frame in ``map`` from a NeRF-side camera-to-world."""
+    c2w = opencv_c2w_from_opengl_c2w(c2w_opengl)
+    return c2w if map_from_world is None else np.asarray(map_from_world) @ c2w
+
+
 def opencv_w2c_from_map_from_optical(
     map_from_optical: np.ndarray, map_from_world: np.ndarray | None = None
 ) -> np.ndarray:
@@ -89,6 +97,14 @@ def map_from_base_from_map_from_optical(
 ) -> np.ndarray:
     """Robot pose in map from a camera fix and the camera extrinsic."""
     return np.asarray(map_from_optical) @ invert_pose(base_from_optical)
+
+
+def map_from_optical_from_map_from_base(
+    map_from_base: np.ndarray, base_from_optical: np.ndarray
+) -> np.ndarray:
+    """Camera optical frame in map from a robot pose (e.g. Nav2's ``/initialpose``,
+    which gives ``base_link`` in ``map``) and the camera extrinsic."""
+    return np.asarray(map_from_base, dtype=np.float64) @ np.asarray(base_from_optical, dtype=np.float64)
 
 
 def map_from_odom_from_fix(

@@ -58,3 +58,27 @@ def _load_builtin() -> None:
     except ImportError as e:  # pragma: no cover - only while a method is being written
         if "crossfire" not in str(e):
             raise
+
+
+def load_relocalizer(map_path, device=None, overrides: dict | list[str] | None = None):
+    """The :class:`~neural_reloc.methods.base.Relocalizer` of a map bundle.
+
+    ``overrides``: localization settings as a nested dict or ``key=value`` strings
+    relative to the method config (e.g. ``["localization.max_iterations=2"]``).
+    Raises :class:`~neural_reloc.map_bundle.MapError` for unreadable maps and
+    ``ValueError`` for maps whose method cannot relocalize.
+    """
+    from ..config_io import parse_dotted
+    from ..device import resolve_device
+    from ..map_bundle import read_map
+
+    bundle = read_map(map_path)
+    spec = get_method(bundle.manifest["method"])
+    if spec.relocalizer_factory is None:
+        raise ValueError(
+            f"{map_path}: the map's method {spec.name!r} has no relocalizer; "
+            f"build the map with --method {' or '.join(m for m in available_methods() if get_method(m).relocalizer_factory) or 'crossfire'}"
+        )
+    if isinstance(overrides, list):
+        overrides = parse_dotted(overrides)
+    return spec.relocalizer_factory(bundle, resolve_device(device), overrides or {})

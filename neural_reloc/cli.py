@@ -1,0 +1,453 @@
+"""``neural-reloc``: build maps, render them, inspect them, run the demo.
+
+Every subcommand is a thin shell over library functions; errors in the input (missing
+files, bad poses, empty splits, corrupt maps, unknown config keys) end with one line
+``error: ...`` naming what is wrong, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _progress():
+    from tqdm import tqdm
+
+    def bar(it=None, desc="", initial=0, total=None, **kw):
+        return tqdm(it, desc=desc, initial=initial, total=total, dynamic_ncols=True, leave=False, **kw)
+
+    return bar
+
+
+def _load_config(method: str, config_file: str | None, overrides: list[str]):
+    from .config_io import from_dict, load_yaml, merge, parse_dotted
+    from .methods.registry import get_method
+
+    spec = get_method(method)
+    cfg = spec.config_factory()
+    if config_file:
+        data = load_yaml(config_file)
+        # A ROS parameter file (node_name: ros__parameters: {...}) is accepted too.
+        if len(data) == 1 and isinstance(next(iter(data.values())), dict) and "ros__parameters" in next(iter(data.values())):
+            data = next(iter(data.values()))["ros__parameters"]
+        cfg = from_dict(type(cfg), data)
+    if overrides:
+        cfg = merge(cfg, parse_dotted(overrides))
+    return cfg
+
+
+def cmd_build_map(args) -> int:
+    from .data import load_dataset
+    from .device import resolve_device
+    from .mapping import build_map
+
+    device = resolve_device(args.device)
+    cfg = _load_config(args.method, args.config, args.set or [])
+    data = load_dataset(args.data)
+    if args.max_size:
+        spec_cfg = cfg.map if hasattr(cfg, "map") else cfg
+        spec_cfg.train.max_image_size = args.max_size
+    if args.steps:
+        spec_cfg = cfg.map if hasattr(cfg, "map") else cfg
+        spec_cfg.train.steps = args.steps
+    out = build_map(
+        data,
+        Path(args.out),
+        method=args.method,
+        config=cfg,
+        device=device,
+        progress=_progress(),
+        evaluate=not args.no_eval,
+        max_eval_views=args.max_eval_views,
+    )
+    from .mapping import describe_map
+
+    info = describe_map(out)
+    print(json.dumps({"map": str(out), "size_mb": info["size_mb"], "training": info["training"], "metrics": info["metrics"]}, indent=1))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .mapping import describe_map
+
+    print(json.dumps(describe_map(args.map), indent=1, default=str))
+    return 0
+
+
+def cmd_render(args) -> int:
+    import cv2
+    import numpy as np
+
+    from .data import load_dataset
+    from .device import resolve_device
+    from .map_bundle import read_map
+    from .mapping import load_neural_map
+    from .nerf.train import psnr
+
+    device = resolve_device(args.device)
+    bundle = read_map(args.map)
+    model = load_neural_map(bundle, device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from .geometry.camera import Camera
+
+    if args.data:
+        data = load_dataset(args.data)
+        idx = data.indices(args.split)
+        views = [(data.names[i], data.camera(i), data.c2w_opengl[i], i, data) for i in idx]
+    else:
+        refs = bundle.references
+        views = [
+            (n, Camera.from_dict(c), T, None, None) for n, c, T in zip(refs.names, refs.cameras, refs.c2w_opengl)
+        ]
+    if args.limit:
+        views = views[: args.limit]
+    outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
+    report = []
+    bar = _progress()
+    for name, cam, c2w, i, data in bar(views, desc="rendering"):
+        if args.width:
+            cam = cam.resized(args.width, int(round(cam.height * args.width / cam.width)))
+        t0 = time.perf_counter()
+        res = model.render_view(cam, c2w, outputs)
+        dt = (time.perf_counter() - t0) * 1e3
+        stem = Path(name).stem
+        rec = {"name": name, "render_ms": round(dt, 1), "size": [cam.width, cam.height]}
+        if "rgb" in res:
+            cv2.imwrite(str(out_dir / f"{stem}_rgb.png"), cv2.cvtColor((np.clip(res["rgb"], 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+            if data is not None:
+                gt = cv2.resize(data.image(i), (cam.width, cam.height), interpolation=cv2.INTER_AREA) / 255.0
+                rec["psnr"] = round(psnr(float(np.mean((res["rgb"] - gt) ** 2))), 2)
+        if "depth" in res:
+            d = res["depth"]
+            cv2.imwrite(str(out_dir / f"{stem}_depth_mm.png"), np.clip(d * 1000, 0, 65535).astype(np.uint16))
+            vis = cv2.applyColorMap(np.clip(d / max(np.percentile(d, 99), 1e-6) * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+            cv2.imwrite(str(out_dir / f"{stem}_depth.png"), vis)
+        report.append(rec)
+    (out_dir / "render_report.json").write_text(json.dumps(report, indent=1))
+    ms = [r["render_ms"] for r in report]
+    summary = {"views": len(report), "render_ms_median": float(np.median(ms)) if ms else None, "out": str(out_dir)}
+    if any("psnr" in r for r in report):
+        summary["psnr_mean"] = float(np.mean([r["psnr"] for r in report if "psnr" in r]))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _dataclass_config(cls, config_file: str | None, overrides: list[str] | None):
+    """``cls()`` updated from a YAML file (plain, or a ROS parameter file) and
+    ``key.path=value`` overrides."""
+    from .config_io import from_dict, load_yaml, merge, parse_dotted
+
+    cfg = cls()
+    if config_file:
+        data = load_yaml(config_file)
+        if len(data) == 1 and isinstance(next(iter(data.values())), dict) and "ros__parameters" in next(iter(data.values())):
+            data = next(iter(data.values()))["ros__parameters"]
+        cfg = from_dict(cls, data)
+    if overrides:
+        cfg = merge(cfg, parse_dotted(overrides))
+    return cfg
+
+
+def cmd_bag_from_dataset(args) -> int:
+    from .bags.writer import BagFromDatasetConfig, write_bag_from_dataset
+    from .data import load_dataset
+
+    cfg = _dataclass_config(BagFromDatasetConfig, args.config, args.set)
+    # command-line options win over the config file (set directly: no YAML typing)
+    for attr, value in (
+        ("storage", args.storage),
+        ("split", args.split),
+        ("rate_hz", args.rate),
+        ("max_image_size", args.max_size),
+        ("max_frames", args.max_frames),
+    ):
+        if value is not None:
+            setattr(cfg, attr, value)
+    if args.seed is not None:
+        cfg.odometry.seed = args.seed
+    data = load_dataset(args.data)
+    summary = write_bag_from_dataset(data, args.out, cfg, overwrite=args.overwrite, progress=_progress())
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None):
+    """Take the relocalization node's settings from its ROS parameter file (e.g.
+    config/relocalize.yaml): ``tracking`` and the topics/frames into ``cfg``,
+    ``localization`` as relocalizer overrides (``--reloc-set`` wins). Returns the
+    overrides as a nested dict."""
+    from .config_io import ConfigError, from_dict, load_yaml, parse_dotted
+    from .tracking import TrackingConfig
+
+    data = load_yaml(params_file)
+    params = next((v["ros__parameters"] for v in data.values() if isinstance(v, dict) and "ros__parameters" in v), None)
+    if params is None:
+        raise ConfigError(f"{params_file}: not a ROS parameter file (no <node>: ros__parameters: mapping)")
+    if "tracking" in params:
+        cfg.tracking = from_dict(TrackingConfig, params["tracking"], "tracking")
+    for key, (obj, attr) in {
+        "image_topic": (cfg.bag.topics, "image"),
+        "camera_info_topic": (cfg.bag.topics, "camera_info"),
+        "map_frame": (cfg.bag.frames, "map"),
+        "odom_frame": (cfg.bag.frames, "odom"),
+        "base_frame": (cfg.bag.frames, "base"),
+    }.items():
+        if params.get(key):
+            setattr(obj, attr, params[key])
+    if "odom_frame" in params and not params["odom_frame"]:
+        cfg.bag.use_odometry = False
+    overrides = {"localization": dict(params["localization"])} if isinstance(params.get("localization"), dict) else {}
+    for key, value in parse_dotted(reloc_overrides or []).items():
+        if isinstance(value, dict) and isinstance(overrides.get(key), dict):
+            overrides[key].update(value)
+        else:
+            overrides[key] = value
+    return overrides or None
+
+
+def cmd_eval_bag(args) -> int:
+    from .eval.eval_bag import REPORT_NAME, RESULTS_NAME, EvalBagConfig, evaluate_bag
+
+    cfg = _dataclass_config(EvalBagConfig, args.config, args.set)
+    gt, bag = cfg.ground_truth, cfg.bag
+    reloc_overrides = args.reloc_set or None
+    if args.node_params:
+        reloc_overrides = _apply_node_params(cfg, args.node_params, reloc_overrides)
+    if args.gt_topic:
+        gt.topic, gt.tf_parent, gt.tf_child = args.gt_topic, "", ""
+    if args.gt_tf:
+        gt.topic, (gt.tf_parent, gt.tf_child) = "", args.gt_tf
+    if args.gt_body_frame is not None:
+        gt.body_frame = args.gt_body_frame
+    if args.image_topic:
+        bag.topics.image = args.image_topic
+    if args.camera_info_topic:
+        bag.topics.camera_info = args.camera_info_topic
+    if args.no_odometry:
+        bag.use_odometry = False
+    if args.max_frames is not None:
+        cfg.max_frames = args.max_frames
+    if args.no_report:
+        cfg.report = False
+    out = Path(args.out)
+    try:
+        results = evaluate_bag(
+            args.bag,
+            out,
+            cfg,
+            map_path=args.map,
+            device=args.device,
+            reloc_overrides=reloc_overrides,
+            progress=True,
+        )
+    finally:
+        if (out / RESULTS_NAME).is_file():
+            where = f"results: {out / RESULTS_NAME}" + (f", report: {out / REPORT_NAME}" if cfg.report else "")
+            print(where, file=sys.stderr)
+    s = results["summary"]
+    keys = ("frames", "frames_with_gt", "success_rate", "accepted_rate", "median_t_err_m", "median_r_err_deg", "recall")
+    report = {"results": str(out / RESULTS_NAME), **{k: s.get(k) for k in keys}}
+    if not args.live:
+        print(json.dumps(report, indent=1))
+        return 0
+    # -- live: the same bag through the running node, then frame-by-frame agreement
+    try:
+        from .ros.bag_replay import evaluate_bag_live
+    except ImportError as e:
+        raise RuntimeError(f"--live needs ROS 2 (rclpy and the built neural_reloc.msg): {e}") from None
+    from .eval.eval_bag import write_json_atomic
+    from .eval.live import compare_runs
+
+    live = evaluate_bag_live(
+        args.bag,
+        out / "live",
+        cfg,
+        map_path=args.map,
+        device=args.device,
+        reloc_overrides=reloc_overrides,
+        node_running=args.node_running,
+        progress=True,
+    )
+    agreement = compare_runs(results["frames"], live["frames"])
+    write_json_atomic(out / "agreement.json", agreement)
+    ls = live["summary"]
+    report["live"] = {"results": str(out / "live" / RESULTS_NAME), **{k: ls.get(k) for k in keys}}
+    report["agreement"] = {k: v for k, v in agreement.items() if k != "frames"} | {"file": str(out / "agreement.json")}
+    print(json.dumps(report, indent=1))
+    return 0 if agreement["agree"] else 1
+
+
+def cmd_localize(args) -> int:
+    from .data import load_dataset
+    from .localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records, write_json_atomic
+    from .methods.registry import load_relocalizer
+
+    reloc = load_relocalizer(args.map, args.device, args.set or None)
+    data = load_dataset(args.data)
+    cfg = LocalizeDatasetConfig(
+        split=args.split, prior=args.prior, perturb_m=args.perturb_m, perturb_deg=args.perturb_deg,
+        seed=args.seed, constant_reference=args.constant_reference, limit=args.limit,
+    )
+    records: list[dict] = []
+
+    def show(rec: dict) -> None:
+        records.append(rec)
+        if not args.quiet:
+            err = f"{rec['t_err_m'] * 100:7.2f} cm {rec['r_err_deg']:6.2f} deg" if rec["success"] else f"failed: {rec['reason']}"
+            print(f"{rec['name']}: {err}  inliers {rec['num_inliers']}  iters {rec['iterations']}  "
+                  f"{rec['total_latency_ms']:.0f} ms  prior {rec['prior_source']}", flush=True)
+
+    try:
+        localize_dataset(reloc, data, cfg, progress=_progress() if args.quiet else None, on_record=show)
+    finally:
+        summary = summarize_records(records)
+        if args.out:
+            from .config_io import to_dict
+
+            write_json_atomic(args.out, {"map": str(args.map), "data": str(args.data), "config": to_dict(cfg),
+                                         "summary": summary, "frames": records})
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .methods.registry import available_methods
+
+    p = argparse.ArgumentParser(prog="neural-reloc", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_device(sp):
+        sp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
+
+    b = sub.add_parser("build-map", help="train a map from posed images")
+    b.add_argument("--data", required=True, help="dataset: transforms.json, COLMAP, 7-Scenes, Cambridge or LLFF folder")
+    b.add_argument("--out", required=True, help="map directory to write")
+    b.add_argument("--method", default="nerf", choices=available_methods())
+    b.add_argument("--config", help="YAML config (method config, or a ROS parameter file)")
+    b.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500")
+    b.add_argument("--steps", type=int, help="shortcut for train.steps")
+    b.add_argument("--max-size", type=int, help="shortcut for train.max_image_size (long side, px)")
+    b.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    b.add_argument("--max-eval-views", type=int, default=0, help="evaluate at most this many held-out views")
+    add_device(b)
+    b.set_defaults(func=cmd_build_map)
+
+    r = sub.add_parser("render", help="render a map at reference views or a dataset's views")
+    r.add_argument("--map", required=True)
+    r.add_argument("--out", required=True, help="output folder for PNGs and render_report.json")
+    r.add_argument("--data", help="dataset whose views to render (default: the map's reference views)")
+    r.add_argument("--split", default="test", help="split of --data to render (train, test, all)")
+    r.add_argument("--outputs", default="rgb,depth", help="comma-separated render outputs")
+    r.add_argument("--width", type=int, help="render width (height keeps the aspect ratio)")
+    r.add_argument("--limit", type=int, default=0, help="render at most this many views")
+    add_device(r)
+    r.set_defaults(func=cmd_render)
+
+    i = sub.add_parser("info", help="describe a map")
+    i.add_argument("--map", required=True)
+    i.set_defaults(func=cmd_info)
+
+    bg = sub.add_parser("bag-from-dataset", help="write a rosbag2 (mcap/sqlite3) from a posed dataset, no ROS needed")
+    bg.add_argument("--data", required=True, help="dataset: transforms.json, COLMAP, 7-Scenes, Cambridge or LLFF folder")
+    bg.add_argument("--out", required=True, help="bag directory to create")
+    bg.add_argument("--split", help="frames to write: all (default), train or test, in dataset order")
+    bg.add_argument("--storage", choices=("mcap", "sqlite3"), help="bag storage (default mcap)")
+    bg.add_argument("--rate", type=float, help="image rate in Hz when the dataset has no capture times (default 10)")
+    bg.add_argument("--max-size", type=int, help="downscale images to this long side in pixels")
+    bg.add_argument("--max-frames", type=int, help="write at most this many frames")
+    bg.add_argument("--seed", type=int, help="seed of the simulated odometry noise")
+    bg.add_argument("--config", help="YAML with BagFromDatasetConfig fields (topics, frames, odometry, ...)")
+    bg.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. odometry.drift_yaw_deg_per_m=2")
+    bg.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
+    bg.set_defaults(func=cmd_bag_from_dataset)
+
+    e = sub.add_parser("eval-bag", help="relocalize every image of a bag (the node's logic) and score it against ground truth")
+    e.add_argument("--bag", required=True, help="rosbag2 directory, .mcap or .db3 file")
+    e.add_argument("--map", required=True, help="map directory (build-map --method crossfire)")
+    e.add_argument("--out", required=True, help="folder for results.json and report.html")
+    gt = e.add_mutually_exclusive_group()
+    gt.add_argument("--gt-topic", help="ground-truth pose topic (default /ground_truth/camera_pose)")
+    gt.add_argument("--gt-tf", nargs=2, metavar=("PARENT", "CHILD"), help="ground truth from the TF transform PARENT -> CHILD")
+    e.add_argument("--gt-body-frame", help="frame whose pose the ground truth gives, if not the camera optical frame")
+    e.add_argument("--image-topic", help="image topic (default /camera/image_raw)")
+    e.add_argument("--camera-info-topic", help="camera info topic (default /camera/camera_info)")
+    e.add_argument("--no-odometry", action="store_true", help="ignore odom -> base_link in the bag")
+    e.add_argument("--max-frames", type=int, help="evaluate at most this many images")
+    e.add_argument("--config", help="YAML with EvalBagConfig fields (bag, ground_truth, tracking, ...)")
+    e.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. tracking.lost_after_failures=5")
+    e.add_argument(
+        "--node-params",
+        help="the relocalization node's ROS parameter file (e.g. config/relocalize.yaml): evaluate with its "
+        "tracking and localization settings, topics and frames",
+    )
+    e.add_argument("--reloc-set", nargs="*", metavar="KEY=VALUE", help="relocalizer overrides, e.g. localization.max_iterations=2")
+    e.add_argument("--no-report", action="store_true", help="write results.json only")
+    e.add_argument(
+        "--live",
+        action="store_true",
+        help="also replay the bag into relocalization_node over DDS (started here on --map), record its "
+        "statuses and compare them frame by frame with the offline run (OUT/live/, OUT/agreement.json; "
+        "exit status 1 when they disagree)",
+    )
+    e.add_argument("--node-running", action="store_true", help="with --live: use the node already running (use_sim_time:=true)")
+    add_device(e)
+    e.set_defaults(func=cmd_eval_bag)
+
+    lo = sub.add_parser("localize", help="localize a dataset's frames against a map and score them")
+    lo.add_argument("--map", required=True, help="map directory (build-map --method crossfire)")
+    lo.add_argument("--data", required=True, help="dataset with the query frames (transforms.json or folder)")
+    lo.add_argument("--split", default="test", help="query frames: test (default), train or all")
+    lo.add_argument("--prior", default="retrieval", choices=("retrieval", "perturbed", "constant"),
+                    help="retrieval over the map, ground truth perturbed, or one constant pose (Table 2)")
+    lo.add_argument("--perturb-m", type=float, default=0.3, help="perturbed prior: translation offset, metres")
+    lo.add_argument("--perturb-deg", type=float, default=15.0, help="perturbed prior: rotation offset, degrees")
+    lo.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+    lo.add_argument("--constant-reference", type=int, default=-1, help="constant prior: reference view index (-1: central)")
+    lo.add_argument("--limit", type=int, default=0, help="localize at most this many frames")
+    lo.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="relocalizer overrides, e.g. localization.max_iterations=2")
+    lo.add_argument("--out", help="write per-frame records and the summary to this JSON file")
+    lo.add_argument("--quiet", action="store_true", help="no per-frame lines (a progress bar instead)")
+    add_device(lo)
+    lo.set_defaults(func=cmd_localize)
+
+    d = sub.add_parser("demo", help="build a map of the bundled procedural scene and evaluate it")
+    d.add_argument("--out", default="outputs/demo", help="working folder (scene, map, results)")
+    d.add_argument("--quick", action="store_true", help="a smaller, faster run")
+    add_device(d)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config_io import ConfigError
+    from .data.posed_images import DatasetError
+    from .bags.errors import BagError
+    from .map_bundle import MapError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, MapError, ConfigError, BagError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted (a map build resumes from its last checkpoint when rerun)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Joint self-supervised training of the neural map, its descriptor head and the CNN.
+
+Paper Sec. 3.3, eq. (3): each step renders one whole (downsampled) training view with
+colour, depth, 3D points and descriptors, runs the CNN on the real image at 4x that
+size, and minimises L_MSE + lambda1 L_DSSIM + lambda2 L_TV + L_pos + L_neg. Our
+neural map's own random-ray photometric step (``NeuralMapTrainer.photometric_losses``)
+runs alongside (``loss.random_ray_batches``): whole low-resolution images alone
+converge slowly on CPU budgets.
+
+After training, the map's global retrieval index is built (:mod:`.retrieval`) from
+rendered reference views, so that a map alone suffices to localize without a prior.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...data.posed_images import PosedImages
+from ...nerf.train import NeuralMapTrainer
+from .config import CrossfireConfig
+from .descriptor_head import DescriptorHead
+from .feature_extractor import STRIDE, FeatureExtractor, flatten_descriptor_map
+from .losses import crossfire_loss, l_neg, l_pos, neg_lambda, random_permutations
+from .retrieval import RetrievalIndex, build_retrieval_index
+
+#: Name of the descriptor head in the field (``render_view(..., ("descriptor",))``).
+DESCRIPTOR_HEAD = "descriptor"
+
+
+def attach_descriptor_head(model, cfg: CrossfireConfig) -> DescriptorHead:
+    head = DescriptorHead.for_field(model.field, cfg.descriptor)
+    model.field.add_head(DESCRIPTOR_HEAD, head)
+    return head
+
+
+def descriptor_map_camera(camera, long_side: int, short_side: int):
+    """The descriptor-map camera for ``camera`` fitted to long_side x short_side, and the
+    CNN input camera (exactly ``STRIDE`` x larger), so that rendered pixel (j, i) and
+    CNN cell (i, j) see the same image point (see feature_extractor's docstring)."""
+    desc = camera.fit_within(long_side, short_side)
+    return desc, desc.resized(desc.width * STRIDE, desc.height * STRIDE)
+
+
+class CrossfireTrainer(NeuralMapTrainer):
+    def __init__(
+        self,
+        data: PosedImages,
+        cfg: CrossfireConfig,
+        device: torch.device,
+        work_dir: Path,
+        progress: Callable | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.method_config = cfg
+        self.xcfg = cfg
+        self._full_data = data
+        super().__init__(data, cfg.map, device, work_dir, progress, log)
+
+    # ------------------------------------------------------------ hooks
+    def setup_extras(self) -> None:
+        attach_descriptor_head(self.model, self.xcfg)
+        self.cnn = FeatureExtractor.from_config(self.xcfg.descriptor).to(self.device)
+        self.extra_modules["cnn"] = self.cnn
+        self.lam = neg_lambda(self.xcfg.loss, self.scene.extent)
+        self._views: dict[int, tuple] = {}
+        self.retrieval: RetrievalIndex | None = None
+
+    def extra_param_groups(self) -> list[dict]:
+        params = list(self.model.field.heads[DESCRIPTOR_HEAD].parameters()) + list(self.cnn.parameters())
+        return [{"params": params, "lr": self.xcfg.train.lr_descriptor, "weight_decay": 0.0, "name": "descriptor"}]
+
+    def group_lr_factor(self, group: dict, step: int) -> float:
+        if group.get("name") == "descriptor":
+            t = self.xcfg.train
+            return t.lr_decay if step >= t.decay_at_fraction * self.cfg.train.steps else 1.0
+        return super().group_lr_factor(group, step)
+
+    def photometric_losses(self) -> dict[str, torch.Tensor]:
+        if not self.xcfg.loss.random_ray_batches:
+            return {}
+        return super().photometric_losses()
+
+    def modules_to_save(self) -> dict:
+        mods = super().modules_to_save()
+        if self.retrieval is not None:
+            mods["retrieval"] = self.retrieval
+        return mods
+
+    # ------------------------------------------------------------ training views
+    def _view(self, i: int):
+        """(descriptor-map camera, CNN-scale image (3, 4h, 4w) and map-scale image
+        (3, h, w) as float tensors in [0, 1]) of training view ``i``, cached."""
+        if i not in self._views:
+            lc = self.xcfg.loss
+            cam_full = self._full_data.camera(i)
+            cam_desc, cam_cnn = descriptor_map_camera(cam_full, lc.image_long_side, lc.image_long_side)
+            img = self._full_data.image(i)
+            big = cv2.resize(img, (cam_cnn.width, cam_cnn.height), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(img, (cam_desc.width, cam_desc.height), interpolation=cv2.INTER_AREA)
+            to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)
+            self._views[i] = (cam_desc, to_t(big), to_t(small))
+        return self._views[i]
+
+    def _crop(self, cam_desc) -> tuple[int, int, int, int]:
+        """A random window (x0, y0, w, h) of the descriptor map, ``crop_long_side`` long."""
+        lc = self.xcfg.loss
+        W, H = cam_desc.width, cam_desc.height
+        if lc.crop_long_side <= 0 or lc.crop_long_side >= max(W, H):
+            return 0, 0, W, H
+        s = lc.crop_long_side / max(W, H)
+        w, h = max(8, int(round(W * s))), max(8, int(round(H * s)))
+        x0 = int(torch.randint(0, W - w + 1, (1,), generator=self.generator).item())
+        y0 = int(torch.randint(0, H - h + 1, (1,), generator=self.generator).item())
+        return x0, y0, w, h
+
+    def extra_losses(self, step: int) -> dict[str, torch.Tensor]:
+        i = int(torch.randint(0, len(self.data), (1,), generator=self.generator).item())
+        cam_desc, big, small = self._view(i)
+        x0, y0, w, h = self._crop(cam_desc)
+        # Rays through the centres of the window's descriptor-map pixels, row-major: the
+        # same image points as the CNN cells of the matching window of the big image.
+        uv = cam_desc.pixel_centers()[y0 : y0 + h, x0 : x0 + w].reshape(-1, 2)
+        rays = self.model.rays_for_view(cam_desc, self.data.c2w_opengl[i], pixels_uv=uv, image_index=i)
+        with_desc = step >= self.xcfg.train.descriptor_start_fraction * self.cfg.train.steps
+        lc = self.xcfg.loss
+        photometric = lc.view_photometric_weight > 0
+        if not photometric and not with_desc:
+            return {}
+        outputs = (("rgb", "accumulation", "depth") if photometric else ()) + ("points",)
+        outputs += (DESCRIPTOR_HEAD,) if with_desc else ()
+        out = self.model.render_rays(
+            rays, outputs, randomized=True, heads_train_field=self.xcfg.train.descriptor_grad_to_field
+        )
+        kw = {}
+        if with_desc:
+            x_cnn = big[:, 4 * y0 : 4 * (y0 + h), 4 * x0 : 4 * (x0 + w)][None].to(self.device)
+            f_image = flatten_descriptor_map(self.cnn(x_cnn))
+            f_render = F.normalize(out[DESCRIPTOR_HEAD], dim=-1)
+            kw = dict(f_image=f_image, f_render=f_render, xyz=out["points"], lam=self.lam)
+        if not photometric:  # descriptor terms only (L_pos, L_neg)
+            perms = random_permutations(h * w, lc.neg_permutations, self.generator, self.device)
+            return {
+                "view_pos": lc.weight_pos * l_pos(kw["f_image"], kw["f_render"]),
+                "view_neg": lc.weight_neg * l_neg(kw["f_image"], kw["f_render"], kw["xyz"], self.lam, perms),
+            }
+        rgb_gt = small[:, y0 : y0 + h, x0 : x0 + w].reshape(3, -1).T.to(self.device)
+        terms = crossfire_loss(
+            lc,
+            self.composite_background(out),
+            rgb_gt,
+            out["depth"] / self.scene.extent,
+            (h, w),
+            generator=self.generator,
+            **kw,
+        )
+        terms.pop("total")
+        for k in ("mse", "dssim", "tv"):
+            terms[k] = terms[k] * lc.view_photometric_weight
+        return {f"view_{k}": v for k, v in terms.items()}
+
+    def fit(self):
+        state = super().fit()
+        self.log("building the retrieval index from rendered reference views")
+        self.retrieval = build_retrieval_index(
+            self.model, self.cnn, self.data, self.xcfg.localization, progress=self.progress
+        )
+        return state

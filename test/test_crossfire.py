@@ -1,0 +1,182 @@
+"""CROSSFIRE: descriptor invariance, matching, and end-to-end localization on the
+procedural scene (shared map fixture ``crossfire_map`` in conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neural_reloc.config_io import to_dict
+from neural_reloc.methods.crossfire import CrossfireConfig
+from neural_reloc.methods.crossfire.matching import match_coarse_to_fine, mutual_nearest_neighbours
+from neural_reloc.methods.crossfire.trainer import DESCRIPTOR_HEAD, attach_descriptor_head
+from neural_reloc.nerf.config import EncodingConfig, FieldConfig, NeuralMapConfig
+from neural_reloc.nerf.neural_map import NeuralMap, RayBatch
+from neural_reloc.nerf.scene import SceneNormalization
+
+
+# ------------------------------------------------------------ invariance (the point)
+def _tiny_map(num_images: int = 3) -> NeuralMap:
+    enc = EncodingConfig(dense_resolutions=(8, 16), dense_features=2)
+    cfg = NeuralMapConfig(field=FieldConfig(encoding=enc, hidden_dim=16, color_hidden_dim=16))
+    cfg.sampler.grid_resolution = 16
+    cfg.sampler.num_coarse = 32
+    cfg.sampler.num_fine = 16
+    scene = SceneNormalization(mode="bounded", aabb_min=np.array([-1.0, -1.0, -1.0]), aabb_max=np.array([1.0, 1.0, 1.0]), near=0.05)
+    torch.manual_seed(0)
+    m = NeuralMap(cfg, scene, num_images)
+    with torch.no_grad():  # a dense, textured field and distinct appearance codes
+        for p in m.field.encoding.parameters():
+            p.normal_(0, 1.0)
+        m.field.appearance.weight.normal_(0, 3.0)
+    xcfg = CrossfireConfig(map=cfg)
+    attach_descriptor_head(m, xcfg)
+    return m.eval()
+
+
+def _rays(n: int = 64, seed: int = 0) -> RayBatch:
+    g = torch.Generator().manual_seed(seed)
+    o = torch.zeros(n, 3) + torch.tensor([0.0, 0.0, -0.9])
+    d = F.normalize(torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    return RayBatch(o, d, d[:, 2])
+
+
+def test_rendered_descriptors_do_not_depend_on_appearance_but_colour_does():
+    m = _tiny_map()
+    rays = _rays()
+    outs = []
+    for idx in (0, 2, None):
+        r = RayBatch(rays.origins, rays.dirs, rays.dirs_cam_z, None if idx is None else torch.full((64,), idx))
+        with torch.no_grad():
+            outs.append(m.render_rays(r, ("rgb", DESCRIPTOR_HEAD)))
+    assert not torch.allclose(outs[0]["rgb"], outs[1]["rgb"], atol=1e-3), "appearance codes must change colour"
+    for o in outs[1:]:
+        torch.testing.assert_close(o[DESCRIPTOR_HEAD], outs[0][DESCRIPTOR_HEAD], rtol=0, atol=1e-6)
+
+
+def test_descriptor_of_a_point_does_not_depend_on_viewing_direction():
+    """Per point, the head sees position-only features: the same 3D points evaluated
+    as seen along different directions give the same descriptors, while the colour
+    (which sees the direction) differs."""
+    m = _tiny_map()
+    f = m.field
+    x = torch.rand(100, 3)
+    geo = f.geometry(x)
+    d1 = F.normalize(torch.randn(100, 3), dim=-1)
+    desc = f.head_outputs(geo, [DESCRIPTOR_HEAD])[DESCRIPTOR_HEAD]
+    app = f.appearance_codes(None, 100, x.device)
+    c1 = f.color(geo, d1, app)["rgb"]
+    c2 = f.color(geo, -d1, app)["rgb"]
+    assert not torch.allclose(c1, c2, atol=1e-4)
+    head = f.heads[DESCRIPTOR_HEAD]
+    # The head's input is exactly the position-only features; nothing else fits.
+    assert head.in_dim == f.head_input_dim(("encoding", "geo_feat"))
+    assert not {"direction", "appearance"} & set(head.inputs)
+    torch.testing.assert_close(head(torch.cat([geo[k] for k in head.inputs], -1)), desc)
+
+
+def test_descriptor_gradient_reaches_field_but_not_colour_branch():
+    m = _tiny_map()
+    out = m.render_rays(_rays(), (DESCRIPTOR_HEAD,))
+    out[DESCRIPTOR_HEAD].sum().backward()
+    colour_params = [p for n, p in m.field.named_parameters() if n.startswith(("color_hidden", "color_out", "appearance"))]
+    assert colour_params
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in colour_params)
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.field.encoding.parameters())
+
+
+# ------------------------------------------------------------ matching
+def test_mutual_nearest_neighbours_hand_case():
+    a = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    b = F.normalize(torch.tensor([[0.0, 1.0], [1.0, 0.1], [-1.0, 0.0]]), dim=-1)
+    ia, ib, s = mutual_nearest_neighbours(a, b, 0.5)
+    assert ia.tolist() == [0, 1] and ib.tolist() == [1, 0]
+    assert s.min() > 0.99
+    ia, ib, _ = mutual_nearest_neighbours(a, b, 0.999)  # threshold applies
+    assert ia.tolist() == [1]
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_coarse_to_fine_recovers_a_shift(factor):
+    """Rendered descriptors at block centres of a shifted map match the query cells
+    the shift says, at full resolution."""
+    g = torch.Generator().manual_seed(0)
+    d, h, w = 16, 24, 32
+    base = F.normalize(torch.randn(d, h + 8, w + 8, generator=g), dim=0)
+    base = F.normalize(F.avg_pool2d(base[None], 3, 1, 1)[0], dim=0)  # smooth: coarse pooling works
+    dy, dx = 3, 5
+    query = base[:, dy : dy + h, dx : dx + w]
+    # "rendered" view = base at offset 0: rendered cell (r, c) == query cell (r - dy, c - dx)
+    rows = torch.arange(h // factor) * factor + (factor - 1) // 2
+    cols = torch.arange(w // factor) * factor + (factor - 1) // 2
+    rr, cc = torch.meshgrid(rows, cols, indexing="ij")
+    render = base[:, rr.reshape(-1), cc.reshape(-1)].T
+    ir, cell, _ = match_coarse_to_fine(render, query, factor, 0.5)
+    assert ir.numel() > 0.5 * render.shape[0] * ((h - dy) / h) * ((w - dx) / w)
+    expect = torch.stack([rr.reshape(-1)[ir] - dy, cc.reshape(-1)[ir] - dx], -1)
+    visible = (expect >= 0).all(-1)  # rendered cells outside the query view match nothing true
+    correct = (cell[visible] == expect[visible]).all(-1).float().mean()
+    assert correct > 0.9, f"{correct:.2f} of matches at the true cell"
+
+
+# ------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def relocalizer(crossfire_map):
+    from neural_reloc.methods.registry import load_relocalizer
+
+    return load_relocalizer(crossfire_map[0], "cpu")
+
+
+def test_config_roundtrip_through_map(crossfire_map, relocalizer):
+    from neural_reloc.map_bundle import read_manifest
+
+    man = read_manifest(crossfire_map[0])
+    assert man["method"] == "crossfire"
+    assert man["config"]["localization"] == to_dict(relocalizer.cfg.localization)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (issue 3 open): descriptors trained on crop-local L_neg are not globally "
+    "discriminative yet, PnP finds ~6 inliers of ~200 matches; see NOTES.md",
+)
+def test_localizes_held_out_views_from_perturbed_priors(crossfire_map, relocalizer):
+    from neural_reloc.data import load_dataset
+    from neural_reloc.localization import LocalizeDatasetConfig, localize_dataset, summarize_records
+
+    data = load_dataset(crossfire_map[1])
+    recs = localize_dataset(relocalizer, data, LocalizeDatasetConfig(prior="perturbed", limit=8, seed=1))
+    s = summarize_records(recs)
+    assert s["success_rate"] >= 0.85, s
+    assert s["recall"]["5cm/5deg"] >= 0.85, s
+    assert s["median_t_err_m"] < 0.03 and s["median_r_err_deg"] < 1.0, s
+    assert s["prior_median_t_err_m"] == pytest.approx(0.3)
+    for r in recs:
+        assert set(r["latency_ms"]) >= {"extract", "render", "match", "pnp"}
+        assert 1 <= r["iterations"] <= relocalizer.cfg.localization.max_iterations
+
+
+def test_retrieval_prior_needs_no_pose(crossfire_map, relocalizer):
+    from neural_reloc.data import load_dataset
+
+    data = load_dataset(crossfire_map[1])
+    i = data.indices("test")[3]
+    res = relocalizer.localize(data.image(i), data.camera(i), None)
+    assert res.prior is not None and res.prior.source == "retrieval"
+    assert "retrieval" in res.latency_ms
+    assert res.prior.detail["reference"] in relocalizer.reference_names
+
+
+def test_failure_has_a_reason(crossfire_map, relocalizer):
+    from neural_reloc.data import load_dataset
+    from neural_reloc.methods.base import PosePrior
+
+    data = load_dataset(crossfire_map[1])
+    i = data.indices("test")[0]
+    flat = np.full_like(data.image(i), 127)  # no texture: nothing can match
+    res = relocalizer.localize(flat, data.camera(i), PosePrior(data.w2c_opencv(i)))
+    assert not res.success and res.reason
+    with pytest.raises(ValueError, match="camera is"):
+        relocalizer.localize(data.image(i)[:100], data.camera(i), None)

@@ -1,0 +1,360 @@
+"""CROSSFIRE building blocks: feature extractor, descriptor head, losses (paper Sec. 3).
+
+Expected loss values are worked out by hand in the comments, not produced by the code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neural_reloc.geometry.camera import Camera
+from neural_reloc.methods.crossfire import descriptor_head as dh
+from neural_reloc.methods.crossfire import feature_extractor as fe
+from neural_reloc.methods.crossfire import losses as L
+from neural_reloc.nerf.config import EncodingConfig, FieldConfig
+from neural_reloc.nerf.field import NeuralField
+
+torch.set_num_threads(1)
+SQRT1_2 = math.sqrt(0.5)
+
+
+# ===================================================================== L_pos, eq. (1)
+def test_l_pos_hand_values():
+    # cos((1,0),(2,0)) = 1 -> 0;  cos((0,1),(1,0)) = 0 -> 1;  cos((1,1),(-1,-1)) = -1 -> 2
+    # mean (0 + 1 + 2) / 3 = 1
+    fi = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    fr = torch.tensor([[2.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])
+    assert L.l_pos(fi, fr).item() == pytest.approx(1.0, abs=1e-6)
+    # 60 degrees apart: 1 - cos 60 = 0.5
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[0.5, math.sqrt(3) / 2]])
+    assert L.l_pos(a, b).item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_l_pos_identical_zero_opposite_two():
+    f = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
+    assert L.l_pos(f, 3.0 * f).item() == pytest.approx(0.0, abs=1e-6)
+    assert L.l_pos(f, -f).item() == pytest.approx(2.0, abs=1e-6)
+
+
+# ===================================================================== L_neg, eq. (2)
+# Three pixels, D = 2, lambda = 0.5:
+#   xyz: p0 = (0,0,0), p1 = (1,0,0), p2 = (0,3,0)
+#   |p0-p1| = 1  -> t = 1 - 0.5 = 0.5
+#   |p0-p2| = 3  -> t = max(0, 1 - 1.5) = 0      (clamped)
+#   |p1-p2| = sqrt(10) -> t = 0                   (clamped)
+#   F_I = (2,0), (3,0), (0,1);  F_R = (1,0), (1,1), (1,0)
+XYZ = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+FI = torch.tensor([[2.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
+FR = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+
+
+def test_t_lambda_hand_values_and_clamp():
+    t = L.t_lambda(XYZ[[0, 0, 1, 2]], XYZ[[1, 2, 2, 2]], 0.5)
+    assert t.tolist() == pytest.approx([0.5, 0.0, 0.0, 1.0], abs=1e-6)
+    # far apart: never negative
+    far = L.t_lambda(torch.zeros(1, 3), torch.tensor([[100.0, 0.0, 0.0]]), 0.5)
+    assert far.item() == 0.0
+
+
+def test_l_neg_hand_values():
+    # p = [1, 2, 0]:
+    #   i=0: cos(F_I[1]=(3,0), F_R[0]=(1,0)) = 1,      t(1,0) = 0.5 -> 0.5
+    #   i=1: cos(F_I[2]=(0,1), F_R[1]=(1,1)) = 1/sqrt2, t(2,1) = 0   -> 0.70711
+    #   i=2: cos(F_I[0]=(2,0), F_R[2]=(1,0)) = 1,      t(0,2) = 0   -> 1
+    #   mean = (0.5 + 0.70711 + 1) / 3 = 0.735702
+    p = torch.tensor([[1, 2, 0]])
+    assert L.l_neg(FI, FR, XYZ, 0.5, p).item() == pytest.approx((1.5 + SQRT1_2) / 3, abs=1e-6)
+    # adding the identity permutation: every term cos - 1 <= 0 -> 0; mean over m n = 6
+    p2 = torch.tensor([[1, 2, 0], [0, 1, 2]])
+    assert L.l_neg(FI, FR, XYZ, 0.5, p2).item() == pytest.approx((1.5 + SQRT1_2) / 6, abs=1e-6)
+    # p = [1, 0, 2]:
+    #   i=0: cos(F_I[1], F_R[0]) = 1 - t(1,0)=0.5          -> 0.5
+    #   i=1: cos(F_I[0]=(2,0), F_R[1]=(1,1)) = 0.70711 - 0.5 -> 0.20711
+    #   i=2: cos(F_I[2]=(0,1), F_R[2]=(1,0)) = 0 - 1          -> clamped to 0
+    #   mean = 0.70711 / 3
+    p3 = torch.tensor([[1, 0, 2]])
+    assert L.l_neg(FI, FR, XYZ, 0.5, p3).item() == pytest.approx(SQRT1_2 / 3, abs=1e-6)
+
+
+def test_l_neg_no_gradient_into_xyz_but_into_both_descriptor_maps():
+    fi = FI.clone().requires_grad_(True)
+    fr = FR.clone().requires_grad_(True)
+    # xyz from a depth map that requires grad, as in training (points = o + d * depth)
+    depth = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    dirs = XYZ + torch.tensor([0.0, 0.0, 1.0])
+    xyz = dirs * depth[:, None]
+    assert xyz.requires_grad
+    loss = L.l_neg(fi, fr, xyz, 0.1, torch.tensor([[1, 2, 0], [2, 0, 1]]))
+    assert loss.item() > 0
+    loss.backward()
+    assert depth.grad is None
+    assert fi.grad is not None and fi.grad.abs().sum() > 0
+    assert fr.grad is not None and fr.grad.abs().sum() > 0
+    # and xyz truly does not take part in the graph
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(L.l_neg(fi, fr, xyz, 0.1, torch.tensor([[1, 2, 0]])), xyz)
+
+
+def test_l_pos_gradients_reach_both_maps():
+    fi = FI.clone().requires_grad_(True)
+    fr = FR.clone().requires_grad_(True)
+    gi, gr = torch.autograd.grad(L.l_pos(fi, fr), [fi, fr])
+    assert gi.abs().sum() > 0 and gr.abs().sum() > 0
+
+
+def test_random_permutations_are_permutations():
+    g = torch.Generator().manual_seed(3)
+    p = L.random_permutations(50, 4, g)
+    assert p.shape == (4, 50) and p.dtype == torch.long
+    for row in p:
+        assert sorted(row.tolist()) == list(range(50))
+
+
+# ===================================================================== DSSIM
+def test_dssim_identical_is_zero():
+    img = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(1))
+    assert L.dssim(img, img.clone()).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dssim_constant_images():
+    # Constant a = 0.5, b = 0: variances and covariance 0 everywhere, so for any window
+    # SSIM = (2*0.5*0 + C1) / (0.25 + 0 + C1) * (C2 / C2) = 1e-4 / 0.2501 = 3.99840e-4
+    # DSSIM = (1 - 3.99840e-4) / 2 = 0.49980008
+    a = torch.full((1, 3, 8, 8), 0.5)
+    b = torch.zeros(1, 3, 8, 8)
+    assert L.dssim(a, b).item() == pytest.approx(0.49980008, abs=1e-6)
+
+
+def test_dssim_image_vs_its_constant_mean():
+    # 3x3 image, columns 0, 0.5, 1 (every channel), vs the constant 0.5, window 3.
+    # Symmetric window -> mu_a = mu_b = 0.5: luminance term 1; b constant: cov = 0, so
+    # SSIM = C2 / (var_a + C2), var_a = 0.25 * (weight of the two outer columns).
+    # Gaussian sigma 1.5, 1D taps exp(-1/4.5) = 0.800737, 1, 0.800737; sum 2.601474;
+    #   outer tap 0.307801 -> outer columns 0.615602 -> var_a = 0.1539005
+    #   SSIM = 0.0009 / 0.1548005 = 0.00581394 -> DSSIM = 0.49709303
+    # Uniform window: var_a = 0.25 * 2/3 = 1/6
+    #   SSIM = 0.0009 / 0.1675667 = 0.00537096 -> DSSIM = 0.49731452
+    a = torch.tensor([0.0, 0.5, 1.0]).expand(1, 3, 3, 3).contiguous()
+    b = torch.full((1, 3, 3, 3), 0.5)
+    assert L.dssim(a, b, window=3).item() == pytest.approx(0.49709303, abs=1e-6)
+    assert L.dssim(a, b, window=3, sigma=None).item() == pytest.approx(0.49731452, abs=1e-6)
+
+
+def test_dssim_too_small_image_rejected():
+    with pytest.raises(ValueError, match="window"):
+        L.dssim(torch.zeros(1, 3, 5, 5), torch.zeros(1, 3, 5, 5), window=7)
+
+
+# ===================================================================== depth TV
+def test_depth_tv_hand_values():
+    origin = torch.tensor([[0, 0]])
+    # ramp d[r, c] = c: each of the 4 positions: (c - (c+1))^2 + 0 = 1 -> mean 1
+    ramp = torch.tensor([[0.0, 1.0, 2.0]] * 3)
+    assert L.depth_tv(ramp, 3, origins=origin)[0].item() == pytest.approx(1.0)
+    # bump 5 in the centre of zeros, positions (r, c) in {0,1}^2, (right diff)^2 + (down diff)^2:
+    #   (0,0): 0 + 0 = 0;  (0,1): 0 + 25 = 25;  (1,0): 25 + 0 = 25;  (1,1): 25 + 25 = 50
+    #   mean 100 / 4 = 25
+    bump = torch.zeros(3, 3)
+    bump[1, 1] = 5.0
+    assert L.depth_tv(bump, 3, origins=origin)[0].item() == pytest.approx(25.0)
+    # constant depth: 0
+    assert L.depth_tv(torch.full((6, 6), 2.0), 5, 4, torch.Generator().manual_seed(0))[0].item() == 0.0
+
+
+def test_depth_tv_origins_are_row_col():
+    # d[r, c] = r^2 + 2c on 5x5, 2x2 patches (one position each):
+    #   origin (row 1, col 0): right diff (1) - (1 + 2) = -2 -> 4, down diff 1 - 4 = -3 -> 9: 13
+    #   origin (row 3, col 3): right diff -2 -> 4, down diff 9 - 16 = -7 -> 49: 53
+    #   mean (13 + 53) / 2 = 33
+    r = torch.arange(5.0)[:, None]
+    c = torch.arange(5.0)[None, :]
+    d = r**2 + 2 * c
+    tv, o = L.depth_tv(d, 2, origins=torch.tensor([[1, 0], [3, 3]]))
+    assert tv.item() == pytest.approx(33.0)
+    assert o.tolist() == [[1, 0], [3, 3]]
+
+
+def test_depth_tv_random_patches_inside_seeded_and_differentiable():
+    depth = torch.rand(7, 9, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    tv1, o1 = L.depth_tv(depth, 5, 16, torch.Generator().manual_seed(42))
+    tv2, o2 = L.depth_tv(depth, 5, 16, torch.Generator().manual_seed(42))
+    assert torch.equal(o1, o2) and tv1.item() == tv2.item()
+    assert o1.shape == (16, 2)
+    assert (o1[:, 0] >= 0).all() and (o1[:, 0] <= 7 - 5).all()
+    assert (o1[:, 1] >= 0).all() and (o1[:, 1] <= 9 - 5).all()
+    (g,) = torch.autograd.grad(tv1, depth)
+    assert g.abs().sum() > 0
+    with pytest.raises(ValueError):
+        L.depth_tv(depth, 5, origins=torch.tensor([[3, 0]]))  # row 3 + 5 > 7
+
+
+# ===================================================================== eq. (3)
+def _loss_cfg(**kw):
+    from neural_reloc.methods.crossfire.config import CrossfireLossConfig
+
+    return CrossfireLossConfig(**kw)
+
+
+def test_crossfire_loss_weighted_terms():
+    cfg = _loss_cfg(ssim_window=3, tv_patch_size=3, tv_patches=1, lambda_dssim=0.1, lambda_tv=1e-3,
+                    weight_pos=2.0, weight_neg=1.0, neg_permutations=1)
+    h = w = 3
+    rgb = torch.rand(9, 3, generator=torch.Generator().manual_seed(0))
+    depth = torch.zeros(3, 3)
+    depth[1, 1] = 5.0  # TV 25 (see test_depth_tv_hand_values) -> weighted 0.025
+    f = torch.randn(9, 4, generator=torch.Generator().manual_seed(1))
+    xyz = torch.randn(9, 3)
+    # rendered rgb = image + 0.1: MSE 0.01; rendered descriptors opposite: L_pos 2, weighted 4;
+    # identity permutation: L_neg = 0
+    out = L.crossfire_loss(cfg, rgb + 0.1, rgb, depth.reshape(-1), (h, w), f_image=f, f_render=-f, xyz=xyz,
+                           lam=1.0, permutations=torch.arange(9)[None], tv_origins=torch.tensor([[0, 0]]))
+    assert set(out) == {"mse", "dssim", "tv", "pos", "neg", "total"}
+    assert out["mse"].item() == pytest.approx(0.01, abs=1e-6)
+    assert out["tv"].item() == pytest.approx(0.025, abs=1e-7)
+    assert out["pos"].item() == pytest.approx(4.0, abs=1e-5)
+    assert out["neg"].item() == 0.0
+    assert 0.0 < out["dssim"].item() <= 0.1  # lambda1 * a DSSIM in [0, 1]
+    parts = sum(out[k] for k in ("mse", "dssim", "tv", "pos", "neg"))
+    assert out["total"].item() == pytest.approx(parts.item())
+    # identical images: DSSIM 0; without descriptors the pos/neg terms are absent
+    out2 = L.crossfire_loss(cfg, rgb, rgb, depth.reshape(-1), (h, w), tv_origins=torch.tensor([[0, 0]]))
+    assert set(out2) == {"mse", "dssim", "tv", "total"}
+    assert out2["total"].item() == pytest.approx(0.025, abs=1e-6)
+
+
+def test_neg_lambda_from_config():
+    cfg = _loss_cfg(neg_zero_similarity_distance_rel=0.02)
+    lam = L.neg_lambda(cfg, scene_extent=50.0)  # zero similarity at 0.02 * 50 = 1 m
+    assert lam == pytest.approx(1.0)
+
+
+def test_module_defaults_match_config():
+    from neural_reloc.methods.crossfire.config import (
+        CrossfireLossConfig,
+        DescriptorConfig,
+    )
+
+    d = DescriptorConfig()
+    assert (fe.DEFAULT_DIM, tuple(fe.DEFAULT_CHANNELS)) == (d.dim, tuple(d.cnn_channels))
+    assert (dh.DEFAULT_DIM, dh.DEFAULT_HIDDEN_DIM, dh.DEFAULT_LAYERS) == (d.dim, d.head_hidden_dim, d.head_layers)
+    assert L.SSIM_WINDOW == CrossfireLossConfig().ssim_window
+
+
+# ===================================================================== feature extractor
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(0)
+    return fe.FeatureExtractor(dim=16, channels=(8, 8, 16, 16, 16, 16, 16)).eval()
+
+
+def test_feature_extractor_shape_and_unit_norm(cnn):
+    x = torch.rand(2, 3, 24, 40)
+    with torch.no_grad():
+        y = cnn(x)
+    assert y.shape == (2, 16, 6, 10)
+    assert torch.allclose(y.norm(dim=1), torch.ones(2, 6, 10), atol=1e-5)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        cnn(torch.rand(1, 3, 24, 42))
+
+
+def test_feature_extractor_has_8_conv_layers():
+    net = fe.FeatureExtractor()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 8
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 7 + [(1, 1)]
+    assert [c.out_channels for c in convs] == list(fe.DEFAULT_CHANNELS) + [fe.DEFAULT_DIM]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 2
+    assert sum(isinstance(m, nn.ReLU) for m in net.modules()) == 7
+    assert sum(p.numel() for p in net.parameters()) == 438_720
+
+
+def test_feature_extractor_translation_equivariance(cnn):
+    # Shift the input by 4 px -> the output moves by one cell, away from the borders
+    # (receptive field 40 px: cell j sees [4j - 18, 4j + 22)).
+    x = torch.rand(1, 3, 64, 68, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = cnn(x[..., :64])
+        b = cnn(x[..., 4:68])
+    # b[j] = a[j + 1] where both are free of padding: 4j - 18 >= 0 and 4(j + 1) + 22 <= 64
+    # -> b's columns 5..9, a's 6..10 (rows: 5..10 in both)
+    assert torch.allclose(b[..., 5:11, 5:10], a[..., 5:11, 6:11], atol=1e-5)
+    assert not torch.allclose(b[..., 5:11, 5:10], a[..., 5:11, 5:10], atol=1e-3)
+
+
+def test_descriptor_cell_centres(cnn):
+    # Receptive-field arithmetic over the actual layers, pixel k's centre at k + 0.5:
+    # a k x k stride-s layer with padding p moves the first centre by ((k-1)/2 - p) * jump.
+    start, jump = 0.5, 1.0
+    for m in list(cnn.backbone) + [cnn.head]:
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            k = m.kernel_size[0] if isinstance(m.kernel_size, tuple) else m.kernel_size
+            s = m.stride[0] if isinstance(m.stride, tuple) else m.stride
+            p = m.padding[0] if isinstance(m.padding, tuple) else m.padding
+            start += ((k - 1) / 2 - p) * jump
+            jump *= s
+    assert (start, jump) == (2.0, 4.0)
+    grid = fe.descriptor_grid_pixels(3, 5)
+    assert grid.shape == (3, 5, 2)
+    assert grid[2, 4].tolist() == [18.0, 10.0]  # (u, v) = (4*4 + 2, 4*2 + 2)
+    cam = Camera(width=20, height=12, fx=10.0, fy=10.0, cx=10.0, cy=6.0)
+    assert np.allclose(grid.numpy(), cam.pixel_centers(stride=4))
+
+    # Empirically: linearize (ReLU -> identity, max -> average pool, same geometry); the
+    # input pixels that influence cell (8, 8) of a 64x64 input are [4*8 - 18, 4*8 + 22).
+    lin = copy.deepcopy(cnn)
+    for i, m in enumerate(lin.backbone):
+        if isinstance(m, nn.ReLU):
+            lin.backbone[i] = nn.Identity()
+        elif isinstance(m, nn.MaxPool2d):
+            lin.backbone[i] = nn.AvgPool2d(2)
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    y = lin.head(lin.backbone((x - lin.mean) / lin.std))
+    (g,) = torch.autograd.grad(y[0, :, 8, 8].sum(), x)
+    cols = g.abs().sum((0, 1, 2)).nonzero().squeeze(1)
+    rows = g.abs().sum((0, 1, 3)).nonzero().squeeze(1)
+    assert (cols.min().item(), cols.max().item() + 1) == (14, 54)
+    assert (rows.min().item(), rows.max().item() + 1) == (14, 54)
+    assert (14 + 54) / 2 == 4 * 8 + 2  # symmetric about the cell centre
+
+
+def test_flatten_descriptor_map_order():
+    f = torch.arange(2 * 3 * 4.0).view(1, 2, 3, 4)
+    rows = fe.flatten_descriptor_map(f)
+    assert rows.shape == (12, 2)
+    assert rows[1 * 4 + 2].tolist() == f[0, :, 1, 2].tolist()  # row-major (i, j) -> i * w + j
+
+
+# ===================================================================== descriptor head
+def _small_field():
+    enc = EncodingConfig(dense_resolutions=(4,), dense_features=2, plane_resolutions=(8,), plane_features=2)
+    return NeuralField(FieldConfig(encoding=enc, hidden_dim=16, geo_feat_dim=7, color_hidden_dim=16), num_images=2)
+
+
+def test_descriptor_head_position_only_and_added():
+    field = _small_field()
+    head = dh.DescriptorHead.for_field(field)
+    assert set(head.inputs) == {"encoding", "geo_feat"}
+    assert not {"direction", "appearance"} & set(head.inputs)
+    assert head.out_dim == 32
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 3 and linears[0].out_features == 64
+    field.add_head("descriptor", head)
+    geo = field.geometry(torch.rand(5, 3))
+    out = field.head_outputs(geo, ["descriptor"])["descriptor"]
+    assert out.shape == (5, 32)
+    assert not torch.allclose(out.norm(dim=-1), torch.ones(5))  # not normalized inside
+
+
+@pytest.mark.parametrize("bad", ["direction", "appearance"])
+def test_descriptor_head_seeing_view_or_appearance_rejected(bad):
+    field = _small_field()
+    head = dh.DescriptorHead(in_dim=10, inputs=("encoding", bad))
+    with pytest.raises(ValueError, match="position-only"):
+        field.add_head("descriptor", head)

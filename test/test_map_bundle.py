@@ -1,0 +1,218 @@
+"""Map bundles: atomic writes, verified loads, clear errors; build resume; CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neural_reloc.map_bundle import (
+    MANIFEST_NAME,
+    WEIGHTS_NAME,
+    MapError,
+    ReferenceViews,
+    read_manifest,
+    read_map,
+    write_map,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, method: str = "nerf", value: float = 1.0) -> Path:
+    mod = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        mod.weight.fill_(value)
+    refs = ReferenceViews(["a.png"], [{"width": 4, "height": 3}], np.eye(4)[None])
+    big = {"grid": torch.full((1 << 20,), value)}  # stored as fp16
+    return write_map(
+        path, method=method, modules={"map": mod, "big": big}, config={"x": 1}, scene={"mode": "bounded"},
+        references=refs, fingerprint="abc",
+    )
+
+
+def test_roundtrip_and_half_precision(tmp_path):
+    p = _write(tmp_path / "m", value=0.5)
+    b = read_map(p)
+    assert b.method == "nerf" and b.references.names == ["a.png"]
+    assert torch.all(b.module_state("map")["weight"] == 0.5)
+    assert b.tensors["big.grid"].dtype == torch.float32  # fp16 on disk, float in memory
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")], "no temp dirs left behind"
+
+
+def test_rewrite_replaces_atomically(tmp_path):
+    p = _write(tmp_path / "m", value=1.0)
+    _write(p, value=2.0)
+    assert torch.all(read_map(p).module_state("map")["weight"] == 2.0)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["m"]
+
+
+def test_interrupted_write_leaves_old_map_intact(tmp_path, monkeypatch):
+    p = _write(tmp_path / "m", value=1.0)
+    import neural_reloc.map_bundle as mb
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mb, "sha256_file", boom)  # dies after weights, before manifest
+    with pytest.raises(KeyboardInterrupt):
+        _write(p, value=3.0)
+    monkeypatch.undo()
+    assert torch.all(read_map(p).module_state("map")["weight"] == 1.0)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["m"]
+
+
+def test_missing_map_and_file_instead_of_dir(tmp_path):
+    with pytest.raises(MapError, match="not found"):
+        read_map(tmp_path / "nope")
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(MapError, match="directory"):
+        read_map(f)
+
+
+def test_truncated_weights_named(tmp_path):
+    p = _write(tmp_path / "m")
+    w = p / WEIGHTS_NAME
+    w.write_bytes(w.read_bytes()[:1000])
+    with pytest.raises(MapError, match=rf"{WEIGHTS_NAME}.*truncated"):
+        read_map(p)
+
+
+def test_corrupt_weights_checksum(tmp_path):
+    p = _write(tmp_path / "m")
+    w = p / WEIGHTS_NAME
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(MapError, match="checksum"):
+        read_map(p)
+
+
+def test_corrupt_manifest_named(tmp_path):
+    p = _write(tmp_path / "m")
+    (p / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(MapError, match=rf"{MANIFEST_NAME}.*not valid JSON"):
+        read_map(p)
+    (p / MANIFEST_NAME).unlink()
+    with pytest.raises(MapError, match="missing"):
+        read_map(p)
+
+
+def test_wrong_version_and_method(tmp_path):
+    p = _write(tmp_path / "m", method="nerf")
+    with pytest.raises(MapError, match="'nerf' map, expected 'crossfire'"):
+        read_map(p, expected_method="crossfire")
+    man = json.loads((p / MANIFEST_NAME).read_text())
+    man["format_version"] = 99
+    (p / MANIFEST_NAME).write_text(json.dumps(man))
+    with pytest.raises(MapError, match="version 99"):
+        read_manifest(p)
+
+
+def test_weights_load_without_executing_code(tmp_path):
+    """The weights are safetensors: a pickle payload there is rejected, never run."""
+    p = _write(tmp_path / "m")
+    marker = tmp_path / "pwned"
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    payload = pickle.dumps(Evil())
+    (p / WEIGHTS_NAME).write_bytes(payload)
+    man = json.loads((p / MANIFEST_NAME).read_text())
+    man["files"][WEIGHTS_NAME] = {"bytes": len(payload), "sha256": __import__("hashlib").sha256(payload).hexdigest()}
+    (p / MANIFEST_NAME).write_text(json.dumps(man))
+    with pytest.raises(MapError, match="safetensors"):
+        read_map(p)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------ build, resume, CLI
+def _tiny_dataset(tmp_path: Path) -> Path:
+    from neural_reloc.data.procedural import ProceduralSceneConfig, generate_procedural_scene
+
+    cfg = ProceduralSceneConfig(width=64, height=48, num_frames=10)
+    generate_procedural_scene(tmp_path / "scene", cfg)
+    return tmp_path / "scene"
+
+
+TINY = [
+    "train.steps=6", "train.rays_per_batch=256", "train.checkpoint_every=3", "train.max_image_size=64",
+    "sampler.grid_resolution=16", "sampler.num_coarse=16", "sampler.num_fine=8", "sampler.grid_warmup_steps=2",
+    "sampler.grid_update_every=2", "field.encoding.dense_resolutions=[8,16]", "train.virtual_patches=2",
+]
+
+
+def test_build_resumes_from_checkpoint_and_skips_when_done(tmp_path):
+    from neural_reloc.config_io import merge, parse_dotted
+    from neural_reloc.data import load_dataset
+    from neural_reloc.mapping import build_map, partial_dir
+    from neural_reloc.nerf.config import NeuralMapConfig
+
+    data = load_dataset(_tiny_dataset(tmp_path))
+    cfg = merge(NeuralMapConfig(), parse_dotted(TINY))
+    out = tmp_path / "map"
+    logs: list[str] = []
+    # Interrupt after the step-3 checkpoint: the map must not exist, the checkpoint must.
+    cfg_stop = merge(cfg, {"train": {"time_budget_s": 1e-9}})
+    from neural_reloc.nerf.train import NeuralMapTrainer
+
+    tr = NeuralMapTrainer(data.subset("train"), cfg, torch.device("cpu"), partial_dir(out), log=logs.append)
+    for s in range(3):
+        tr.train_step(s)
+        tr.state.step = s + 1
+    tr.save_checkpoint()
+    assert not out.exists()
+    build_map(data, out, config=cfg, log=logs.append, evaluate=False)
+    assert any("resumed" in m and "step 3" in m for m in logs), logs
+    assert read_manifest(out)["training"]["steps"] == 6
+    assert not partial_dir(out).exists()
+    logs.clear()
+    build_map(data, out, config=cfg, log=logs.append, evaluate=False)
+    assert any("up to date" in m for m in logs)
+    del cfg_stop
+
+
+def _cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-m", "neural_reloc.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_cli_errors_name_the_problem(tmp_path):
+    r = _cli("build-map", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "error:" in r.stderr and "missing" in r.stderr
+    scene = _tiny_dataset(tmp_path)
+    tj = json.loads((scene / "transforms.json").read_text())
+    tj["frames"][0]["transform_matrix"][0][0] = 5.0  # not a rotation
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "transforms.json").write_text(json.dumps(tj))
+    os.symlink(scene / "images", bad / "images")
+    r = _cli("build-map", "--data", str(bad), "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "rotation" in r.stderr, r.stderr
+    r = _cli("info", "--map", str(tmp_path / "nomap"))
+    assert r.returncode == 2 and "map not found" in r.stderr
+    r = _cli("build-map", "--data", str(scene), "--out", str(tmp_path / "m"), "--set", "train.nonsense=1")
+    assert r.returncode == 2 and "nonsense" in r.stderr
+
+
+def test_cli_build_info_render(tmp_path):
+    scene = _tiny_dataset(tmp_path)
+    out = tmp_path / "m"
+    r = _cli("build-map", "--data", str(scene), "--out", str(out), "--device", "cpu", "--set", *TINY)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(_cli("info", "--map", str(out)).stdout)
+    assert info["method"] == "nerf" and info["size_mb"] > 0
+    r = _cli("render", "--map", str(out), "--out", str(tmp_path / "r"), "--data", str(scene), "--limit", "2")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r" / "render_report.json").read_text())
+    assert len(rep) == 2 and all("psnr" in x for x in rep)
