@@ -103,12 +103,9 @@ def ros_env() -> dict[str, str]:
 # rerun costs seconds while a clean clone (CI) builds them once.
 TEST_DATA_DIR = REPO_ROOT / ".cache" / "test-data"
 
-#: Map settings of the shared test map: the defaults, shortened for test time.
-CROSSFIRE_TEST_MAP_OVERRIDES = [
-    "map.train.steps=600",
-    "map.train.max_image_size=160",
-    "map.train.checkpoint_every=200",
-]
+#: Map settings of the shared test map: the demo's (one place), so a demo run and the
+#: tests can share one build.
+from neural_reloc.demo import DEMO_OVERRIDES as CROSSFIRE_TEST_MAP_OVERRIDES  # noqa: E402
 
 
 @pytest.fixture(scope="session")
