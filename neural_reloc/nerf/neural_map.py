@@ -80,8 +80,14 @@ class NeuralMap(nn.Module):
         outputs: tuple[str, ...] = ("rgb", "depth"),
         randomized: bool = False,
         num_fine: int | None = None,
+        heads_train_field: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Volume-render ``outputs`` for a batch of rays (differentiable)."""
+        """Volume-render ``outputs`` for a batch of rays (differentiable).
+
+        ``heads_train_field=False``: extra heads (e.g. descriptors) are rendered from
+        detached field features and weights, so their losses train the heads only and
+        cannot reshape the geometry or the shared grid.
+        """
         field = self.field
         t0, t1, occupied = sample_intervals(
             rays.origins, rays.dirs, self.scene, self.grid, self.cfg.sampler, randomized, num_fine
@@ -155,10 +161,14 @@ class NeuralMap(nn.Module):
                             0, ray_of, v * wk
                         )
             if heads:
-                hv = field.head_outputs(geo_k, heads)
+                geo_h, wk_h = geo_k, wk
+                if not heads_train_field:
+                    geo_h = {k: v.detach() for k, v in geo_k.items()}
+                    wk_h = wk.detach()
+                hv = field.head_outputs(geo_h, heads)
                 for name, v in hv.items():
                     out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(
-                        0, ray_of, v * wk
+                        0, ray_of, v * wk_h
                     )
         for name in layers:
             v = geo[name]
