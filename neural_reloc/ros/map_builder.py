@@ -1,0 +1,281 @@
+"""The map builder node: ``neural-reloc build-map`` as a ROS executable.
+
+Builds one map from a posed dataset directory (``data``) or a rosbag2 (``bag``: images,
+CameraInfo and the camera pose from a pose topic or a TF frame pair), reports progress
+(log lines and ``~/progress``, a std_msgs/String with one JSON object per report) and
+exits: 0 when the map is written, 2 with one ``error: ...`` line when an input is wrong.
+
+The same code path as the CLI: :func:`neural_reloc.cli._load_config` for the method
+config (file + overrides), :func:`neural_reloc.data.load_dataset` and
+:func:`neural_reloc.mapping.build_map`. A bag is first unpacked into posed images
+(:func:`posed_images_from_bag`, ROS-free, through :mod:`neural_reloc.bags`) next to the
+output map.
+
+Everything above :class:`MapBuilderNode` is ROS-free.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import MapBuilderConfig
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+
+# ------------------------------------------------------------------ progress
+class _ProgressIter:
+    def __init__(self, reporter: ProgressReporter, it, desc: str, initial: int, total: int | None):
+        self.reporter, self.it, self.desc = reporter, it, desc
+        self.n = int(initial)
+        if total is None:
+            try:
+                total = initial + len(it)
+            except TypeError:
+                total = None
+        self.total = total
+        self.postfix: dict[str, Any] = {}
+
+    def set_postfix(self, refresh: bool = True, **kw) -> None:
+        self.postfix.update(kw)
+
+    def __iter__(self):
+        self.reporter.report(self, force=True)
+        for item in self.it:
+            yield item
+            self.n += 1
+            self.reporter.report(self)
+        self.reporter.report(self, force=True, done=True)
+
+
+class ProgressReporter:
+    """A tqdm-like ``progress(it, desc=..., initial=..., total=...)`` callable (what
+    build_map and the trainers take) that calls ``emit(record)`` at most every
+    ``period_s`` seconds per stage, and at the start and end of each stage."""
+
+    def __init__(self, emit: Callable[[dict], None], period_s: float = 2.0, clock=time.monotonic):
+        self.emit, self.period_s, self.clock = emit, period_s, clock
+        self._last: dict[int, float] = {}
+        self._t0: dict[int, float] = {}
+
+    def __call__(self, it=None, desc: str = "", initial: int = 0, total: int | None = None, **kw):
+        return _ProgressIter(self, it if it is not None else range(total or 0), desc, initial, total)
+
+    def report(self, bar: _ProgressIter, force: bool = False, done: bool = False) -> None:
+        now = self.clock()
+        key = id(bar)
+        self._t0.setdefault(key, now)
+        if not force and now - self._last.get(key, -1e18) < self.period_s:
+            return
+        self._last[key] = now
+        record = {
+            "stage": bar.desc or "working",
+            "done": bar.n,
+            "total": bar.total,
+            "fraction": (bar.n / bar.total) if bar.total else None,
+            "elapsed_s": round(now - self._t0[key], 2),
+            "finished": done,
+        }
+        record.update({k: str(v) for k, v in bar.postfix.items()})
+        self.emit(record)
+
+
+def format_progress(record: dict) -> str:
+    total = record.get("total")
+    frac = record.get("fraction")
+    where = f"{record['done']}/{total}" if total else f"{record['done']}"
+    pct = f" ({100 * frac:.0f}%)" if frac is not None else ""
+    extra = "".join(f", {k}={v}" for k, v in record.items() if k not in {"stage", "done", "total", "fraction", "elapsed_s", "finished"})
+    state = "done" if record.get("finished") else "at"
+    return f"{record['stage']}: {state} {where}{pct} after {record['elapsed_s']:.0f} s{extra}"
+
+
+# ------------------------------------------------------------------ inputs
+def posed_images_from_bag(cfg: MapBuilderConfig, work_dir: Path, log: Callable[[str], None] = print):
+    """Unpack a bag's posed images (every ``every_nth``) into ``work_dir`` as PNGs and
+    return them as :class:`~neural_reloc.data.posed_images.PosedImages` (poses from the
+    pose topic or the TF pair; images without a pose are skipped and counted)."""
+    import cv2
+
+    from ..bags import BagReadConfig, BagTopics, GroundTruthConfig, read_frames
+    from ..data.posed_images import DatasetError, PosedImages
+    from ..geometry.frames import opengl_c2w_from_opencv_c2w
+
+    if bool(cfg.tf_parent) != bool(cfg.tf_child):
+        raise ValueError("tf_parent and tf_child must be set together (the TF pair that gives the camera pose)")
+    if cfg.pose_topic and cfg.tf_parent:
+        raise ValueError("set pose_topic or tf_parent/tf_child, not both")
+    read_cfg = BagReadConfig(
+        topics=BagTopics(image=cfg.image_topic, camera_info=cfg.camera_info_topic), use_odometry=False
+    )
+    gt = GroundTruthConfig(
+        topic=cfg.pose_topic, tf_parent=cfg.tf_parent, tf_child=cfg.tf_child, body_frame=cfg.pose_body_frame
+    )
+    images_dir = work_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    names, paths, cameras, poses, stamps = [], [], [], [], []
+    skipped = 0
+    for bf in read_frames(cfg.bag, read_cfg, gt):
+        if bf.index % cfg.every_nth:
+            continue
+        if bf.gt_map_from_optical is None:
+            skipped += 1
+            continue
+        name = f"{bf.index:06d}.png"
+        path = images_dir / name
+        bgr = cv2.cvtColor(bf.frame.image_rgb, cv2.COLOR_RGB2BGR)
+        if not path.is_file() or cv2.imread(str(path), cv2.IMREAD_COLOR).shape != bgr.shape:
+            tmp = path.with_suffix(".tmp.png")
+            if not cv2.imwrite(str(tmp), bgr):
+                raise OSError(f"cannot write {tmp}")
+            tmp.replace(path)
+        names.append(name)
+        paths.append(path)
+        cameras.append(bf.frame.camera)
+        poses.append(opengl_c2w_from_opencv_c2w(bf.gt_map_from_optical))
+        stamps.append(bf.stamp_ns)
+    if not names:
+        raise DatasetError(
+            f"{cfg.bag}: no image with a pose (skipped {skipped} without one); check image_topic, pose_topic "
+            "or tf_parent/tf_child"
+        )
+    n = len(names)
+    test = [i for i in range(n) if cfg.test_every and i % cfg.test_every == cfg.test_every // 2]
+    split = {"train": [i for i in range(n) if i not in set(test)]}
+    if test:
+        split["test"] = test
+    log(f"{cfg.bag}: {n} posed images ({len(test)} held out), {skipped} skipped without a pose")
+    return PosedImages(
+        names=names,
+        image_paths=paths,
+        cameras=cameras,
+        c2w_opengl=np.stack(poses),
+        split=split,
+        timestamps_ns=np.array(stamps, dtype=np.int64),
+        source=f"bag {cfg.bag}",
+    )
+
+
+def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log: Callable[[str], None]) -> dict:
+    """Build the map ``cfg`` describes; returns a summary (path, size, training, metrics)."""
+    from ..cli import _load_config
+    from ..data import load_dataset
+    from ..device import resolve_device
+    from ..mapping import build_map, describe_map
+
+    if not cfg.out:
+        raise ValueError("out is empty: set it to the map directory to write")
+    if bool(cfg.data) == bool(cfg.bag):
+        raise ValueError("set exactly one of data (a dataset directory) and bag (a rosbag2)")
+    device = resolve_device(cfg.device)
+    method_cfg = _load_config(cfg.method, cfg.config_file or None, cfg.overrides.split())
+    map_cfg = method_cfg.map if hasattr(method_cfg, "map") else method_cfg
+    if cfg.max_size:
+        map_cfg.train.max_image_size = cfg.max_size
+    if cfg.steps:
+        map_cfg.train.steps = cfg.steps
+    out = Path(cfg.out)
+    if cfg.data:
+        data = load_dataset(cfg.data)
+    else:
+        data = posed_images_from_bag(cfg, out.parent / f".{out.name}.bag_images", log)
+    out = build_map(
+        data,
+        out,
+        method=cfg.method,
+        config=method_cfg,
+        device=device,
+        progress=progress,
+        log=log,
+        evaluate=cfg.evaluate,
+        max_eval_views=cfg.max_eval_views,
+    )
+    info = describe_map(out)
+    return {"map": str(out), "size_mb": info["size_mb"], "training": info["training"], "metrics": info["metrics"]}
+
+
+# ------------------------------------------------------------------ the node
+def main(args: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    from ..config_io import ConfigError
+    from ..data.posed_images import DatasetError
+    from ..map_bundle import MapError
+    from .params import (
+        MAP_BUILDER_NAME,
+        config_from_node,
+        declare_parameters,
+        parameter_specs,
+    )
+
+    rclpy.init(args=args)
+    node = Node(MAP_BUILDER_NAME)
+    log = node.get_logger()
+    try:
+        specs = declare_parameters(node, parameter_specs(MapBuilderConfig()))
+        cfg = config_from_node(node, specs, cls=MapBuilderConfig)
+    except ValueError as e:
+        log.fatal(f"error: {e}")
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return EXIT_USAGE
+    progress_pub = node.create_publisher(String, "~/progress", 10)
+
+    def emit(record: dict) -> None:
+        log.info(format_progress(record))
+        progress_pub.publish(String(data=json.dumps(record)))
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["summary"] = build_map_from_config(cfg, ProgressReporter(emit, cfg.progress_period_s), log.info)
+        except (DatasetError, MapError, ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError) as e:
+            outcome["error"] = f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e)
+        except BaseException as e:  # noqa: BLE001 - reported, never swallowed silently
+            outcome["error"] = f"internal error: {type(e).__name__}: {e}"
+            import traceback
+
+            log.error(traceback.format_exc())
+
+    worker = threading.Thread(target=run, name="map_builder", daemon=True)
+    worker.start()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    code = EXIT_OK
+    try:
+        while worker.is_alive():
+            executor.spin_once(timeout_sec=0.2)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        log.warning("interrupted (a map build resumes from its last checkpoint when rerun)")
+        code = EXIT_INTERRUPTED
+    if code == EXIT_OK:
+        if "error" in outcome:
+            log.error(f"error: {outcome['error']}")
+            progress_pub.publish(String(data=json.dumps({"stage": "failed", "error": outcome["error"], "finished": True})))
+            code = EXIT_USAGE
+        else:
+            summary = outcome["summary"]
+            log.info(f"map written: {summary['map']} ({summary['size_mb']} MB)")
+            progress_pub.publish(String(data=json.dumps({"stage": "written", "map": summary["map"], "finished": True})))
+            print(json.dumps(summary, indent=1, default=str))
+        executor.spin_once(timeout_sec=0.2)  # let the last progress message out
+    executor.shutdown(timeout_sec=1.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""Unit tests of the ROS layer's conversions and ROS-free logic (fast, no processes).
+
+Images and CameraInfo use the real sensor_msgs types (requires_ros); the TF buffer,
+the Nav2/diagnostics logic and the progress reporter are ROS-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neural_reloc.geometry import frames
+from neural_reloc.geometry.se3 import (
+    interpolate_pose,
+    invert_pose,
+    make_pose,
+    pose_error,
+    rotation_from_quat_xyzw,
+    rotation_from_rotvec,
+    yaw_from_rotation,
+)
+from neural_reloc.ros import logic
+from neural_reloc.ros.config import NodeConfig
+from neural_reloc.ros.map_builder import ProgressReporter, format_progress
+from neural_reloc.ros.tf_buffer import (
+    ExtrapolationError,
+    TransformBuffer,
+    TransformLookupError,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+S = 1_000_000_000
+seeds = st.integers(min_value=0, max_value=2**31 - 1)
+
+
+def random_pose(rng: np.random.Generator, scale: float = 3.0) -> np.ndarray:
+    return make_pose(rotation_from_quat_xyzw(rng.normal(size=4)), rng.uniform(-scale, scale, size=3))
+
+
+def random_rgb(rng, h=7, w=5) -> np.ndarray:
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+# ============================================================== images (sensor_msgs)
+@pytest.mark.requires_ros
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+@pytest.mark.parametrize("padding", [0, 3, 64])
+def test_colour_encodings_round_trip_with_row_padding(encoding, padding):
+    from neural_reloc.ros.conversions import image_msg_from_rgb, image_to_rgb
+
+    rgb = random_rgb(np.random.default_rng(len(encoding) * 100 + padding))
+    msg = image_msg_from_rgb(rgb, encoding, row_padding=padding)
+    channels = 4 if encoding.endswith("a8") else 3
+    assert msg.step == rgb.shape[1] * channels + padding and len(msg.data) == msg.step * rgb.shape[0]
+    out = image_to_rgb(msg)
+    assert out.dtype == np.uint8 and out.shape == rgb.shape and out.flags.c_contiguous
+    assert np.array_equal(out, rgb)
+
+
+@pytest.mark.requires_ros
+def test_channel_order_is_honoured_byte_by_byte():
+    from sensor_msgs.msg import Image
+
+    from neural_reloc.ros.conversions import image_to_rgb
+
+    def one_pixel(encoding, data, step=None):
+        return Image(height=1, width=1, encoding=encoding, step=step or len(data), data=bytes(data))
+
+    assert image_to_rgb(one_pixel("rgb8", [10, 20, 30])).tolist() == [[[10, 20, 30]]]
+    assert image_to_rgb(one_pixel("bgr8", [10, 20, 30])).tolist() == [[[30, 20, 10]]]
+    assert image_to_rgb(one_pixel("rgba8", [10, 20, 30, 40])).tolist() == [[[10, 20, 30]]]
+    assert image_to_rgb(one_pixel("bgra8", [10, 20, 30, 40])).tolist() == [[[30, 20, 10]]]
+    assert image_to_rgb(one_pixel("mono8", [77])).tolist() == [[[77, 77, 77]]]
+    # padding bytes after the row are ignored, whatever they hold
+    assert image_to_rgb(one_pixel("mono8", [77, 255, 255, 255], step=4)).tolist() == [[[77, 77, 77]]]
+    # one byte per channel: the byte order flag does not change anything
+    big = one_pixel("bgr8", [10, 20, 30])
+    big.is_bigendian = 1
+    assert image_to_rgb(big).tolist() == [[[30, 20, 10]]]
+
+
+@pytest.mark.requires_ros
+def test_mono8_with_padding():
+    from neural_reloc.ros.conversions import image_msg_from_rgb, image_to_rgb
+
+    gray = np.random.default_rng(3).integers(0, 256, size=(6, 9), dtype=np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    msg = image_msg_from_rgb(rgb, "mono8", row_padding=7)
+    assert msg.step == 16
+    assert np.array_equal(image_to_rgb(msg), rgb)
+
+
+@pytest.mark.requires_ros
+def test_unsupported_and_malformed_images_are_rejected_naming_the_problem():
+    from sensor_msgs.msg import Image
+
+    from neural_reloc.ros.conversions import image_msg_from_rgb, image_to_rgb
+
+    rgb = random_rgb(np.random.default_rng(0))
+    for encoding in ("yuv422", "16UC1", "32FC1", "bayer_rggb8", "RGB8", "mono16", ""):
+        msg = image_msg_from_rgb(rgb)
+        msg.encoding = encoding
+        with pytest.raises(ValueError, match=rf"unsupported image encoding '{encoding}' on /cam/img: supported are rgb8"):
+            image_to_rgb(msg, "/cam/img")
+    short_step = image_msg_from_rgb(rgb)
+    short_step.step = rgb.shape[1] * 3 - 1
+    with pytest.raises(ValueError, match="step=14 is shorter than a row"):
+        image_to_rgb(short_step, "/cam/img")
+    truncated = image_msg_from_rgb(rgb)
+    truncated.data = bytes(truncated.data)[:-1]
+    with pytest.raises(ValueError, match=r"data has 104 bytes, expected step\*height = 15\*7 = 105"):
+        image_to_rgb(truncated)
+    with pytest.raises(ValueError, match="empty image"):
+        image_to_rgb(Image(encoding="rgb8"))
+
+
+@pytest.mark.requires_ros
+def test_camera_info_to_camera_and_back_to_ros_k():
+    from sensor_msgs.msg import CameraInfo
+
+    from neural_reloc.geometry.camera import Camera
+    from neural_reloc.ros.conversions import (
+        camera_from_camera_info,
+        check_image_matches_camera,
+    )
+
+    cam = Camera(640, 480, 500.0, 505.0, 320.5, 240.5, k1=-0.1, k2=0.01, p1=1e-3, p2=-1e-3, k3=0.001)
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob")
+    info.k = cam.ros_k().reshape(9).tolist()
+    info.d = cam.distortion.tolist()
+    out = camera_from_camera_info(info, "/cam/info")
+    assert out == cam  # pixel-centre convention converted (cx_ros = cx - 0.5)
+    assert info.k[2] == 320.0
+    pinhole = CameraInfo(width=640, height=480, distortion_model="")
+    pinhole.k = info.k
+    assert not camera_from_camera_info(pinhole).is_distorted
+    pinhole.distortion_model, pinhole.d = "none", [0.0] * 5
+    assert not camera_from_camera_info(pinhole).is_distorted
+    check_image_matches_camera(np.zeros((480, 640, 3), np.uint8), out)
+    with pytest.raises(ValueError, match=r"image on /img is 320x240 but CameraInfo on /info says 640x480"):
+        check_image_matches_camera(np.zeros((240, 320, 3), np.uint8), out, "/img", "/info")
+
+
+@pytest.mark.requires_ros
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"distortion_model": "rational_polynomial", "d": [0.1] * 8}, "unsupported distortion_model 'rational_polynomial'"),
+        ({"distortion_model": "equidistant", "d": [0.1] * 4}, "unsupported distortion_model 'equidistant'"),
+        ({"distortion_model": "plumb_bob", "d": [0.1] * 4}, "plumb_bob needs 5 coefficients in d, got 4"),
+        ({"distortion_model": "", "d": [0.1, 0, 0, 0, 0]}, "non-zero coefficients"),
+        ({"k": [0.0] * 9}, "k is all zeros"),
+        ({"k": [500.0, 0, 320, 0, math.nan, 240, 0, 0, 1]}, "k must be 9 finite numbers"),
+        ({"k": [-500.0, 0, 320, 0, 500, 240, 0, 0, 1]}, "fx=-500.0 must be a positive"),
+        ({"width": 0}, "image size 0x480 must be positive"),
+        ({"binning_x": 2}, "binning 2x0 is not supported"),
+    ],
+)
+def test_bad_camera_info_is_rejected_naming_the_field(change, match):
+    from sensor_msgs.msg import CameraInfo
+
+    from neural_reloc.ros.conversions import camera_from_camera_info
+
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob", d=[0.0] * 5)
+    info.k = [500.0, 0, 319.5, 0, 500.0, 239.5, 0, 0, 1]
+    for k, v in change.items():
+        setattr(info, k, v)
+    with pytest.raises(ValueError, match=match) as err:
+        camera_from_camera_info(info, "/cam/info")
+    assert "CameraInfo on /cam/info" in str(err.value)
+
+
+# ============================================================== poses (geometry_msgs)
+@pytest.mark.requires_ros
+@settings(max_examples=50, deadline=None)
+@given(seeds)
+def test_pose_and_transform_messages_round_trip(seed):
+    from neural_reloc.ros import conversions as conv
+
+    T = random_pose(np.random.default_rng(seed))
+    assert np.allclose(conv.matrix_from_pose_msg(conv.pose_msg_from_matrix(T)), T, atol=1e-12)
+    assert np.allclose(conv.matrix_from_transform_msg(conv.transform_msg_from_matrix(T)), T, atol=1e-12)
+    ts = conv.transform_stamped(T, "map", "odom", 12 * S + 345)
+    assert (ts.header.frame_id, ts.child_frame_id) == ("map", "odom")
+    assert (ts.header.stamp.sec, ts.header.stamp.nanosec) == (12, 345)
+    assert conv.stamp_to_ns(ts.header.stamp) == 12 * S + 345
+
+
+@pytest.mark.requires_ros
+def test_bad_poses_and_covariances_are_rejected():
+    from geometry_msgs.msg import Pose
+
+    from neural_reloc.ros import conversions as conv
+
+    p = Pose()
+    p.orientation.w = 1.0
+    p.position.x = math.nan
+    with pytest.raises(ValueError, match="initial pose: contains NaN"):
+        conv.matrix_from_pose_msg(p, "initial pose")
+    p.position.x, p.orientation.w = 0.0, 0.0
+    with pytest.raises(ValueError, match="zero length"):
+        conv.matrix_from_pose_msg(p)
+    p.orientation.w = 2.0
+    with pytest.raises(ValueError, match="not normalized"):
+        conv.matrix_from_pose_msg(p)
+    cov = np.arange(36.0).reshape(6, 6)
+    assert conv.covariance_to_list(cov)[7] == 7.0 and conv.covariance_to_list(cov)[35] == 35.0
+    assert np.array_equal(conv.covariance_from_list(conv.covariance_to_list(cov)), cov)
+    with pytest.raises(ValueError, match="6x6"):
+        conv.covariance_to_list(np.eye(3))
+
+
+@pytest.mark.requires_ros
+def test_vendored_tf2_msgs_is_wire_identical_to_jazzy():
+    """/tf interoperates with real ROS 2 nodes only if the type hash is Jazzy's."""
+    import tf2_msgs
+    from tf2_msgs.msg import TFMessage
+
+    assert TFMessage.get_fields_and_field_types() == {"transforms": "sequence<geometry_msgs/TransformStamped>"}
+    prefix = Path(tf2_msgs.__file__).parents[4]  # <prefix>/lib/python3.X/site-packages/tf2_msgs
+    if not prefix.is_relative_to(REPO_ROOT):
+        pytest.skip(f"tf2_msgs from {prefix}: the system package, not vendor/tf2_msgs")
+    share = prefix / "share" / "tf2_msgs" / "msg" / "TFMessage.json"
+    hashes = {h["type_name"]: h["hash_string"] for h in json.loads(share.read_text())["type_hashes"]}
+    # `ros2 topic info -v /tf` on ROS 2 Jazzy
+    assert hashes["tf2_msgs/msg/TFMessage"] == (
+        "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
+    )
+
+
+# ============================================================== TF buffer (ROS-free)
+def _buffer_with_odometry(rng):
+    """map -> odom (static) -> base_link (moving, 10 Hz for 2 s) -> camera (static)."""
+    buf = TransformBuffer(cache_s=10.0)
+    map_from_odom = random_pose(rng)
+    base_from_cam = random_pose(rng, 0.5)
+    buf.set_transform("map", "odom", 0, map_from_odom, static=True)
+    buf.set_transform("base_link", "camera", 0, base_from_cam, static=True)
+    odom = {}
+    for k in range(21):
+        t = k * S // 10
+        odom[t] = make_pose(rotation_from_rotvec([0, 0, 0.3 * k / 10]), [0.5 * k / 10, 0.1 * (k / 10) ** 2, 0])
+        buf.set_transform("odom", "base_link", t, odom[t])
+    return buf, map_from_odom, base_from_cam, odom
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds)
+def test_tf_chain_lookup_composes_through_the_common_ancestor(seed):
+    rng = np.random.default_rng(seed)
+    buf, map_from_odom, base_from_cam, odom = _buffer_with_odometry(rng)
+    t = 7 * S // 10  # a sample stamp: no interpolation
+    expected = map_from_odom @ odom[t] @ base_from_cam
+    assert np.allclose(buf.lookup("map", "camera", t), expected, atol=1e-12)
+    assert np.allclose(buf.lookup("camera", "map", t), invert_pose(expected), atol=1e-12)
+    # between two siblings' descendants: camera in odom
+    assert np.allclose(buf.lookup("odom", "camera", t), odom[t] @ base_from_cam, atol=1e-12)
+    assert np.allclose(buf.lookup("camera", "camera", t), np.eye(4))
+    # static-only chains do not depend on the stamp
+    assert np.allclose(buf.lookup("base_link", "camera", 123), base_from_cam)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds, st.floats(min_value=0.0, max_value=1.0))
+def test_tf_interpolates_between_stamps(seed, alpha):
+    rng = np.random.default_rng(seed)
+    a, b = random_pose(rng), random_pose(rng)
+    buf = TransformBuffer()
+    buf.set_transform("odom", "base_link", 10 * S, a)
+    buf.set_transform("odom", "base_link", 12 * S, b)
+    t = 10 * S + round(alpha * 2 * S)
+    got = buf.lookup("odom", "base_link", t)
+    expected = interpolate_pose(a, b, (t - 10 * S) / (2 * S))
+    dt, dr = pose_error(got, expected)
+    assert dt < 1e-9 and dr < 1e-6
+    # the midpoint is halfway in translation and in rotation angle
+    mid = buf.lookup("odom", "base_link", 11 * S)
+    assert np.allclose(mid[:3, 3], (a[:3, 3] + b[:3, 3]) / 2)
+    _, r_a = pose_error(mid, a)
+    _, r_b = pose_error(mid, b)
+    assert abs(r_a - r_b) < 1e-6
+
+
+def test_tf_interpolation_of_a_rotating_robot():
+    buf = TransformBuffer()
+    buf.set_transform("odom", "base_link", 0, make_pose(np.eye(3), [0, 0, 0]))
+    buf.set_transform("odom", "base_link", S, make_pose(rotation_from_rotvec([0, 0, math.radians(90)]), [1, 0, 0]))
+    T = buf.lookup("odom", "base_link", S // 4)
+    assert math.isclose(math.degrees(yaw_from_rotation(T[:3, :3])), 22.5, abs_tol=1e-9)
+    assert np.allclose(T[:3, 3], [0.25, 0, 0])
+
+
+def test_tf_errors_name_the_frames():
+    buf, *_ = _buffer_with_odometry(np.random.default_rng(1))
+    with pytest.raises(TransformLookupError, match=r"source frame 'cam_typo' does not exist \(known frames: base_link, camera, map, odom\)"):
+        buf.lookup("map", "cam_typo", 0)
+    buf.set_transform("world", "other_robot", 0, np.eye(4), static=True)
+    with pytest.raises(TransformLookupError, match="'map' <- 'other_robot': the frames are not connected"):
+        buf.lookup("map", "other_robot", 0)
+    with pytest.raises(ExtrapolationError, match=r"'odom' -> 'base_link' at 2.500 s would need extrapolation: 0.500 s after the newest"):
+        buf.lookup("map", "camera", 5 * S // 2)
+    with pytest.raises(ExtrapolationError, match="before the oldest"):
+        buf.lookup("map", "camera", -1)
+    assert isinstance(ExtrapolationError("x"), LookupError)
+    with pytest.raises(ValueError, match="close a loop"):
+        buf.set_transform("camera", "map", 0, np.eye(4))
+    with pytest.raises(ValueError, match="own parent"):
+        buf.set_transform("odom", "odom", 0, np.eye(4))
+    with pytest.raises(ValueError, match="NaN"):
+        buf.set_transform("odom", "base_link", 3 * S, np.full((4, 4), np.nan))
+
+
+def test_tf_latest_common_time_and_cache_and_reparenting():
+    buf = TransformBuffer(cache_s=1.0)
+    for k in range(30):  # base_link at 10 Hz for 3 s, but only the last second is kept
+        buf.set_transform("odom", "base_link", k * S // 10, make_pose(np.eye(3), [k, 0, 0]))
+    buf.set_transform("map", "odom", 2 * S, make_pose(np.eye(3), [0, 100, 0]))
+    buf.set_transform("map", "odom", 25 * S // 10, make_pose(np.eye(3), [0, 200, 0]))
+    # stamp 0: the latest time both dynamic edges have (2.5 s, interpolated on base_link)
+    assert np.allclose(buf.lookup("map", "base_link", 0)[:3, 3], [25, 200, 0])
+    with pytest.raises(ExtrapolationError):
+        buf.lookup("odom", "base_link", 15 * S // 10)  # older than the 1 s cache
+    assert np.allclose(buf.lookup("odom", "base_link", 2 * S)[:3, 3], [20, 0, 0])
+    # a frame that changes parent starts afresh (tf2 semantics)
+    buf.set_transform("map", "base_link", 3 * S, make_pose(np.eye(3), [7, 7, 7]))
+    assert np.allclose(buf.lookup("map", "base_link", 3 * S)[:3, 3], [7, 7, 7])
+    with pytest.raises(ExtrapolationError):
+        buf.lookup("map", "base_link", 2 * S)
+
+
+def test_tf_wait_for_returns_when_the_data_arrives():
+    buf = TransformBuffer()
+    buf.set_transform("odom", "base_link", 0, np.eye(4))
+
+    def later():
+        time.sleep(0.1)
+        buf.set_transform("odom", "base_link", 2 * S, make_pose(np.eye(3), [2, 0, 0]))
+
+    threading.Thread(target=later).start()
+    t0 = time.monotonic()
+    T = buf.wait_for("odom", "base_link", S, timeout_s=5.0)
+    assert time.monotonic() - t0 < 2.0
+    assert np.allclose(T[:3, 3], [1, 0, 0])
+    t0 = time.monotonic()
+    with pytest.raises(ExtrapolationError):
+        buf.wait_for("odom", "base_link", 3 * S, timeout_s=0.2)
+    assert 0.15 < time.monotonic() - t0 < 2.0
+
+
+# ============================================================== node logic (ROS-free)
+@settings(max_examples=30, deadline=None)
+@given(seeds)
+def test_extrinsic_from_parameters_optical_or_body(seed):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    xyz = rng.uniform(-1, 1, 3).tolist()
+    base_from_camera = make_pose(rotation_from_quat_xyzw(q), xyz)
+    cfg = NodeConfig(base_from_camera_xyz=xyz, base_from_camera_quat_xyzw=q.tolist())
+    assert np.allclose(logic.base_from_optical_from_config(cfg), base_from_camera)
+    cfg.base_from_camera_is_optical = False
+    base_from_optical = logic.base_from_optical_from_config(cfg)
+    assert np.allclose(base_from_optical, frames.body_from_optical_extrinsic(base_from_camera))
+    # the optical z axis (viewing direction) is the camera body's x axis
+    assert np.allclose(base_from_optical[:3, 2], base_from_camera[:3, 0])
+
+
+def test_base_pose_and_nav2_covariance():
+    rng = np.random.default_rng(5)
+    map_from_optical = random_pose(rng)
+    base_from_optical = frames.body_from_optical_extrinsic(make_pose(np.eye(3), [0.2, 0.0, 0.5]))
+    cov = np.diag([1e-4, 4e-4, 9e-4, 1e-6, 1e-6, 1e-6])
+    map_from_base, cov_base = logic.base_pose_with_covariance(map_from_optical, cov, base_from_optical)
+    assert np.allclose(map_from_base @ base_from_optical, map_from_optical)
+    assert np.allclose(cov_base, frames.covariance_of_child_offset(cov, map_from_optical, invert_pose(base_from_optical)))
+    nav2 = logic.nav2_covariance(cov_base, min_position_std_m=0.05, min_yaw_std_deg=2.0).reshape(36)
+    # AMCL reads x (0), y (7) and yaw (35): all filled, at least the floors
+    assert nav2[0] >= 0.05**2 and nav2[7] >= 0.05**2 and nav2[35] >= math.radians(2.0) ** 2
+    big = np.diag([1.0, 2.0, 3.0, 0.1, 0.2, 0.3])
+    assert np.allclose(logic.nav2_covariance(big, 0.05, 2.0), big)  # above the floors: unchanged
+    with pytest.raises(ValueError, match="6x6"):
+        logic.nav2_covariance(np.full((6, 6), np.nan), 0.05, 2.0)
+
+
+def test_rate_limiter_and_echo_filter():
+    lim = logic.RateLimiter()
+    assert lim.ready(100 * S, 5.0)
+    lim.mark(100 * S)
+    assert not lim.ready(104 * S, 5.0)
+    assert lim.ready(105 * S, 5.0)
+    assert lim.ready(50 * S, 5.0)  # the clock jumped back (sim time reset): not stuck
+    echo = logic.EchoFilter()
+    echo.sent(7 * S, [1.0, 2.0, 0.0])
+    assert echo.is_echo(7 * S, [1.0, 2.0, 1e-9])
+    assert not echo.is_echo(7 * S, [1.0, 2.1, 0.0]) and not echo.is_echo(8 * S, [1.0, 2.0, 0.0])
+
+
+def test_node_stats_and_diagnostic_level():
+    now = [0.0]
+    stats = logic.NodeStats(window_s=5.0, clock=lambda: now[0])
+    assert logic.diagnostic_level(stats.snapshot(), "unconfigured", False, 5.0) == (
+        logic.WARN, "no map loaded: node unconfigured"
+    )
+    stats.map_error = "cannot load map_path='/x': no manifest"
+    stats.failure(stats.map_error)
+    level, message = logic.diagnostic_level(stats.snapshot(), "unconfigured", False, 5.0)
+    assert level == logic.ERROR and message == "map not loaded (unconfigured): cannot load map_path='/x': no manifest"
+    stats.map_error = ""  # a map loaded after all
+    for k in range(31):  # 30 Hz input, every third frame processed (10 Hz)
+        now[0] = 10.0 + k / 30
+        stats.received(dropped_previous=k % 3 != 0)
+        if k % 3 == 0:
+            stats.processed(latency_ms=100.0 + k, accepted=True, inlier_ratio=0.5)
+    snap = stats.snapshot()
+    assert math.isclose(snap["input_rate_hz"], 30.0, rel_tol=1e-6)
+    assert math.isclose(snap["processing_rate_hz"], 10.0, rel_tol=1e-6)
+    assert snap["frames_dropped"] == 20 and snap["frames_processed"] == 11
+    assert 110 < snap["latency_ms_p50"] < 120 and snap["latency_ms_p95"] > snap["latency_ms_p50"]
+    level, message = logic.diagnostic_level(snap, "active", True, 5.0)  # the map failure is 11 s old
+    assert level == logic.OK and message == "localizing at 10.0 Hz, last fix 0.0 s ago"
+    now[0] = 20.0
+    assert stats.snapshot()["processing_rate_hz"] == 0.0  # nothing within the window
+    stats.failure("unsupported image encoding 'yuv422'")
+    level, message = logic.diagnostic_level(stats.snapshot(), "active", True, 5.0)
+    assert level == logic.WARN and "yuv422" in message
+
+
+# ============================================================== map builder progress
+def test_progress_reporter_is_a_tqdm_like_callable():
+    now = [0.0]
+    records = []
+    progress = ProgressReporter(records.append, period_s=1.0, clock=lambda: now[0])
+    bar = progress(range(10, 30), desc="training", initial=10, total=30)
+    seen = []
+    for step in bar:
+        seen.append(step)
+        now[0] += 0.25
+        bar.set_postfix(psnr="21.5", refresh=False)
+    assert seen == list(range(10, 30))
+    assert records[0]["done"] == 10 and records[0]["total"] == 30 and not records[0]["finished"]
+    assert records[-1]["done"] == 30 and records[-1]["finished"] and records[-1]["fraction"] == 1.0
+    assert 5 <= len(records) <= 8  # every ~1 s of 5 s, plus start and end
+    assert records[-1]["psnr"] == "21.5"
+    assert format_progress(records[-1]) == "training: done 30/30 (100%) after 5 s, psnr=21.5"
+    # an iterable without a length, as build_map's "loading images" may pass
+    records.clear()
+    assert list(progress(iter("abc"), desc="loading")) == ["a", "b", "c"]
+    assert records[-1]["done"] == 3 and records[-1]["total"] is None
