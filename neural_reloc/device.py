@@ -10,8 +10,10 @@ import torch
 CPU_THREADS_ENV = "NEURAL_RELOC_CPU_THREADS"
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: "str | torch.device | None" = "auto") -> torch.device:
     """``auto`` -> ``cuda`` if available else ``cpu``; ``cuda[:i]``/``cpu`` explicitly."""
+    if isinstance(name, torch.device):
+        name = str(name)
     name = (name or "auto").strip().lower()
     if name == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
