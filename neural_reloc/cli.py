@@ -262,7 +262,7 @@ def cmd_eval_bag(args) -> int:
         from .ros.bag_replay import evaluate_bag_live
     except ImportError as e:
         raise RuntimeError(f"--live needs ROS 2 (rclpy and the built neural_reloc.msg): {e}") from None
-    from .eval.eval_bag import write_json_atomic
+    from .eval.io import write_json_atomic
     from .eval.live import compare_runs
 
     live = evaluate_bag_live(
@@ -286,7 +286,8 @@ def cmd_eval_bag(args) -> int:
 
 def cmd_localize(args) -> int:
     from .data import load_dataset
-    from .localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records, write_json_atomic
+    from .eval.io import write_json_atomic
+    from .localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records
     from .methods.registry import load_relocalizer
 
     reloc = load_relocalizer(args.map, args.device, args.set or None)

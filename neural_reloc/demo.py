@@ -11,7 +11,6 @@ Every step skips work already done (same config) so a rerun is fast.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -28,7 +27,13 @@ def run_demo(args) -> int:
     from .data import load_dataset
     from .data.procedural import ProceduralSceneConfig, generate_procedural_scene
     from .device import resolve_device
-    from .localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records, write_json_atomic
+    from .eval.io import write_json_atomic
+    from .localization import (
+        LocalizeDatasetConfig,
+        format_summary,
+        localize_dataset,
+        summarize_records,
+    )
     from .mapping import build_map, describe_map
     from .methods.crossfire import CrossfireConfig
     from .methods.registry import load_relocalizer

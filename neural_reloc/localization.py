@@ -17,19 +17,15 @@ format) plus ``total_latency_ms``, ``prior_detail`` and ``per_iteration``
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .data.posed_images import PosedImages
+from .eval.metrics import DEFAULT_RECALL_THRESHOLDS, _num, frame_record, summarize
 from .geometry.se3 import invert_pose, perturb_pose, pose_error
-from .eval.metrics import DEFAULT_RECALL_THRESHOLDS, frame_record, summarize
 from .methods.base import PosePrior, Relocalizer
 
 PRIOR_MODES = ("retrieval", "perturbed", "constant")
@@ -57,10 +53,11 @@ def constant_prior_w2c(relocalizer: Relocalizer, index: int = -1) -> tuple[np.nd
     return refs[index], index
 
 
-def _err(w2c_est: np.ndarray | None, w2c_gt: np.ndarray) -> tuple[float, float]:
-    if w2c_est is None:
-        return math.inf, math.inf
-    return pose_error(invert_pose(w2c_est), invert_pose(w2c_gt))
+def _err(w2c_opencv_est: np.ndarray | None, w2c_opencv_gt: np.ndarray) -> tuple[float | None, float | None]:
+    """Camera-centre distance and rotation angle; None for no estimate (JSON-safe)."""
+    if w2c_opencv_est is None:
+        return None, None
+    return pose_error(invert_pose(w2c_opencv_est), invert_pose(w2c_opencv_gt))
 
 
 def localize_dataset(
@@ -131,28 +128,12 @@ def summarize_records(records: list[dict], thresholds=RECALL_THRESHOLDS) -> dict
         tk, rk = [], []
         for rec in records:
             hist = rec.get("per_iteration", [])
-            h = hist[min(k, len(hist) - 1)] if hist else {"t_err_m": math.inf, "r_err_deg": math.inf}
-            tk.append(h["t_err_m"])
-            rk.append(h["r_err_deg"])
-        per_it.append({"iteration": k + 1, "median_t_err_m": float(np.median(tk)), "median_r_err_deg": float(np.median(rk))})
+            h = hist[min(k, len(hist) - 1)] if hist else {}
+            tk.append(math.inf if h.get("t_err_m") is None else h["t_err_m"])
+            rk.append(math.inf if h.get("r_err_deg") is None else h["r_err_deg"])
+        per_it.append({"iteration": k + 1, "median_t_err_m": _num(np.median(tk)), "median_r_err_deg": _num(np.median(rk))})
     out["per_iteration"] = per_it
     return out
-
-
-def write_json_atomic(path: str | Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=float)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def format_summary(s: dict) -> str:

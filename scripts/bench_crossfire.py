@@ -13,7 +13,6 @@ machine otherwise idle: a second busy process halves torch's throughput on 2 cor
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     from neural_reloc.data import load_dataset
-    from neural_reloc.localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records, write_json_atomic
+    from neural_reloc.eval.io import write_json_atomic
+    from neural_reloc.localization import (
+        LocalizeDatasetConfig,
+        format_summary,
+        localize_dataset,
+        summarize_records,
+    )
     from neural_reloc.mapping import describe_map
     from neural_reloc.methods.registry import load_relocalizer
 

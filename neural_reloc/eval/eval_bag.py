@@ -18,8 +18,6 @@ when the run stops early (a bad or truncated bag, Ctrl-C): then ``status`` says 
 from __future__ import annotations
 
 import datetime
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from ..bags.reader import BagFrames, BagReadConfig, BagReader, GroundTruthConfig
 from ..config_io import to_dict
 from ..geometry.frames import opencv_w2c_from_map_from_optical
 from ..tracking import RelocalizationSession, TrackingConfig
+from .io import write_json_atomic
 from .metrics import DEFAULT_RECALL_THRESHOLDS, frame_record, latency_stats, summarize
 
 RESULTS_FORMAT = "neural_reloc.eval_bag/1"
@@ -52,20 +51,6 @@ class EvalBagConfig:
     report: bool = True
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _now() -> str:

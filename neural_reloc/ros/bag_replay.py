@@ -352,8 +352,8 @@ def evaluate_bag_live(
         RESULTS_NAME,
         EvalBagConfig,
         _now,
-        write_json_atomic,
     )
+    from ..eval.io import write_json_atomic
     from ..eval.live import live_records
     from ..eval.metrics import summarize
 
