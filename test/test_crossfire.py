@@ -72,7 +72,8 @@ def test_descriptor_of_a_point_does_not_depend_on_viewing_direction():
     assert not torch.allclose(c1, c2, atol=1e-4)
     head = f.heads[DESCRIPTOR_HEAD]
     # The head's input is exactly the position-only features; nothing else fits.
-    assert head.in_dim == f.head_input_dim(("encoding", "geo_feat"))
+    assert head.in_dim == f.head_input_dim(("position", "encoding", "geo_feat"))
+    assert head.inputs[0] == "position" and head.encoding is not None  # its own grid
     assert not {"direction", "appearance"} & set(head.inputs)
     torch.testing.assert_close(head(torch.cat([geo[k] for k in head.inputs], -1)), desc)
 
@@ -137,11 +138,6 @@ def test_config_roundtrip_through_map(crossfire_map, relocalizer):
     assert man["config"]["localization"] == to_dict(relocalizer.cfg.localization)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 3 open): descriptors trained on crop-local L_neg are not globally "
-    "discriminative yet, PnP finds ~6 inliers of ~200 matches; see NOTES.md",
-)
 def test_localizes_held_out_views_from_perturbed_priors(crossfire_map, relocalizer):
     from neural_reloc.data import load_dataset
     from neural_reloc.localization import LocalizeDatasetConfig, localize_dataset, summarize_records

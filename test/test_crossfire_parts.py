@@ -275,17 +275,28 @@ def test_feature_extractor_has_8_conv_layers():
     assert sum(p.numel() for p in net.parameters()) == 438_720
 
 
-def test_feature_extractor_translation_equivariance(cnn):
-    # Shift the input by 4 px -> the output moves by one cell, away from the borders
-    # (receptive field 40 px: cell j sees [4j - 18, 4j + 22)).
-    x = torch.rand(1, 3, 64, 68, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("dilations", [fe.DEFAULT_DILATIONS, (1,) * 7])
+def test_feature_extractor_translation_equivariance(dilations):
+    # Shift the input by 4 px -> the output moves by one cell, away from the borders.
+    # Cell j sees [4j + 2 - rf/2, 4j + 2 + rf/2) (rf = 128 dilated, 40 undilated).
+    net = fe.FeatureExtractor(dilations=dilations).eval()
+    rf = fe.receptive_field(dilations)
+    size = 160
+    x = torch.rand(1, 3, size, size + 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        a = cnn(x[..., :64])
-        b = cnn(x[..., 4:68])
-    # b[j] = a[j + 1] where both are free of padding: 4j - 18 >= 0 and 4(j + 1) + 22 <= 64
-    # -> b's columns 5..9, a's 6..10 (rows: 5..10 in both)
-    assert torch.allclose(b[..., 5:11, 5:10], a[..., 5:11, 6:11], atol=1e-5)
-    assert not torch.allclose(b[..., 5:11, 5:10], a[..., 5:11, 5:10], atol=1e-3)
+        a = net(x[..., :size])
+        b = net(x[..., 4 : size + 4])
+    lo = -(-(rf // 2 - 2) // 4)  # first cell free of padding: 4j + 2 - rf/2 >= 0
+    hi = (size - 2 - rf // 2) // 4 + 1  # cells j < hi have 4j + 2 + rf/2 <= size
+    assert hi - lo >= 3
+    # b[j] = a[j + 1] where both are free of padding (b's j in [lo, hi - 1)).
+    assert torch.allclose(b[..., lo:hi, lo : hi - 1], a[..., lo:hi, lo + 1 : hi], atol=1e-5)
+    assert not torch.allclose(b[..., lo:hi, lo : hi - 1], a[..., lo:hi, lo : hi - 1], atol=1e-3)
+
+
+def test_receptive_field_arithmetic():
+    assert fe.receptive_field((1,) * 7) == 40
+    assert fe.receptive_field(fe.DEFAULT_DILATIONS) == fe.RECEPTIVE_FIELD == 128
 
 
 def test_descriptor_cell_centres(cnn):
@@ -297,7 +308,8 @@ def test_descriptor_cell_centres(cnn):
             k = m.kernel_size[0] if isinstance(m.kernel_size, tuple) else m.kernel_size
             s = m.stride[0] if isinstance(m.stride, tuple) else m.stride
             p = m.padding[0] if isinstance(m.padding, tuple) else m.padding
-            start += ((k - 1) / 2 - p) * jump
+            d = m.dilation[0] if isinstance(m.dilation, tuple) else m.dilation
+            start += (d * (k - 1) / 2 - p) * jump
             jump *= s
     assert (start, jump) == (2.0, 4.0)
     grid = fe.descriptor_grid_pixels(3, 5)
@@ -307,21 +319,24 @@ def test_descriptor_cell_centres(cnn):
     assert np.allclose(grid.numpy(), cam.pixel_centers(stride=4))
 
     # Empirically: linearize (ReLU -> identity, max -> average pool, same geometry); the
-    # input pixels that influence cell (8, 8) of a 64x64 input are [4*8 - 18, 4*8 + 22).
-    lin = copy.deepcopy(cnn)
-    for i, m in enumerate(lin.backbone):
-        if isinstance(m, nn.ReLU):
-            lin.backbone[i] = nn.Identity()
-        elif isinstance(m, nn.MaxPool2d):
-            lin.backbone[i] = nn.AvgPool2d(2)
-    x = torch.rand(1, 3, 64, 64, requires_grad=True)
-    y = lin.head(lin.backbone((x - lin.mean) / lin.std))
-    (g,) = torch.autograd.grad(y[0, :, 8, 8].sum(), x)
-    cols = g.abs().sum((0, 1, 2)).nonzero().squeeze(1)
-    rows = g.abs().sum((0, 1, 3)).nonzero().squeeze(1)
-    assert (cols.min().item(), cols.max().item() + 1) == (14, 54)
-    assert (rows.min().item(), rows.max().item() + 1) == (14, 54)
-    assert (14 + 54) / 2 == 4 * 8 + 2  # symmetric about the cell centre
+    # input pixels that influence cell (c, c) of a big enough input are
+    # [4c + 2 - rf/2, 4c + 2 + rf/2): [14, 54) undilated at c = 8, [2, 130) dilated at c = 16.
+    for dil, c, span in (((1,) * 7, 8, (14, 54)), (fe.DEFAULT_DILATIONS, 16, (2, 130))):
+        lin = copy.deepcopy(fe.FeatureExtractor(dilations=dil))
+        for i, m in enumerate(lin.backbone):
+            if isinstance(m, nn.ReLU):
+                lin.backbone[i] = nn.Identity()
+            elif isinstance(m, nn.MaxPool2d):
+                lin.backbone[i] = nn.AvgPool2d(2)
+        n = 4 * c + 2 + fe.receptive_field(dil)
+        x = torch.rand(1, 3, n, n, requires_grad=True)
+        y = lin.head(lin.backbone((x - lin.mean) / lin.std))
+        (g,) = torch.autograd.grad(y[0, :, c, c].sum(), x)
+        cols = g.abs().sum((0, 1, 2)).nonzero().squeeze(1)
+        rows = g.abs().sum((0, 1, 3)).nonzero().squeeze(1)
+        assert (cols.min().item(), cols.max().item() + 1) == span
+        assert (rows.min().item(), rows.max().item() + 1) == span
+        assert sum(span) / 2 == 4 * c + 2  # symmetric about the cell centre
 
 
 def test_flatten_descriptor_map_order():

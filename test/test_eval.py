@@ -361,10 +361,6 @@ def test_report_from_results_with_missing_stamps(tmp_path):
 
 
 # ================================================================== real relocalizer
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 3 open): the CROSSFIRE test map does not localize yet; see NOTES.md",
-)
 def test_eval_bag_with_the_crossfire_map(crossfire_map, tmp_path):
     """The real relocalizer through the CLI on the held-out frames of the map's scene."""
     from neural_reloc.cli import main

@@ -147,11 +147,6 @@ def test_replay_into_a_node_and_record_its_statuses(small_bag, tmp_path, ros_env
     assert all(r["success"] and r["prior_source"] == "odometry" and r["t_err_m"] is not None for r in records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 3 open): the CROSSFIRE test map does not localize yet, and this "
-    "test needs real fixes; see NOTES.md",
-)
 def test_live_node_agrees_with_offline_frame_by_frame(crossfire_map, tmp_path, ros_env):
     from neural_reloc.bags import BagFromDatasetConfig, write_bag_from_dataset
     from neural_reloc.data import load_dataset

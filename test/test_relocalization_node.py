@@ -291,11 +291,6 @@ def processes():
 
 
 # ====================================================================== tests
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 3 open): the CROSSFIRE test map does not localize yet, and this "
-    "test needs real fixes; see NOTES.md",
-)
 def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ros_env, processes):
     """autostart (unmanaged), REP-105 map -> odom, Nav2 mode, ~/relocalize, and every
     kind of bad input rejected clearly while the node keeps running and recovers."""
@@ -485,11 +480,6 @@ def _publish_yuv(driver: Driver, image, camera, stamp_ns: int):
     driver.image_pub.publish(img)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 3 open): the CROSSFIRE test map does not localize yet, and this "
-    "test needs real fixes; see NOTES.md",
-)
 def test_lifecycle_corrupt_map_recovery_and_sim_time(crossfire_map, ros_env, processes, tmp_path):
     """Managed lifecycle with use_sim_time: configure fails on a corrupt map (log line,
     status, ERROR diagnostic, node alive); after map_path is set to a good map it

@@ -76,7 +76,13 @@ class NeuralField(nn.Module):
         self.color_hidden = nn.Sequential(*layers)
         self.color_out = nn.Linear(cfg.color_hidden_dim if cfg.color_layers else in_dim, 3)
         self.heads = nn.ModuleDict()
-        self.input_dims = {"encoding": enc_dim, "geo_feat": cfg.geo_feat_dim, "density_hidden": cfg.hidden_dim}
+        # "position": the unit-cube point itself, for heads with an encoding of their own.
+        self.input_dims = {
+            "position": 3,
+            "encoding": enc_dim,
+            "geo_feat": cfg.geo_feat_dim,
+            "density_hidden": cfg.hidden_dim,
+        }
 
     # ------------------------------------------------------------ heads
     def add_head(self, name: str, head: FieldHead) -> None:
@@ -98,6 +104,7 @@ class NeuralField(nn.Module):
         hidden = F.relu(self.density_hidden(enc[:, : self.geometry_dim]))
         out = self.density_out(hidden)
         return {
+            "position": x01,
             "encoding": enc,
             "density_hidden": hidden,
             "sigma": trunc_exp(out[:, 0]),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from dataclasses import field as default
 
 from ...geometry.pnp import PnPConfig
-from ...nerf.config import NeuralMapConfig
+from ...nerf.config import EncodingConfig, NeuralMapConfig
 
 
 @dataclass
@@ -18,8 +18,19 @@ class DescriptorConfig:
     dim: int = 32  # D, the paper's default
     head_hidden_dim: int = 64
     head_layers: int = 2
+    # The head's own position encoding (tri-planes only; no dense levels), see
+    # descriptor_head.py. Empty plane_resolutions and dense_resolutions = the paper's
+    # head on the field's features alone.
+    encoding: EncodingConfig = default(
+        default_factory=lambda: EncodingConfig(
+            kind="grid", dense_resolutions=(), plane_resolutions=(128, 256, 512), plane_features=8
+        )
+    )
     # Feature extractor CNN (8 conv layers, ReLU, two 2x2 max-pools: H/4 x W/4 x D).
     cnn_channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 128)
+    # Dilation per 3x3 conv: the last three widen the receptive field to 128 px (40 px
+    # undilated), see feature_extractor.py.
+    cnn_dilations: tuple[int, ...] = (1, 1, 1, 1, 2, 4, 8)
 
 
 @dataclass
@@ -71,6 +82,27 @@ class CrossfireTrainConfig:
     # is ~100x L_MSE early on: held-out depth error 2.5% -> 17% in our test): off by
     # default, the descriptor losses then train the head and the CNN only.
     descriptor_grad_to_field: bool = False
+    # "staged" (default, see descriptor_training.py): after the field is trained, (1)
+    # cache each training view's surface samples, (2) train the CNN on correspondences
+    # between nearby training views given by the map's depth (InfoNCE), (3) fit the
+    # descriptor head to the frozen CNN with the paper's L_pos + L_neg. "joint": the
+    # paper's joint training, one view crop per step alongside the field (too slow to
+    # converge on CPU budgets: 0-1% correct matches in our tests).
+    schedule: str = "staged"
+    surface_samples: int = 16  # k heaviest samples per ray kept for the head
+    max_cached_views: int = 200  # training views cached (an even subset beyond this)
+    # Stage 2, CNN on correspondences.
+    cnn_steps: int = 600
+    cnn_crop_long_side: int = 80  # descriptor-map cells (the CNN sees 4x this)
+    cnn_pair_candidates: int = 8  # a partner is drawn from this many nearest views
+    correspondence_max_distance_rel: float = 0.02  # visibility test, fraction of extent
+    min_correspondences: int = 200  # fewer in a crop pair: skip the step
+    nce_points: int = 2048  # correspondences per InfoNCE step
+    nce_temperature: float = 0.07
+    # Stage 3, descriptor field (head) distilled from the CNN with L_pos + L_neg.
+    field_steps: int = 1000
+    field_batch: int = 8192  # random pixels over all cached views per step
+    lr_descriptor_grid: float = 1e-2  # the head's own tri-plane grid
 
 
 @dataclass

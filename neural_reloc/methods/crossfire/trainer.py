@@ -21,12 +21,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...config_io import to_dict
 from ...data.posed_images import PosedImages
+from ...geometry.frames import opencv_w2c_from_opengl_c2w
 from ...nerf.train import NeuralMapTrainer
 from .config import CrossfireConfig
 from .descriptor_head import DescriptorHead
 from .feature_extractor import STRIDE, FeatureExtractor, flatten_descriptor_map
 from .losses import crossfire_loss, l_neg, l_pos, neg_lambda, random_permutations
+from .descriptor_training import (
+    cache_surface_samples,
+    distill_descriptor_field,
+    save_stage,
+    train_cnn_on_correspondences,
+)
 from .retrieval import RetrievalIndex, build_retrieval_index
 
 #: Name of the descriptor head in the field (``render_view(..., ("descriptor",))``).
@@ -72,8 +80,16 @@ class CrossfireTrainer(NeuralMapTrainer):
         self.retrieval: RetrievalIndex | None = None
 
     def extra_param_groups(self) -> list[dict]:
-        params = list(self.model.field.heads[DESCRIPTOR_HEAD].parameters()) + list(self.cnn.parameters())
-        return [{"params": params, "lr": self.xcfg.train.lr_descriptor, "weight_decay": 0.0, "name": "descriptor"}]
+        if self.xcfg.train.schedule != "joint":
+            return []  # staged: the head and the CNN train after the field (fit)
+        head = self.model.field.heads[DESCRIPTOR_HEAD]
+        t = self.xcfg.train
+        groups = [
+            {"params": head.grid_parameters(), "lr": t.lr_descriptor_grid, "weight_decay": 0.0, "name": "descriptor"},
+            {"params": head.mlp_parameters() + list(self.cnn.parameters()), "lr": t.lr_descriptor,
+             "weight_decay": 0.0, "name": "descriptor"},
+        ]
+        return [g for g in groups if g["params"]]
 
     def group_lr_factor(self, group: dict, step: int) -> float:
         if group.get("name") == "descriptor":
@@ -120,6 +136,8 @@ class CrossfireTrainer(NeuralMapTrainer):
         return x0, y0, w, h
 
     def extra_losses(self, step: int) -> dict[str, torch.Tensor]:
+        if self.xcfg.train.schedule != "joint":
+            return {}
         i = int(torch.randint(0, len(self.data), (1,), generator=self.generator).item())
         cam_desc, big, small = self._view(i)
         x0, y0, w, h = self._crop(cam_desc)
@@ -165,9 +183,70 @@ class CrossfireTrainer(NeuralMapTrainer):
         return {f"view_{k}": v for k, v in terms.items()}
 
     def fit(self):
+        t = self.xcfg.train
+        if t.schedule not in ("staged", "joint"):
+            raise ValueError(f"train.schedule must be 'staged' or 'joint', got {t.schedule!r}")
         state = super().fit()
+        if t.schedule == "staged":
+            self.save_checkpoint()  # the finished field: a rerun resumes after it
+            self._fit_descriptors_staged()
         self.log("building the retrieval index from rendered reference views")
         self.retrieval = build_retrieval_index(
             self.model, self.cnn, self.data, self.xcfg.localization, progress=self.progress
         )
         return state
+
+    # ------------------------------------------------------------ staged descriptors
+    def _stage(self, name: str, run: Callable[[], dict], modules: dict) -> None:
+        """Run one stage, or load its result when a previous run finished it with the
+        same config and data (written atomically; hloc-style skip on rerun)."""
+        path = self.work_dir / f"crossfire_{name}.pt"
+        ident = {"config": to_dict(self.method_config), "fingerprint": self.data.fingerprint(
+            "train" if "train" in self.data.split else None)}
+        if path.is_file():
+            try:
+                ck = torch.load(path, map_location=self.device, weights_only=True)
+                if ck.get("ident") == ident:
+                    for k, m in modules.items():
+                        m.load_state_dict(ck["modules"][k])
+                    self.log(f"stage {name}: done in a previous run ({path})")
+                    return
+            except Exception as e:  # unreadable: redo the stage
+                self.log(f"stage {name}: ignoring unreadable {path}: {e}")
+        summary = run()
+        save_stage(path, {"ident": ident, "summary": summary, "modules": {k: m.state_dict() for k, m in modules.items()}})
+
+    def _fit_descriptors_staged(self) -> None:
+        t = self.xcfg.train
+        n = len(self.data)
+        idx = np.unique(np.linspace(0, n - 1, min(n, t.max_cached_views)).round().astype(int))
+        head = self.model.field.heads[DESCRIPTOR_HEAD]
+        views = None
+
+        def cached():
+            nonlocal views
+            if views is None:
+                items = []
+                for i in idx:
+                    cam_desc, big, _ = self._view(int(i))
+                    c2w = self.data.c2w_opengl[i]
+                    items.append((cam_desc, c2w, opencv_w2c_from_opengl_c2w(c2w), big))
+                views = cache_surface_samples(self.model, items, t.surface_samples, self.progress)
+            return views
+
+        extent = self.scene.extent
+        self._stage(
+            "cnn",
+            lambda: train_cnn_on_correspondences(
+                self.cnn, cached(), self.xcfg, extent, self.generator, self.progress, self.log
+            ),
+            {"cnn": self.cnn},
+        )
+        self._stage(
+            "descriptor_field",
+            lambda: distill_descriptor_field(
+                self.model, DESCRIPTOR_HEAD, self.cnn, cached(), self.xcfg, extent, self.generator, self.progress,
+                self.log,
+            ),
+            {"head": head},
+        )
