@@ -216,3 +216,36 @@ def test_cli_build_info_render(tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "r" / "render_report.json").read_text())
     assert len(rep) == 2 and all("psnr" in x for x in rep)
+
+
+def test_crossfire_staged_descriptor_training_runs_and_skips_finished_stages(tmp_path):
+    """The staged schedule end to end on a tiny map: both stages run and write their
+    results; a rerun in the same work directory resumes after the field and reuses the
+    finished stages (same config and data) instead of training again."""
+    from neural_reloc.config_io import merge, parse_dotted
+    from neural_reloc.data import load_dataset
+    from neural_reloc.methods.crossfire import CrossfireConfig
+    from neural_reloc.methods.crossfire.trainer import DESCRIPTOR_HEAD, CrossfireTrainer
+
+    data = load_dataset(_tiny_dataset(tmp_path)).subset("train")
+    overrides = [f"map.{o}" for o in TINY] + [
+        "loss.image_long_side=32", "train.cnn_crop_long_side=16", "train.min_correspondences=8",
+        "train.cnn_steps=3", "train.field_steps=3", "train.field_batch=256", "train.surface_samples=4",
+        "localization.retrieval_long_side=16",
+    ]
+    cfg = merge(CrossfireConfig(), parse_dotted(overrides))
+    work = tmp_path / "work"
+    logs: list[str] = []
+    tr = CrossfireTrainer(data, cfg, torch.device("cpu"), work, log=logs.append)
+    tr.fit()
+    assert (work / "crossfire_cnn.pt").is_file() and (work / "crossfire_descriptor_field.pt").is_file()
+    assert any(m.startswith("descriptor field: 3 steps") for m in logs), logs
+    head_state = {k: v.clone() for k, v in tr.model.field.heads[DESCRIPTOR_HEAD].state_dict().items()}
+    logs.clear()
+    tr2 = CrossfireTrainer(data, cfg, torch.device("cpu"), work, log=logs.append)
+    tr2.fit()
+    assert any("stage cnn: done in a previous run" in m for m in logs), logs
+    assert any("stage descriptor_field: done in a previous run" in m for m in logs), logs
+    assert not any(m.startswith("descriptor field:") for m in logs)
+    for k, v in tr2.model.field.heads[DESCRIPTOR_HEAD].state_dict().items():
+        torch.testing.assert_close(v, head_state[k])

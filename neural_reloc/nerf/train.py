@@ -227,6 +227,14 @@ class NeuralMapTrainer:
         return t.lr_final_factor ** (min(step, t.steps) / max(1, t.steps))
 
     # ------------------------------------------------------------ checkpoints
+    def run_identity(self) -> dict:
+        """What a checkpoint (or a finished training stage) must match to be reused:
+        the whole method config and the training data's fingerprint."""
+        return {
+            "config": to_dict(self.method_config),
+            "fingerprint": self.data.fingerprint("train" if "train" in self.data.split else None),
+        }
+
     def checkpoint_path(self) -> Path:
         return self.work_dir / CHECKPOINT_NAME
 
@@ -239,8 +247,7 @@ class NeuralMapTrainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "config": to_dict(self.method_config),
-            "fingerprint": self.data.fingerprint("train" if "train" in self.data.split else None),
+            **self.run_identity(),
         }
         atomic_torch_save(payload, self.checkpoint_path())
 
@@ -253,9 +260,8 @@ class NeuralMapTrainer:
         except Exception as e:  # a corrupt checkpoint is not fatal: start over
             self.log(f"ignoring unreadable checkpoint {p}: {e}")
             return False
-        if ck.get("config") != to_dict(self.method_config) or ck.get("fingerprint") != self.data.fingerprint(
-            "train" if "train" in self.data.split else None
-        ):
+        ident = self.run_identity()
+        if any(ck.get(k) != v for k, v in ident.items()):
             self.log(f"checkpoint {p} is for another config or dataset; starting over")
             return False
         self.model.load_state_dict(ck["model"])

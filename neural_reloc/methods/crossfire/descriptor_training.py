@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -36,12 +35,26 @@ import torch
 import torch.nn.functional as F
 
 from ...geometry.camera import Camera
-from .config import CrossfireConfig
+from .config import CrossfireConfig, CrossfireTrainConfig
 from .feature_extractor import STRIDE, FeatureExtractor, flatten_descriptor_map
 from .losses import l_neg, l_pos, neg_lambda, random_permutations
 
 #: Rays per chunk when caching surface samples.
 CACHE_CHUNK = 8192
+
+
+def descriptor_lr_factor(t: CrossfireTrainConfig, step: int, total_steps: int) -> float:
+    """The paper's schedule scaled to ``total_steps``: 1, then ``lr_decay`` from
+    ``decay_at_fraction`` of the steps on."""
+    return t.lr_decay if step >= t.decay_at_fraction * total_steps else 1.0
+
+
+def _tail_means(hist: list[tuple[float, float]], n: int = 50) -> tuple[float, float]:
+    """Mean of the last ``n`` logged (a, b) pairs (NaN when nothing was logged)."""
+    if not hist:
+        return float("nan"), float("nan")
+    a, b = np.asarray(hist[-n:]).mean(0)
+    return float(a), float(b)
 
 
 @dataclass
@@ -100,13 +113,10 @@ def render_head_from_samples(model, head_name: str, x01: torch.Tensor, weights: 
     """Volume-rendered head output (N, D) from cached samples x01 (N, k, 3), weights
     (N, k): sum_i w_i head(features(x_i)), the field's features computed frozen."""
     n, k, _ = x01.shape
-    field = model.field
-    head = field.heads[head_name]
-    xf = x01.reshape(-1, 3)
     with torch.no_grad():
-        geo = field.geometry(xf)
-    feats = torch.cat([geo[i] for i in head.inputs], -1)
-    return (head(feats).view(n, k, -1) * weights[..., None]).sum(1)
+        geo = model.field.geometry(x01.reshape(-1, 3))
+    values = model.field.head_outputs(geo, [head_name])[head_name]
+    return (values.view(n, k, -1) * weights[..., None]).sum(1)
 
 
 def _randint(n: int, gen: torch.Generator) -> int:
@@ -121,9 +131,9 @@ def _crop(h: int, w: int, long_side: int, gen: torch.Generator) -> tuple[int, in
 
 def _pair_candidates(views: list[SurfaceSamples], n: int) -> list[np.ndarray]:
     """For each view, the ``n`` other views closest in position and viewing direction."""
-    c2w = [np.linalg.inv(v.w2c_opencv) for v in views]
-    centres = np.stack([c[:3, 3] for c in c2w])
-    fwd = np.stack([c[:3, 2] for c in c2w])  # OpenCV +z = viewing direction
+    c2w_opencv = [np.linalg.inv(v.w2c_opencv) for v in views]
+    centres = np.stack([c[:3, 3] for c in c2w_opencv])
+    fwd = np.stack([c[:3, 2] for c in c2w_opencv])  # OpenCV +z = viewing direction
     scale = max(1e-9, float(np.median(np.linalg.norm(centres - centres.mean(0), axis=1))))
     out = []
     for i in range(len(views)):
@@ -168,7 +178,7 @@ def train_cnn_on_correspondences(
     bar = progress(steps, desc="CNN on correspondences") if progress else steps
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = t.lr_descriptor * (t.lr_decay if step >= t.decay_at_fraction * t.cnn_steps else 1.0)
+            g["lr"] = t.lr_descriptor * descriptor_lr_factor(t, step, t.cnn_steps)
         i = _randint(len(views), generator)
         cand = partners[i]
         j = int(cand[_randint(len(cand), generator)])
@@ -216,13 +226,13 @@ def train_cnn_on_correspondences(
         if hasattr(bar, "set_postfix") and step % 10 == 0:
             bar.set_postfix(loss=f"{hist[-1][0]:.2f}", acc=f"{acc:.2f}", refresh=False)
     cnn.eval()
-    tail = np.array(hist[-50:]) if hist else np.full((1, 2), np.nan)
+    loss, accuracy = _tail_means(hist)
     summary = {
         "steps": t.cnn_steps,
         "updates": len(hist),
         "seconds": time.perf_counter() - t0,
-        "final_loss": float(tail[:, 0].mean()),
-        "final_accuracy": float(tail[:, 1].mean()),
+        "final_loss": loss,
+        "final_accuracy": accuracy,
     }
     log(
         f"CNN on correspondences: {summary['updates']} updates in {summary['seconds']:.0f}s, "
@@ -272,7 +282,7 @@ def distill_descriptor_field(
     bar = progress(steps, desc="descriptor field") if progress else steps
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = g["initial_lr"] * (t.lr_decay if step >= t.decay_at_fraction * t.field_steps else 1.0)
+            g["lr"] = g["initial_lr"] * descriptor_lr_factor(t, step, t.field_steps)
         sel = torch.randint(0, T.shape[0], (min(t.field_batch, T.shape[0]),), generator=generator, device=generator.device).to(device)
         fr = F.normalize(render_head_from_samples(model, head_name, X[sel], W[sel]), dim=-1)
         fi = T[sel]
@@ -286,22 +296,16 @@ def distill_descriptor_field(
         if hasattr(bar, "set_postfix") and step % 10 == 0:
             bar.set_postfix(pos=f"{hist[-1][0]:.3f}", neg=f"{hist[-1][1]:.3f}", refresh=False)
     head.eval()
-    tail = np.array(hist[-50:]) if hist else np.full((1, 2), np.nan)
+    final_pos, final_neg = _tail_means(hist)
     summary = {
         "steps": t.field_steps,
         "pixels": int(T.shape[0]),
         "seconds": time.perf_counter() - t0,
-        "final_l_pos": float(tail[:, 0].mean()),
-        "final_l_neg": float(tail[:, 1].mean()),
+        "final_l_pos": final_pos,
+        "final_l_neg": final_neg,
     }
     log(
         f"descriptor field: {summary['steps']} steps over {summary['pixels']} pixels in {summary['seconds']:.0f}s, "
         f"L_pos {summary['final_l_pos']:.3f}, L_neg {summary['final_l_neg']:.3f}"
     )
     return summary
-
-
-def save_stage(path: Path, state: dict) -> None:
-    from ...nerf.train import atomic_torch_save
-
-    atomic_torch_save(state, path)

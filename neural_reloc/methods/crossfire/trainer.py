@@ -21,18 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...config_io import to_dict
 from ...data.posed_images import PosedImages
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
-from ...nerf.train import NeuralMapTrainer
+from ...nerf.train import NeuralMapTrainer, atomic_torch_save
 from .config import CrossfireConfig
 from .descriptor_head import DescriptorHead
 from .feature_extractor import STRIDE, FeatureExtractor, flatten_descriptor_map
 from .losses import crossfire_loss, l_neg, l_pos, neg_lambda, random_permutations
 from .descriptor_training import (
     cache_surface_samples,
+    descriptor_lr_factor,
     distill_descriptor_field,
-    save_stage,
     train_cnn_on_correspondences,
 )
 from .retrieval import RetrievalIndex, build_retrieval_index
@@ -93,8 +92,7 @@ class CrossfireTrainer(NeuralMapTrainer):
 
     def group_lr_factor(self, group: dict, step: int) -> float:
         if group.get("name") == "descriptor":
-            t = self.xcfg.train
-            return t.lr_decay if step >= t.decay_at_fraction * self.cfg.train.steps else 1.0
+            return descriptor_lr_factor(self.xcfg.train, step, self.cfg.train.steps)
         return super().group_lr_factor(group, step)
 
     def photometric_losses(self) -> dict[str, torch.Tensor]:
@@ -201,8 +199,7 @@ class CrossfireTrainer(NeuralMapTrainer):
         """Run one stage, or load its result when a previous run finished it with the
         same config and data (written atomically; hloc-style skip on rerun)."""
         path = self.work_dir / f"crossfire_{name}.pt"
-        ident = {"config": to_dict(self.method_config), "fingerprint": self.data.fingerprint(
-            "train" if "train" in self.data.split else None)}
+        ident = self.run_identity()
         if path.is_file():
             try:
                 ck = torch.load(path, map_location=self.device, weights_only=True)
@@ -214,7 +211,7 @@ class CrossfireTrainer(NeuralMapTrainer):
             except Exception as e:  # unreadable: redo the stage
                 self.log(f"stage {name}: ignoring unreadable {path}: {e}")
         summary = run()
-        save_stage(path, {"ident": ident, "summary": summary, "modules": {k: m.state_dict() for k, m in modules.items()}})
+        atomic_torch_save({"ident": ident, "summary": summary, "modules": {k: m.state_dict() for k, m in modules.items()}}, path)
 
     def _fit_descriptors_staged(self) -> None:
         t = self.xcfg.train
