@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .config_io import merge, parse_dotted, to_dict
 
-#: Map-build settings of the demo (on top of CrossfireConfig defaults): the same as the
-#: test suite's shared map (test/conftest.py), ~10 min on 2 CPU cores.
+#: Map-build settings of the demo (on top of CrossfireConfig defaults), ~16 min on 2 CPU
+#: cores; the test suite's shared map (test/conftest.py) is this with shorter stages.
 DEMO_OVERRIDES = ["map.train.steps=600", "map.train.max_image_size=160", "map.train.checkpoint_every=200"]
 QUICK_OVERRIDES = ["map.train.steps=250", "map.train.max_image_size=120"]
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from neural_reloc.config_io import to_dict
 from neural_reloc.methods.crossfire import CrossfireConfig
-from neural_reloc.methods.crossfire.matching import match_coarse_to_fine, mutual_nearest_neighbours
+from neural_reloc.methods.crossfire import matching
+from neural_reloc.methods.crossfire.matching import match_coarse_to_fine, mutual_nearest_neighbours, subpixel_offsets
 from neural_reloc.methods.crossfire.trainer import DESCRIPTOR_HEAD, attach_descriptor_head
 from neural_reloc.nerf.config import EncodingConfig, FieldConfig, NeuralMapConfig
 from neural_reloc.nerf.neural_map import NeuralMap, RayBatch
@@ -88,6 +89,29 @@ def test_descriptor_gradient_reaches_field_but_not_colour_branch():
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.field.encoding.parameters())
 
 
+def test_descriptor_at_heaviest_samples():
+    """head_samples=k renders the head at each ray's k heaviest samples, their weights
+    rescaled to the ray's opacity: k=1 is opacity * head(heaviest sample); a large k
+    approaches the full volume rendering."""
+    m = _tiny_map()
+    rays = _rays(32)
+    with torch.no_grad():
+        full = m.render_rays(rays, (DESCRIPTOR_HEAD, "accumulation"))
+        one = m.render_rays(rays, (DESCRIPTOR_HEAD,), head_samples=1)[DESCRIPTOR_HEAD]
+        many = m.render_rays(rays, (DESCRIPTOR_HEAD,), head_samples=12)[DESCRIPTOR_HEAD]
+        w = full["weights"]
+        heaviest = w.argmax(1)
+        t = full["t_mid"].gather(1, heaviest[:, None])[:, 0]
+        x01 = m.scene.to_unit(rays.origins + rays.dirs * t[:, None])
+        geo = m.field.geometry(x01)
+        expect = m.field.head_outputs(geo, [DESCRIPTOR_HEAD])[DESCRIPTOR_HEAD] * full["accumulation"][:, None]
+    assert full["accumulation"].min() > 0.1  # a dense field: every ray sees something
+    torch.testing.assert_close(one, expect, rtol=1e-4, atol=1e-5)
+    cos_one = F.cosine_similarity(one, full[DESCRIPTOR_HEAD]).mean()
+    cos_many = F.cosine_similarity(many, full[DESCRIPTOR_HEAD]).mean()
+    assert cos_many > cos_one and cos_many > 0.95, (float(cos_one), float(cos_many))
+
+
 # ------------------------------------------------------------ matching
 def test_mutual_nearest_neighbours_hand_case():
     a = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
@@ -97,6 +121,39 @@ def test_mutual_nearest_neighbours_hand_case():
     assert s.min() > 0.99
     ia, ib, _ = mutual_nearest_neighbours(a, b, 0.999)  # threshold applies
     assert ia.tolist() == [1]
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 1000])
+def test_blockwise_mutual_nearest_neighbours_equal_the_full_matrix(monkeypatch, block_rows):
+    """The row-block pass gives exactly the mutual NN of the whole similarity matrix."""
+    g = torch.Generator().manual_seed(1)
+    a = F.normalize(torch.randn(300, 8, generator=g), dim=-1)
+    b = F.normalize(torch.randn(250, 8, generator=g), dim=-1)
+    sim = a @ b.T
+    ab, ba = sim.argmax(1), sim.argmax(0)
+    ia_ref = torch.nonzero((ba[ab] == torch.arange(300)) & (sim.max(1).values > 0.3)).squeeze(-1)
+    monkeypatch.setattr(matching, "MATCH_BLOCK_ELEMENTS", block_rows * b.shape[0])
+    ia, ib, s = mutual_nearest_neighbours(a, b, 0.3)
+    assert ia.numel() > 20
+    assert ia.tolist() == ia_ref.tolist() and ib.tolist() == ab[ia_ref].tolist()
+    torch.testing.assert_close(s, sim[ia, ib])
+
+
+def test_subpixel_offsets_find_the_peak_of_a_parabola():
+    """A query map whose similarity to ``desc`` is a parabola peaking at (5.3, 7.8)
+    cells: the matched integer cell (5, 8) is refined to that peak; a border cell gets
+    no offset along the axis it sits on the border of."""
+    d, h, w = 3, 10, 12
+    rr, cc = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    target = 1.0 - 0.02 * ((rr - 5.3) ** 2 + (cc - 7.8) ** 2)  # cosine to desc, per cell
+    desc = torch.tensor([[1.0, 0.0, 0.0]])
+    # unit vectors at angle arccos(target) from desc
+    query = torch.stack([target, (1 - target**2).clamp_min(0).sqrt(), torch.zeros_like(target)])
+    off = subpixel_offsets(query, torch.tensor([[5, 8]]), desc)
+    torch.testing.assert_close(off, torch.tensor([[0.3, -0.2]]), atol=1e-4, rtol=0)
+    off = subpixel_offsets(query, torch.tensor([[0, 8]]), desc)  # row 0: no row neighbour above
+    assert off[0, 0] == 0.0 and abs(float(off[0, 1]) + 0.2) < 1e-4
+    assert subpixel_offsets(query, torch.zeros(0, 2, dtype=torch.long), desc[:0]).shape == (0, 2)
 
 
 @pytest.mark.parametrize("factor", [1, 2])

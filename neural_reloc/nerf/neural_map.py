@@ -81,12 +81,19 @@ class NeuralMap(nn.Module):
         randomized: bool = False,
         num_fine: int | None = None,
         heads_train_field: bool = True,
+        head_samples: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Volume-render ``outputs`` for a batch of rays (differentiable).
 
         ``heads_train_field=False``: extra heads (e.g. descriptors) are rendered from
         detached field features and weights, so their losses train the heads only and
         cannot reshape the geometry or the shared grid.
+
+        ``head_samples=k``: extra heads are evaluated at the k heaviest samples of each
+        ray only, their weights rescaled to sum to the ray's opacity (what the staged
+        descriptor training renders, :func:`cache_surface_samples`); the heads are the
+        costliest part of a descriptor render and most samples near a surface carry
+        little weight.
         """
         field = self.field
         t0, t1, occupied = sample_intervals(
@@ -135,47 +142,63 @@ class NeuralMap(nn.Module):
         need_color = "rgb" in outputs or "color_hidden" in outputs
         heads = [k for k in outputs if k in field.heads]
         layers = [k for k in outputs if k in ("encoding", "density_hidden", "geo_feat")]
-        if need_color or heads:
+        topk_heads = bool(heads) and head_samples is not None and head_samples < s
+        if need_color or (heads and not topk_heads):
             w_live = weights.reshape(-1)[live]
             if torch.is_grad_enabled():
                 keep = torch.arange(live.numel(), device=live.device)
             else:
                 keep = (w_live > MIN_WEIGHT_FOR_APPEARANCE).nonzero().squeeze(-1)
             ray_of = live[keep] // s
-            needed = set(i for h in heads for i in field.heads[h].inputs)
+            needed = set() if topk_heads else set(i for h in heads for i in field.heads[h].inputs)
             if need_color:
                 needed.update(("geo_feat", "encoding"))
             geo_k = {k: geo[k][keep] for k in needed}
             wk = w_live[keep][:, None]
-            if need_color:
-                app = None
-                if field.appearance is not None:
-                    app = field.appearance_codes(
-                        None if rays.image_index is None else rays.image_index[ray_of], keep.numel(), x01.device
-                    )
-                col = field.color(geo_k, rays.dirs[ray_of], app)
-                for name in ("rgb", "color_hidden"):
-                    if name in outputs:
-                        v = col[name]
-                        out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(
-                            0, ray_of, v * wk
-                        )
-            if heads:
-                geo_h, wk_h = geo_k, wk
-                if not heads_train_field:
-                    geo_h = {k: v.detach() for k, v in geo_k.items()}
-                    wk_h = wk.detach()
-                hv = field.head_outputs(geo_h, heads)
-                for name, v in hv.items():
-                    out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(
-                        0, ray_of, v * wk_h
-                    )
+        if need_color:
+            app = None
+            if field.appearance is not None:
+                app = field.appearance_codes(
+                    None if rays.image_index is None else rays.image_index[ray_of], keep.numel(), x01.device
+                )
+            col = field.color(geo_k, rays.dirs[ray_of], app)
+            for name in ("rgb", "color_hidden"):
+                if name in outputs:
+                    v = col[name]
+                    out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(0, ray_of, v * wk)
+        if heads:
+            if topk_heads:
+                geo_h, wk_h, ray_of_h = self._heaviest_samples(geo, weights, live, acc, head_samples, heads)
+            else:
+                geo_h, wk_h, ray_of_h = geo_k, wk, ray_of
+            if not heads_train_field:
+                geo_h = {k: v.detach() for k, v in geo_h.items()}
+                wk_h = wk_h.detach()
+            hv = field.head_outputs(geo_h, heads)
+            for name, v in hv.items():
+                out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(0, ray_of_h, v * wk_h)
         for name in layers:
             v = geo[name]
             out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(
                 0, live // s, v * weights.reshape(-1)[live][:, None]
             )
         return out
+
+    def _heaviest_samples(self, geo, weights, live, acc, k: int, heads):
+        """Field features, weights (rescaled to the ray's opacity) and ray index of the
+        k heaviest live samples of each ray."""
+        r, s = weights.shape
+        w, idx = weights.detach().topk(k, dim=1)
+        w = weights.gather(1, idx)
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-8) * acc[:, None]
+        flat = (idx + torch.arange(r, device=idx.device)[:, None] * s).reshape(-1)
+        pos = torch.full((r * s,), -1, dtype=torch.long, device=idx.device)
+        pos[live] = torch.arange(live.numel(), device=idx.device)
+        sel = pos[flat]
+        ok = (sel >= 0) & (w.reshape(-1) > 0)
+        needed = set(i for h in heads for i in self.field.heads[h].inputs)
+        geo_h = {name: geo[name][sel[ok]] for name in needed}
+        return geo_h, w.reshape(-1)[ok][:, None], flat[ok] // s
 
     @torch.no_grad()
     def render_view(
@@ -188,6 +211,7 @@ class NeuralMap(nn.Module):
         image_index: int | None = None,
         chunk: int = RENDER_CHUNK,
         num_fine: int | None = None,
+        head_samples: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Render a view (or a pixel subset) to numpy arrays.
 
@@ -214,7 +238,7 @@ class NeuralMap(nn.Module):
                 rays.dirs_cam_z[s : s + chunk],
                 None if rays.image_index is None else rays.image_index[s : s + chunk],
             )
-            res = self.render_rays(sub, outputs, randomized=False, num_fine=num_fine)
+            res = self.render_rays(sub, outputs, randomized=False, num_fine=num_fine, head_samples=head_samples)
             for o in outputs:
                 parts[o].append(res[o])
         result = {}

@@ -119,8 +119,17 @@ class LocalizationConfig:
     # query cell within the block +- refine_margin cells. 1 = the paper's dense
     # mutual-NN matching (all-pairs; ~10x slower on a CPU at 160x120).
     render_stride: int = 2
+    # The render_stride of the iterations before the last (0 = render_stride
+    # throughout): a quarter of the cost where the pose is still rough.
+    early_render_stride: int = 4
     refine_margin: int = 1
-    render_samples: int = 24  # fine samples per ray when rendering for localization
+    # Refine each match to sub-cell precision (a parabola through the similarities of
+    # the matched cell and its neighbours, per axis).
+    subpixel_refinement: bool = True
+    render_samples: int = 12  # fine samples per ray when rendering for localization
+    # The descriptor head runs at the k heaviest of them per ray (weights rescaled to the
+    # ray's opacity, as train.surface_samples in training); 0 = at every sample.
+    render_head_samples: int = 4
     # Rendered pixels with less accumulated opacity than this have no reliable depth.
     min_accumulation: float = 0.5
     max_iterations: int = 3

@@ -19,6 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: Similarity-matrix entries per block of :func:`mutual_nearest_neighbours` (~2.4 MB of
+#: float32: a block that stays in a CPU's L2/L3 cache; measured fastest at 128 rows
+#: against 4800 columns on 2 cores).
+MATCH_BLOCK_ELEMENTS = 128 * 4800
+
 
 def mutual_nearest_neighbours(
     desc_a: torch.Tensor, desc_b: torch.Tensor, min_similarity: float
@@ -30,11 +35,25 @@ def mutual_nearest_neighbours(
     if desc_a.shape[0] == 0 or desc_b.shape[0] == 0:
         e = torch.zeros(0, dtype=torch.long, device=desc_a.device)
         return e, e, torch.zeros(0, device=desc_a.device)
-    # Two row-wise reductions over two products: a column-wise argmax over one (N, M)
-    # matrix is a strided reduction, ~3x slower on CPUs than a second matmul.
-    best_ab_sim, best_ab = (desc_a @ desc_b.T).max(dim=1)
-    best_ba = (desc_b @ desc_a.T).max(dim=1).indices  # max: faster than argmax on CPU
-    ia = torch.arange(desc_a.shape[0], device=desc_a.device)
+    na, nb = desc_a.shape[0], desc_b.shape[0]
+    # One pass over row blocks of the similarity matrix: each block gives its rows'
+    # maxima and updates the running column maxima. The whole (Na, Nb) matrix (92 MB at
+    # 4800^2) never exists, so the block stays in cache: ~2.5x faster on a CPU than two
+    # full products.
+    chunk = na if desc_a.is_cuda else max(1, MATCH_BLOCK_ELEMENTS // nb)  # a GPU takes it whole
+    best_ab_sim = torch.empty(na, dtype=desc_a.dtype, device=desc_a.device)
+    best_ab = torch.empty(na, dtype=torch.long, device=desc_a.device)
+    col_sim = torch.full((nb,), -float("inf"), dtype=desc_a.dtype, device=desc_a.device)
+    best_ba = torch.zeros(nb, dtype=torch.long, device=desc_a.device)
+    b_t = desc_b.T.contiguous()
+    for s in range(0, na, chunk):
+        sim = desc_a[s : s + chunk] @ b_t
+        best_ab_sim[s : s + chunk], best_ab[s : s + chunk] = sim.max(dim=1)
+        cs, ci = sim.max(dim=0)
+        better = cs > col_sim  # strict: ties keep the first row, as argmax does
+        col_sim = torch.where(better, cs, col_sim)
+        best_ba = torch.where(better, ci + s, best_ba)
+    ia = torch.arange(na, device=desc_a.device)
     keep = (best_ba[best_ab] == ia) & (best_ab_sim > min_similarity)
     return ia[keep], best_ab[keep], best_ab_sim[keep]
 
@@ -80,3 +99,30 @@ def match_coarse_to_fine(
     cell = torch.stack([rows.reshape(ir.numel(), -1).gather(1, best[:, None])[:, 0],
                         cols.reshape(ir.numel(), -1).gather(1, best[:, None])[:, 0]], -1)
     return ir[keep], cell[keep], best_sim[keep]
+
+
+def subpixel_offsets(query_map: torch.Tensor, cell: torch.Tensor, desc: torch.Tensor) -> torch.Tensor:
+    """Sub-cell position of each match: a parabola through the similarities of the
+    matched cell and its two neighbours, along rows and along columns separately.
+
+    ``query_map`` (D, H, W) unit descriptors, ``cell`` (M, 2) long (row, col) of the
+    matched query cells, ``desc`` (M, D) the matched (rendered) descriptors. Returns
+    (M, 2) float (row, col) offsets in [-0.5, 0.5] cells: 0 where the similarity is not
+    a strict local maximum along that axis (e.g. at the image border).
+    """
+    _, h, w = query_map.shape
+    offsets = torch.zeros(cell.shape[0], 2, dtype=desc.dtype, device=desc.device)
+    if cell.shape[0] == 0:
+        return offsets
+    r, c = cell[:, 0], cell[:, 1]
+    centre = (query_map[:, r, c].T * desc).sum(-1)
+    for axis, (dr, dc), size in ((0, (1, 0), h), (1, (0, 1), w)):
+        pos = cell[:, axis]
+        inside = (pos > 0) & (pos < size - 1)
+        lo = (query_map[:, (r - dr).clamp(0, h - 1), (c - dc).clamp(0, w - 1)].T * desc).sum(-1)
+        hi = (query_map[:, (r + dr).clamp(0, h - 1), (c + dc).clamp(0, w - 1)].T * desc).sum(-1)
+        curvature = lo - 2.0 * centre + hi  # < 0 at a strict maximum
+        peak = inside & (curvature < 0) & (centre >= lo) & (centre >= hi)
+        off = 0.5 * (lo - hi) / torch.where(peak, curvature, torch.ones_like(curvature))
+        offsets[:, axis] = torch.where(peak, off.clamp(-0.5, 0.5), torch.zeros_like(off))
+    return offsets

@@ -29,7 +29,7 @@ from ...map_bundle import MapBundle, MapError
 from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
 from .config import CrossfireConfig
 from .feature_extractor import FeatureExtractor
-from .matching import match_coarse_to_fine
+from .matching import match_coarse_to_fine, subpixel_offsets
 from .retrieval import RetrievalIndex, global_descriptor, retrieval_input
 from .trainer import DESCRIPTOR_HEAD, descriptor_map_camera
 
@@ -106,14 +106,16 @@ class CrossfireRelocalizer(Relocalizer):
                          detail={"reference": self.reference_names[i], "score": s})
 
     @torch.no_grad()
-    def render_at(self, cam_desc: Camera, w2c_opencv: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def render_at(
+        self, cam_desc: Camera, w2c_opencv: np.ndarray, stride: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Unit descriptors (N, D), world points (N, 3) and accumulation (N,) rendered at
         the matching block centres of ``cam_desc`` seen from ``w2c_opencv``."""
         lc = self.cfg.localization
-        uv = cam_desc.pixel_centers(stride=lc.render_stride).reshape(-1, 2)
+        uv = cam_desc.pixel_centers(stride=stride or lc.render_stride).reshape(-1, 2)
         out = self.model.render_view(
             cam_desc, opengl_c2w_from_opencv_w2c(w2c_opencv), (DESCRIPTOR_HEAD, "points", "accumulation"),
-            pixels_uv=uv, num_fine=lc.render_samples,
+            pixels_uv=uv, num_fine=lc.render_samples, head_samples=lc.render_head_samples or None,
         )
         desc = torch.nn.functional.normalize(torch.from_numpy(out[DESCRIPTOR_HEAD]).to(self.device), dim=-1)
         return desc, torch.from_numpy(out["points"]).to(self.device), torch.from_numpy(out["accumulation"]).to(self.device)
@@ -151,7 +153,11 @@ class CrossfireRelocalizer(Relocalizer):
         best = None
         for it in range(lc.max_iterations):
             t0 = clock()
-            desc_r, points_r, acc_r = self.render_at(cam_desc, w2c)
+            # Coarser blocks before the last iteration: the basin is wide and the cost a
+            # quarter; the last one at render_stride sets the precision.
+            last = it == lc.max_iterations - 1
+            stride = lc.render_stride if last or lc.early_render_stride <= 0 else lc.early_render_stride
+            desc_r, points_r, acc_r = self.render_at(cam_desc, w2c, stride)
             lat["render"] += (clock() - t0) * 1e3
 
             t0 = clock()
@@ -159,8 +165,11 @@ class CrossfireRelocalizer(Relocalizer):
             vidx = valid.nonzero().squeeze(-1)
             desc_v = torch.zeros_like(desc_r)
             desc_v[vidx] = desc_r[vidx]  # transparent rays cannot match (zero similarity)
-            ir, cell, _ = match_coarse_to_fine(desc_v, query_map, lc.render_stride, lc.min_similarity, lc.refine_margin)
-            uv_desc = cell.flip(-1).float() + 0.5  # (col, row) cell centre in cam_desc pixels
+            ir, cell, _ = match_coarse_to_fine(desc_v, query_map, stride, lc.min_similarity, lc.refine_margin)
+            cell_f = cell.float()
+            if lc.subpixel_refinement:
+                cell_f = cell_f + subpixel_offsets(query_map, cell, desc_v[ir])
+            uv_desc = cell_f.flip(-1) + 0.5  # (col, row) of the cell centre in cam_desc pixels
             pts = points_r[ir].double().cpu().numpy()
             uv = uv_desc.double().cpu().numpy()
             lat["match"] += (clock() - t0) * 1e3
