@@ -467,3 +467,24 @@ def test_node_parameter_file_gives_the_evaluation_the_nodes_settings(tmp_path):
     (tmp_path / "q.yaml").write_text("tracking: {}\n")
     with pytest.raises(ValueError, match="not a ROS parameter file"):
         _apply_node_params(EvalBagConfig(), str(tmp_path / "q.yaml"), None)
+
+
+def test_localize_summary_per_iteration_hand_case():
+    """Table-2 style per-iteration figures: a frame that stopped early keeps its last
+    estimate, a failed iteration is an infinite error (the all-frame median) and is
+    left out of the with-estimate median; recall at 5 cm / 5 deg over all frames."""
+    from neural_reloc.localization import summarize_records
+
+    def rec(errs):
+        return {"success": errs[-1] is not None, "t_err_m": errs[-1], "r_err_deg": None if errs[-1] is None else 1.0,
+                "iterations": len(errs), "num_inliers": 10,
+                "per_iteration": [{"t_err_m": e, "r_err_deg": None if e is None else 1.0} for e in errs]}
+
+    recs = [rec([0.10, 0.02]), rec([None]), rec([0.50, 0.04, 0.01])]
+    per_it = summarize_records(recs)["per_iteration"]
+    assert [p["frames_with_estimate"] for p in per_it] == [2, 2, 2]
+    assert per_it[0]["median_t_err_m"] == pytest.approx(0.50)  # of 0.10, inf, 0.50
+    assert per_it[0]["median_t_err_m_with_estimate"] == pytest.approx(0.30)
+    assert per_it[1]["median_t_err_m_with_estimate"] == pytest.approx(0.03)  # 0.02 (kept), 0.04
+    assert per_it[2]["median_t_err_m_with_estimate"] == pytest.approx(0.015)  # 0.02, 0.01
+    assert [p["recall"] for p in per_it] == pytest.approx([0.0, 2 / 3, 2 / 3])
