@@ -147,6 +147,25 @@ def test_replay_into_a_node_and_record_its_statuses(small_bag, tmp_path, ros_env
     assert all(r["success"] and r["prior_source"] == "odometry" and r["t_err_m"] is not None for r in records)
 
 
+def test_live_node_gets_the_maps_localization_settings(tmp_path):
+    """The node's parameters override a map's localization settings, so eval-bag --live
+    hands it the map's own (what the offline run uses), then the user's overrides."""
+    from neural_reloc.eval.eval_bag import EvalBagConfig
+    from neural_reloc.map_bundle import MAP_FORMAT_VERSION, MANIFEST_NAME
+    from neural_reloc.ros.bag_replay import node_params_for
+
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({
+        "format_version": MAP_FORMAT_VERSION, "method": "crossfire", "scene": {}, "reference_views": {}, "files": {},
+        "config": {"localization": {"render_samples": 24, "pnp": {"reprojection_threshold_px": 2.0}}},
+    }))
+    params = node_params_for(EvalBagConfig(), "cpu", ["localization.max_iterations=2"], tmp_path)
+    assert params["localization.render_samples"] == 24  # the map's, not this version's default
+    assert params["localization.pnp.reprojection_threshold_px"] == 2.0
+    assert params["localization.max_iterations"] == 2  # the override wins
+    assert params["localization.min_similarity"] == 0.5  # a field the map leaves to the default
+    assert "localization.render_samples" not in node_params_for(EvalBagConfig(), "cpu")
+
+
 def test_live_node_agrees_with_offline_frame_by_frame(crossfire_map, tmp_path, ros_env):
     from neural_reloc.bags import BagFromDatasetConfig, write_bag_from_dataset
     from neural_reloc.data import load_dataset

@@ -176,7 +176,26 @@ def replay_bag(bag_path: str | Path, recorded_bag: str | Path, config: ReplayCon
         missing: list[int] = []
         bar = tqdm(total=n_images, desc="live replay", unit="frame", disable=not progress, dynamic_ncols=True)
         images_sent = 0
+        # Lockstep: the last image, waiting for its status. The wait starts only after
+        # the messages of the image's own bag time (its odom TF, in whatever order the
+        # bag stores equal times), or the node would look that TF up in vain.
+        pending: tuple[int, int] | None = None  # (image stamp, bag time)
+
+        def settle() -> None:
+            nonlocal pending
+            if pending is None:
+                return
+            stamp = pending[0]
+            pending = None
+            deadline = time.monotonic() + cfg.frame_timeout_s
+            while stamp not in status_stamps and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+            if stamp not in status_stamps:
+                missing.append(stamp)
+
         for msg in reader.messages(replayed):
+            if pending is not None and (msg.topic == tp.image or msg.log_time_ns > pending[1]):
+                settle()
             if msg.topic == tp.image and images_sent == n_images:
                 break
             clock_ns[0] = msg.log_time_ns
@@ -190,16 +209,12 @@ def replay_bag(bag_path: str | Path, recorded_bag: str | Path, config: ReplayCon
             pubs[msg.topic].publish(msg.raw)
             if msg.topic == tp.image:
                 if cfg.lockstep:
-                    stamp = _image_stamp_ns(msg.raw, msg.msgtype)
-                    deadline = time.monotonic() + cfg.frame_timeout_s
-                    while stamp not in status_stamps and time.monotonic() < deadline:
-                        executor.spin_once(timeout_sec=0.05)
-                    if stamp not in status_stamps:
-                        missing.append(stamp)
+                    pending = (_image_stamp_ns(msg.raw, msg.msgtype), msg.log_time_ns)
                 images_sent += 1
                 bar.update(1)
             else:
                 executor.spin_once(timeout_sec=0)
+        settle()
         bar.close()
         end = time.monotonic() + cfg.drain_s
         while time.monotonic() < end:
@@ -293,9 +308,16 @@ def stop_node(proc, timeout_s: float = 20.0) -> int | None:
 
 
 # ---------------------------------------------------------------------- live evaluation
-def node_params_for(cfg, device: str | None = None, reloc_overrides: dict | list[str] | None = None) -> dict:
+def node_params_for(
+    cfg, device: str | None = None, reloc_overrides: dict | list[str] | None = None, map_path: str | Path | None = None
+) -> dict:
     """Node parameters that make the node decide as ``eval-bag`` with ``cfg``
-    (an :class:`~neural_reloc.eval.eval_bag.EvalBagConfig`) does."""
+    (an :class:`~neural_reloc.eval.eval_bag.EvalBagConfig`) does.
+
+    With ``map_path`` the node also gets the map's own localization settings (its
+    manifest's, which the offline run uses): the node's parameters override the map's,
+    and its defaults are those of this version, not of the version that built the map.
+    """
     from ..config_io import parse_dotted, to_dict
 
     fr, tp = cfg.bag.frames, cfg.bag.topics
@@ -316,6 +338,10 @@ def node_params_for(cfg, device: str | None = None, reloc_overrides: dict | list
     params.update({f"tracking.{k}": v for k, v in tracking.items()})
     if isinstance(reloc_overrides, list):
         reloc_overrides = parse_dotted(reloc_overrides)
+    if map_path is not None:
+        map_localization = _map_localization(map_path, reloc_overrides)
+        if map_localization is not None:
+            reloc_overrides = {**(reloc_overrides or {}), "localization": map_localization}
 
     def flatten(prefix: str, d: dict) -> None:
         for k, v in d.items():
@@ -326,6 +352,22 @@ def node_params_for(cfg, device: str | None = None, reloc_overrides: dict | list
 
     flatten("", reloc_overrides or {})
     return params
+
+
+def _map_localization(map_path: str | Path, overrides: dict | None = None) -> dict | None:
+    """The localization settings the offline run uses with a map: its method's config
+    from the manifest, with ``overrides``; None for a method without them."""
+    from ..config_io import from_dict, merge, to_dict
+    from ..map_bundle import read_manifest
+    from ..methods.registry import get_method
+
+    manifest = read_manifest(map_path)
+    spec = get_method(manifest.get("method", ""))
+    cfg = from_dict(type(spec.config_factory()), manifest.get("config", {}))
+    if overrides:
+        cfg = merge(cfg, overrides)
+    loc = getattr(cfg, "localization", None)
+    return None if loc is None else to_dict(loc)
 
 
 def evaluate_bag_live(
@@ -387,7 +429,7 @@ def evaluate_bag_live(
         if not node_running:
             if map_path is None:
                 raise ValueError("live evaluation needs the map to start the node with")
-            proc = start_node(map_path, node_params_for(cfg, device, reloc_overrides), out_dir / "node.log", env)
+            proc = start_node(map_path, node_params_for(cfg, device, reloc_overrides, map_path), out_dir / "node.log", env)
         results["replay"] = replay_bag(bag_path, recorded, replay, progress=progress)
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the node exited with status {proc.returncode} during the replay (see {out_dir / 'node.log'})")

@@ -124,8 +124,10 @@ class LocalizationConfig:
     early_render_stride: int = 4
     refine_margin: int = 1
     # Refine each match to sub-cell precision (a parabola through the similarities of
-    # the matched cell and its neighbours, per axis).
-    subpixel_refinement: bool = True
+    # the matched cell and its neighbours, per axis). Off: no measured gain with
+    # early_render_stride, and the continuous offsets carry last-bit float differences
+    # between processes into PnP (the live node then drifts from the offline run).
+    subpixel_refinement: bool = False
     render_samples: int = 12  # fine samples per ray when rendering for localization
     # The descriptor head runs at the k heaviest of them per ray (weights rescaled to the
     # ray's opacity, as train.surface_samples in training); 0 = at every sample.
