@@ -40,7 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -730,7 +730,13 @@ def main(args: list[str] | None = None) -> int:
         return 2
     if node.cfg.autostart:
         node.autostart()
-    executor = MultiThreadedExecutor(num_threads=3)
+    # One executor thread: the callbacks only hand messages over (localization runs in
+    # the node's worker thread). rclpy's MultiThreadedExecutor spent a whole core on
+    # its own bookkeeping under a 30 Hz camera stream and starved the worker of the
+    # GIL (0.14 fixes/s, 4.4 s latency p50 on 2 cores; single-threaded: 3.3 fixes/s,
+    # 236 ms). ~/relocalize blocks this thread until the worker answers (at most
+    # relocalize_timeout_s); incoming messages wait in their DDS queues meanwhile.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
