@@ -143,7 +143,7 @@ def test_subpixel_offsets_find_the_peak_of_a_parabola():
     """A query map whose similarity to ``desc`` is a parabola peaking at (5.3, 7.8)
     cells: the matched integer cell (5, 8) is refined to that peak; a border cell gets
     no offset along the axis it sits on the border of."""
-    d, h, w = 3, 10, 12
+    h, w = 10, 12
     rr, cc = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
     target = 1.0 - 0.02 * ((rr - 5.3) ** 2 + (cc - 7.8) ** 2)  # cosine to desc, per cell
     desc = torch.tensor([[1.0, 0.0, 0.0]])
