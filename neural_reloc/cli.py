@@ -213,7 +213,17 @@ def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None)
     return overrides or None
 
 
+#: MKL_CBWR of ``eval-bag --live`` (measured: ~+15 ms of matching per frame).
+REPRODUCIBLE_MKL_CBWR = "COMPATIBLE"
+
+
 def cmd_eval_bag(args) -> int:
+    if args.live:
+        # Live vs offline must agree bit for bit: MKL's conditional numerical
+        # reproducibility (its default code paths depend on memory alignment, so two
+        # processes can differ in the last bit, which a mutual-NN near-tie turns into a
+        # different match). Set before the first MKL call; the node inherits it.
+        os.environ.setdefault("MKL_CBWR", REPRODUCIBLE_MKL_CBWR)
     from .eval.eval_bag import REPORT_NAME, RESULTS_NAME, EvalBagConfig, evaluate_bag
 
     cfg = _dataclass_config(EvalBagConfig, args.config, args.set)
@@ -433,10 +443,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: MKL_CBWR of ``eval-bag --live`` (measured: ~+15 ms of matching per frame).
-REPRODUCIBLE_MKL_CBWR = "COMPATIBLE"
-
-
 def main(argv: list[str] | None = None) -> int:
     from .config_io import ConfigError
     from .data.posed_images import DatasetError
@@ -445,12 +451,6 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "live", False):
-        # Live vs offline must agree bit for bit: MKL's conditional numerical
-        # reproducibility (its default code paths depend on memory alignment, so two
-        # processes can differ in the last bit, which a mutual-NN near-tie turns into a
-        # different match). This process and the node it starts inherit it.
-        os.environ.setdefault("MKL_CBWR", REPRODUCIBLE_MKL_CBWR)
     try:
         return args.func(args)
     except (DatasetError, MapError, ConfigError, BagError, FileNotFoundError, ValueError, RuntimeError) as e:

@@ -60,6 +60,16 @@ def _load_builtin() -> None:
             raise
 
 
+def map_method_config(manifest: dict, overrides: dict | None = None):
+    """A map's method config: its method's config class filled from the manifest
+    (fields the map predates keep this version's defaults), then ``overrides``."""
+    from ..config_io import from_dict, merge
+
+    spec = get_method(manifest["method"])
+    cfg = from_dict(type(spec.config_factory()), manifest["config"])
+    return merge(cfg, overrides) if overrides else cfg
+
+
 def load_relocalizer(map_path, device=None, overrides: dict | list[str] | None = None):
     """The :class:`~neural_reloc.methods.base.Relocalizer` of a map bundle.
 

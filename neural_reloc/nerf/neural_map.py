@@ -32,6 +32,15 @@ RENDER_CHUNK = 16384
 GEOMETRY_OUTPUTS = ("depth", "distance", "points", "accumulation")
 
 
+def heaviest_samples(weights: torch.Tensor, accumulation: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (R, k) of each ray's k heaviest samples and their weights rescaled to sum
+    to the ray's accumulated opacity: how extra heads are rendered with ``head_samples``
+    (and how the staged descriptor training caches surface samples)."""
+    idx = weights.detach().topk(k, dim=1).indices
+    w = weights.gather(1, idx)
+    return idx, w / w.sum(1, keepdim=True).clamp_min(1e-8) * accumulation[:, None]
+
+
 @dataclass
 class RayBatch:
     origins: torch.Tensor  # (R, 3) world
@@ -188,9 +197,7 @@ class NeuralMap(nn.Module):
         """Field features, weights (rescaled to the ray's opacity) and ray index of the
         k heaviest live samples of each ray."""
         r, s = weights.shape
-        w, idx = weights.detach().topk(k, dim=1)
-        w = weights.gather(1, idx)
-        w = w / w.sum(1, keepdim=True).clamp_min(1e-8) * acc[:, None]
+        idx, w = heaviest_samples(weights, acc, k)
         flat = (idx + torch.arange(r, device=idx.device)[:, None] * s).reshape(-1)
         pos = torch.full((r * s,), -1, dtype=torch.long, device=idx.device)
         pos[live] = torch.arange(live.numel(), device=idx.device)

@@ -355,18 +355,13 @@ def node_params_for(
 
 
 def _map_localization(map_path: str | Path, overrides: dict | None = None) -> dict | None:
-    """The localization settings the offline run uses with a map: its method's config
-    from the manifest, with ``overrides``; None for a method without them."""
-    from ..config_io import from_dict, merge, to_dict
+    """The localization settings the offline run uses with a map (with ``overrides``);
+    None for a method without them."""
+    from ..config_io import to_dict
     from ..map_bundle import read_manifest
-    from ..methods.registry import get_method
+    from ..methods.registry import map_method_config
 
-    manifest = read_manifest(map_path)
-    spec = get_method(manifest.get("method", ""))
-    cfg = from_dict(type(spec.config_factory()), manifest.get("config", {}))
-    if overrides:
-        cfg = merge(cfg, overrides)
-    loc = getattr(cfg, "localization", None)
+    loc = getattr(map_method_config(read_manifest(map_path), overrides), "localization", None)
     return None if loc is None else to_dict(loc)
 
 

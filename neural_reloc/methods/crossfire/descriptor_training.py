@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ...geometry.camera import Camera
+from ...nerf.neural_map import heaviest_samples
 from .config import CrossfireConfig, CrossfireTrainConfig
 from .feature_extractor import STRIDE, FeatureExtractor, flatten_descriptor_map
 from .losses import l_neg, l_pos, neg_lambda, random_permutations
@@ -84,13 +85,11 @@ def cache_surface_samples(model, views, k: int, progress: Callable | None = None
         for s in range(0, uv.shape[0], CACHE_CHUNK):
             rays = model.rays_for_view(cam, c2w_opengl, pixels_uv=uv[s : s + CACHE_CHUNK])
             out = model.render_rays(rays, ("points", "accumulation"))
-            kk = min(k, out["weights"].shape[1])
-            w, idx = out["weights"].topk(kk, dim=1)
-            t = out["t_mid"].gather(1, idx)
             acc = out["accumulation"]
-            w = w / w.sum(1, keepdim=True).clamp_min(1e-8) * acc[:, None]
+            idx, w = heaviest_samples(out["weights"], acc, min(k, out["weights"].shape[1]))
+            t = out["t_mid"].gather(1, idx)
             x = rays.origins[:, None] + rays.dirs[:, None] * t[..., None]
-            xs.append(model.scene.to_unit(x.reshape(-1, 3)).reshape(-1, kk, 3))
+            xs.append(model.scene.to_unit(x.reshape(-1, 3)).reshape(-1, idx.shape[1], 3))
             ws.append(w)
             ps.append(out["points"])
             accs.append(acc)

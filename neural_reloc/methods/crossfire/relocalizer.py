@@ -20,13 +20,13 @@ import cv2
 import numpy as np
 import torch
 
-from ...config_io import from_dict, merge
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w, opengl_c2w_from_opencv_w2c
 from ...geometry.pnp import pnp_ransac
 from ...geometry.se3 import invert_pose, pose_error
 from ...map_bundle import MapBundle, MapError
 from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
+from ..registry import map_method_config
 from .config import CrossfireConfig
 from .feature_extractor import FeatureExtractor
 from .matching import match_coarse_to_fine, subpixel_offsets
@@ -57,9 +57,7 @@ class CrossfireRelocalizer(Relocalizer):
     def from_bundle(cls, bundle: MapBundle, device, overrides: dict | None = None) -> "CrossfireRelocalizer":
         from ...mapping import load_neural_map
 
-        cfg = from_dict(CrossfireConfig, bundle.manifest["config"])
-        if overrides:
-            cfg = merge(cfg, overrides)
+        cfg = map_method_config(bundle.manifest, overrides)
         model = load_neural_map(bundle, device)
         cnn = FeatureExtractor.from_config(cfg.descriptor)
         try:
