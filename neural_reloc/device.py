@@ -30,3 +30,10 @@ def resolve_device(name: "str | torch.device | None" = "auto") -> torch.device:
         if n > 0:
             torch.set_num_threads(n)
     return dev
+
+
+def synchronize(device: "str | torch.device | None") -> None:
+    """Wait for queued work on ``device`` (CUDA kernels run asynchronously), so that a
+    wall clock read afterwards includes it; a no-op on the CPU."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

@@ -85,9 +85,10 @@ class TrainingImages:
         from ..geometry.se3 import interpolate_pose
 
         g = generator
-        img = torch.randint(0, len(self.cameras), (n,), generator=g)
-        nb = self.neighbours[img, torch.randint(0, self.neighbours.shape[1], (n,), generator=g)]
-        alpha = torch.rand(n, generator=g).numpy()
+        gdev = g.device if g is not None else torch.device("cpu")
+        img = torch.randint(0, len(self.cameras), (n,), device=gdev, generator=g).cpu()
+        nb = self.neighbours[img, torch.randint(0, self.neighbours.shape[1], (n,), device=gdev, generator=g).cpu()]
+        alpha = torch.rand(n, device=gdev, generator=g).cpu().numpy()
         c2w = self.c2w_opencv.cpu().numpy()
         poses = np.stack(
             [interpolate_pose(c2w[i].astype(np.float64), c2w[j].astype(np.float64), a) for i, j, a in zip(img.tolist(), nb.tolist(), alpha)]
@@ -97,8 +98,8 @@ class TrainingImages:
         params = self.params[img.to(dev)]
         w = params[:, 2] * 2  # cx ~ W/2: a patch anywhere inside the image
         h = params[:, 3] * 2
-        u0 = torch.rand(n, generator=g).to(dev) * (w - size).clamp_min(1)
-        v0 = torch.rand(n, generator=g).to(dev) * (h - size).clamp_min(1)
+        u0 = torch.rand(n, device=gdev, generator=g).to(dev) * (w - size).clamp_min(1)
+        v0 = torch.rand(n, device=gdev, generator=g).to(dev) * (h - size).clamp_min(1)
         gy, gx = torch.meshgrid(torch.arange(size, device=dev), torch.arange(size, device=dev), indexing="ij")
         uv = torch.stack([u0[:, None, None] + gx + 0.5, v0[:, None, None] + gy + 0.5], -1).reshape(-1, 2)
         pidx = torch.arange(n, device=dev).repeat_interleave(size * size)
@@ -249,6 +250,8 @@ class NeuralMapTrainer:
             "torch_rng": torch.get_rng_state(),
             **self.run_identity(),
         }
+        if self.device.type == "cuda":  # the sampler's jitter draws from the device's default generator
+            payload["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         atomic_torch_save(payload, self.checkpoint_path())
 
     def try_resume(self) -> bool:
@@ -268,8 +271,13 @@ class NeuralMapTrainer:
         for k, m in self.extra_modules.items():
             m.load_state_dict(ck["extras"][k])
         self.optimizer.load_state_dict(ck["optimizer"])
-        self.generator.set_state(ck["generator"].cpu() if hasattr(ck["generator"], "cpu") else ck["generator"])
+        try:
+            self.generator.set_state(ck["generator"].cpu() if hasattr(ck["generator"], "cpu") else ck["generator"])
+        except RuntimeError:  # CPU and CUDA generator states differ: a checkpoint from the other device
+            self.log(f"checkpoint {p} was written on another device type; its random state is not restored")
         torch.set_rng_state(ck["torch_rng"].cpu())
+        if self.device.type == "cuda" and "cuda_rng" in ck:
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), self.device)
         self.state.step = int(ck["step"])
         self.state.elapsed_s = float(ck["elapsed_s"])
         self.log(f"resumed from {p} at step {self.state.step}")

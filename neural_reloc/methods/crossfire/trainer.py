@@ -71,7 +71,7 @@ class CrossfireTrainer(NeuralMapTrainer):
 
     # ------------------------------------------------------------ hooks
     def setup_extras(self) -> None:
-        attach_descriptor_head(self.model, self.xcfg)
+        attach_descriptor_head(self.model, self.xcfg).to(self.device)  # the map is already on the device
         self.cnn = FeatureExtractor.from_config(self.xcfg.descriptor).to(self.device)
         self.extra_modules["cnn"] = self.cnn
         self.lam = neg_lambda(self.xcfg.loss, self.scene.extent)
@@ -129,14 +129,14 @@ class CrossfireTrainer(NeuralMapTrainer):
             return 0, 0, W, H
         s = lc.crop_long_side / max(W, H)
         w, h = max(8, int(round(W * s))), max(8, int(round(H * s)))
-        x0 = int(torch.randint(0, W - w + 1, (1,), generator=self.generator).item())
-        y0 = int(torch.randint(0, H - h + 1, (1,), generator=self.generator).item())
+        x0 = int(torch.randint(0, W - w + 1, (1,), device=self.generator.device, generator=self.generator).item())
+        y0 = int(torch.randint(0, H - h + 1, (1,), device=self.generator.device, generator=self.generator).item())
         return x0, y0, w, h
 
     def extra_losses(self, step: int) -> dict[str, torch.Tensor]:
         if self.xcfg.train.schedule != "joint":
             return {}
-        i = int(torch.randint(0, len(self.data), (1,), generator=self.generator).item())
+        i = int(torch.randint(0, len(self.data), (1,), device=self.generator.device, generator=self.generator).item())
         cam_desc, big, small = self._view(i)
         x0, y0, w, h = self._crop(cam_desc)
         # Rays through the centres of the window's descriptor-map pixels, row-major: the
