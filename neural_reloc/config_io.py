@@ -66,6 +66,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 continue
         raise ConfigError(f"{path}: {value!r} does not match {tp}")
     if tp is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads exponents without a dot, e.g. 1e-3, as strings.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)

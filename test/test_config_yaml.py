@@ -31,3 +31,14 @@ def test_dotted_overrides_are_typed():
     cls = config_class(CONFIG_FILES["crossfire.yaml"])
     cfg = merge(cls(), parse_dotted(["localization.max_iterations=5", "map.encoding_unused=1"][:1]))
     assert cfg.localization.max_iterations == 5 and isinstance(cfg.localization.max_iterations, int)
+
+
+def test_exponent_without_a_dot_is_a_number_for_float_fields():
+    # YAML 1.1 (PyYAML) reads "1e-3" as a string; a float field takes it as the number.
+    cls = config_class(CONFIG_FILES["crossfire.yaml"])
+    cfg = merge(cls(), parse_dotted(["loss.lambda_tv=1e-3", "train.cnn_time_budget_s=2e1"]))
+    assert cfg.loss.lambda_tv == 1e-3 and cfg.train.cnn_time_budget_s == 20.0
+    with pytest.raises(ConfigError, match="loss.lambda_tv: expected a number, got 'fast'"):
+        merge(cls(), parse_dotted(["loss.lambda_tv=fast"]))
+    with pytest.raises(ConfigError, match="localization.max_iterations: expected an integer"):
+        merge(cls(), parse_dotted(["localization.max_iterations=1e1"]))

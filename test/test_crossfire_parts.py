@@ -373,3 +373,36 @@ def test_descriptor_head_seeing_view_or_appearance_rejected(bad):
     head = dh.DescriptorHead(in_dim=10, inputs=("encoding", bad))
     with pytest.raises(ValueError, match="position-only"):
         field.add_head("descriptor", head)
+
+
+def test_descriptor_lr_decays_at_a_fraction_of_steps_or_of_the_time_budget():
+    from neural_reloc.methods.crossfire.config import CrossfireTrainConfig
+    from neural_reloc.methods.crossfire.descriptor_training import descriptor_lr_factor
+
+    t = CrossfireTrainConfig(lr_decay=0.1, decay_at_fraction=0.5)
+    assert descriptor_lr_factor(t, 49, 100) == 1.0
+    assert descriptor_lr_factor(t, 50, 100) == 0.1
+    # No budget: elapsed time does not matter.
+    assert descriptor_lr_factor(t, 10, 100, elapsed_s=1e6) == 1.0
+    # A 60 s budget ends the stage first: decay at 30 s whatever the step.
+    assert descriptor_lr_factor(t, 10, 100, elapsed_s=29.9, budget_s=60.0) == 1.0
+    assert descriptor_lr_factor(t, 10, 100, elapsed_s=30.0, budget_s=60.0) == 0.1
+    assert descriptor_lr_factor(t, 60, 100, elapsed_s=1.0, budget_s=60.0) == 0.1
+
+
+def test_field_lr_decays_over_steps_or_over_the_time_budget():
+    from types import SimpleNamespace
+
+    from neural_reloc.nerf.config import NeRFTrainConfig
+    from neural_reloc.nerf.train import NeuralMapTrainer
+
+    def factor(step, elapsed, budget):
+        cfg = SimpleNamespace(train=NeRFTrainConfig(steps=1000, lr_final_factor=0.01, time_budget_s=budget))
+        return NeuralMapTrainer.lr_factor(SimpleNamespace(cfg=cfg, state=SimpleNamespace(elapsed_s=elapsed)), step)
+
+    assert factor(0, 0.0, 0.0) == pytest.approx(1.0)
+    assert factor(500, 1e6, 0.0) == pytest.approx(0.1)  # 0.01 ** 0.5; no budget: time is ignored
+    assert factor(1000, 0.0, 0.0) == pytest.approx(0.01)
+    assert factor(100, 50.0, 100.0) == pytest.approx(0.1)  # half the budget gone at 10% of the steps
+    assert factor(100, 500.0, 100.0) == pytest.approx(0.01)  # past the budget: fully decayed
+    assert factor(700, 50.0, 100.0) == pytest.approx(0.01**0.7)  # steps ahead of the clock

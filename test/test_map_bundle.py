@@ -249,3 +249,25 @@ def test_crossfire_staged_descriptor_training_runs_and_skips_finished_stages(tmp
     assert not any(m.startswith("descriptor field:") for m in logs)
     for k, v in tr2.model.field.heads[DESCRIPTOR_HEAD].state_dict().items():
         torch.testing.assert_close(v, head_state[k])
+
+
+def test_crossfire_descriptor_stages_stop_at_their_time_budgets(tmp_path):
+    """train.cnn_time_budget_s / field_time_budget_s end a stage before its steps (a
+    build that must fit a GPU lease or a CPU budget), and the summary says so."""
+    from neural_reloc.config_io import merge, parse_dotted
+    from neural_reloc.data import load_dataset
+    from neural_reloc.methods.crossfire import CrossfireConfig
+    from neural_reloc.methods.crossfire.trainer import CrossfireTrainer
+
+    data = load_dataset(_tiny_dataset(tmp_path)).subset("train")
+    overrides = [f"map.{o}" for o in TINY] + [
+        "loss.image_long_side=32", "train.cnn_crop_long_side=16", "train.min_correspondences=8",
+        "train.cnn_steps=1000", "train.field_steps=1000", "train.field_batch=256", "train.surface_samples=4",
+        "localization.retrieval_long_side=16", "train.cnn_time_budget_s=1e-9", "train.field_time_budget_s=1e-9",
+    ]
+    cfg = merge(CrossfireConfig(), parse_dotted(overrides))
+    logs: list[str] = []
+    CrossfireTrainer(data, cfg, torch.device("cpu"), tmp_path / "work", log=logs.append).fit()
+    assert any(m.startswith("CNN on correspondences: time budget 0s reached at step 0") for m in logs), logs
+    assert any(m.startswith("descriptor field: time budget 0s reached at step 0") for m in logs), logs
+    assert any(m.startswith("descriptor field: 0 steps") for m in logs), logs

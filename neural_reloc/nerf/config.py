@@ -106,7 +106,8 @@ class NeRFTrainConfig:
     max_image_size: int = 480  # long side of training images, pixels
     checkpoint_every: int = 500
     eval_every: int = 0  # 0: only at the end
-    time_budget_s: float = 0.0  # 0: no budget; else stop when exceeded
+    # 0: no budget; else stop when exceeded (the lr schedule then decays over the budget)
+    time_budget_s: float = 0.0
     seed: int = 0
     background: str = "random"  # colour behind non-opaque rays while training
 

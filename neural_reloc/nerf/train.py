@@ -224,8 +224,13 @@ class NeuralMapTrainer:
         return self.lr_factor(step)
 
     def lr_factor(self, step: int) -> float:
+        """Exponential decay to ``lr_final_factor`` over the run: over its steps, or over
+        its time budget when that ends it first (so a budgeted run still ends annealed)."""
         t = self.cfg.train
-        return t.lr_final_factor ** (min(step, t.steps) / max(1, t.steps))
+        progress = min(step, t.steps) / max(1, t.steps)
+        if t.time_budget_s > 0:
+            progress = max(progress, min(1.0, self.state.elapsed_s / t.time_budget_s))
+        return t.lr_final_factor ** progress
 
     # ------------------------------------------------------------ checkpoints
     def run_identity(self) -> dict:

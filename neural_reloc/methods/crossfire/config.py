@@ -71,7 +71,7 @@ class CrossfireLossConfig:
 class CrossfireTrainConfig:
     # The paper: lr 1e-3, divided by 10 after 2000 of 100k iterations. We scale the
     # schedule to our budget: the CNN and descriptor head use lr, then lr * decay after
-    # decay_at_fraction of the steps.
+    # decay_at_fraction of the steps (or of a stage's time budget, if that ends first).
     lr_descriptor: float = 1e-3
     lr_decay: float = 0.1
     decay_at_fraction: float = 0.5
@@ -99,10 +99,14 @@ class CrossfireTrainConfig:
     min_correspondences: int = 200  # fewer in a crop pair: skip the step
     nce_points: int = 2048  # correspondences per InfoNCE step
     nce_temperature: float = 0.07
+    # Wall-clock budget of this stage (0: none): it stops at cnn_steps or the budget,
+    # whichever comes first, and its lr decays at decay_at_fraction of either.
+    cnn_time_budget_s: float = 0.0
     # Stage 3, descriptor field (head) distilled from the CNN with L_pos + L_neg.
     field_steps: int = 1000
     field_batch: int = 8192  # random pixels over all cached views per step
     lr_descriptor_grid: float = 1e-2  # the head's own tri-plane grid
+    field_time_budget_s: float = 0.0  # as cnn_time_budget_s, for this stage
 
 
 @dataclass

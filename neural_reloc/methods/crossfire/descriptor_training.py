@@ -44,10 +44,13 @@ from .losses import l_neg, l_pos, neg_lambda, random_permutations
 CACHE_CHUNK = 8192
 
 
-def descriptor_lr_factor(t: CrossfireTrainConfig, step: int, total_steps: int) -> float:
-    """The paper's schedule scaled to ``total_steps``: 1, then ``lr_decay`` from
-    ``decay_at_fraction`` of the steps on."""
-    return t.lr_decay if step >= t.decay_at_fraction * total_steps else 1.0
+def descriptor_lr_factor(
+    t: CrossfireTrainConfig, step: int, total_steps: int, elapsed_s: float = 0.0, budget_s: float = 0.0
+) -> float:
+    """The paper's schedule scaled to the stage: 1, then ``lr_decay`` from
+    ``decay_at_fraction`` of its steps (or of its time budget) on."""
+    decayed = step >= t.decay_at_fraction * total_steps or (budget_s > 0 and elapsed_s >= t.decay_at_fraction * budget_s)
+    return t.lr_decay if decayed else 1.0
 
 
 def _tail_means(hist: list[tuple[float, float]], n: int = 50) -> tuple[float, float]:
@@ -174,10 +177,16 @@ def train_cnn_on_correspondences(
     t0 = time.perf_counter()
     hist: list[tuple[float, float]] = []
     steps = range(t.cnn_steps)
+    steps_done = t.cnn_steps
     bar = progress(steps, desc="CNN on correspondences") if progress else steps
     for step in bar:
+        elapsed = time.perf_counter() - t0
+        if t.cnn_time_budget_s and elapsed > t.cnn_time_budget_s:
+            log(f"CNN on correspondences: time budget {t.cnn_time_budget_s:.0f}s reached at step {step}")
+            steps_done = step
+            break
         for g in opt.param_groups:
-            g["lr"] = t.lr_descriptor * descriptor_lr_factor(t, step, t.cnn_steps)
+            g["lr"] = t.lr_descriptor * descriptor_lr_factor(t, step, t.cnn_steps, elapsed, t.cnn_time_budget_s)
         i = _randint(len(views), generator)
         cand = partners[i]
         j = int(cand[_randint(len(cand), generator)])
@@ -227,7 +236,7 @@ def train_cnn_on_correspondences(
     cnn.eval()
     loss, accuracy = _tail_means(hist)
     summary = {
-        "steps": t.cnn_steps,
+        "steps": steps_done,
         "updates": len(hist),
         "seconds": time.perf_counter() - t0,
         "final_loss": loss,
@@ -279,9 +288,15 @@ def distill_descriptor_field(
     hist = []
     steps = range(t.field_steps)
     bar = progress(steps, desc="descriptor field") if progress else steps
+    steps_done = t.field_steps
     for step in bar:
+        elapsed = time.perf_counter() - t0
+        if t.field_time_budget_s and elapsed > t.field_time_budget_s:
+            log(f"descriptor field: time budget {t.field_time_budget_s:.0f}s reached at step {step}")
+            steps_done = step
+            break
         for g in opt.param_groups:
-            g["lr"] = g["initial_lr"] * descriptor_lr_factor(t, step, t.field_steps)
+            g["lr"] = g["initial_lr"] * descriptor_lr_factor(t, step, t.field_steps, elapsed, t.field_time_budget_s)
         sel = torch.randint(0, T.shape[0], (min(t.field_batch, T.shape[0]),), generator=generator, device=generator.device).to(device)
         fr = F.normalize(render_head_from_samples(model, head_name, X[sel], W[sel]), dim=-1)
         fi = T[sel]
@@ -297,7 +312,7 @@ def distill_descriptor_field(
     head.eval()
     final_pos, final_neg = _tail_means(hist)
     summary = {
-        "steps": t.field_steps,
+        "steps": steps_done,
         "pixels": int(T.shape[0]),
         "seconds": time.perf_counter() - t0,
         "final_l_pos": final_pos,
