@@ -121,6 +121,10 @@ def test_mutual_nearest_neighbours_hand_case():
     assert s.min() > 0.99
     ia, ib, _ = mutual_nearest_neighbours(a, b, 0.999)  # threshold applies
     assert ia.tolist() == [1]
+    # Two identical rows tie at column 0's maximum: the first keeps it, once.
+    a = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    ia, ib, s = mutual_nearest_neighbours(a, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 0.5)
+    assert ia.tolist() == [0, 1] and ib.tolist() == [1, 0] and s.tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("block_rows", [1, 7, 1000])
