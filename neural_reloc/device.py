@@ -37,3 +37,35 @@ def synchronize(device: "str | torch.device | None") -> None:
     wall clock read afterwards includes it; a no-op on the CPU."""
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AMX-BF16 or AVX512-BF16,
+    from /proc/cpuinfo; False where that cannot be read). Without it oneDNN emulates
+    bfloat16 and it is slower than float32."""
+    global _NATIVE_BF16
+    if _NATIVE_BF16 is None:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        _NATIVE_BF16 = "amx_bf16" in flags or "avx512_bf16" in flags
+    return _NATIVE_BF16
+
+
+_NATIVE_BF16: bool | None = None
+
+#: Accepted values of a network's precision setting.
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def inference_dtype(precision: str, device: "str | torch.device") -> torch.dtype:
+    """The dtype to run a network's inference in: ``float32``, ``bfloat16``, or ``auto``
+    = bfloat16 on a CPU with native bfloat16 (about 2x faster convolutions there),
+    float32 otherwise (on CUDA float32 is already fast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32

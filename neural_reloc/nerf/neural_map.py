@@ -91,6 +91,7 @@ class NeuralMap(nn.Module):
         num_fine: int | None = None,
         heads_train_field: bool = True,
         head_samples: int | None = None,
+        num_coarse: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Volume-render ``outputs`` for a batch of rays (differentiable).
 
@@ -103,10 +104,13 @@ class NeuralMap(nn.Module):
         descriptor training renders, :func:`cache_surface_samples`); the heads are the
         costliest part of a descriptor render and most samples near a surface carry
         little weight.
+
+        ``num_fine`` / ``num_coarse`` override the sampler's fine samples (network
+        evaluations) and coarse proposal samples per ray.
         """
         field = self.field
         t0, t1, occupied = sample_intervals(
-            rays.origins, rays.dirs, self.scene, self.grid, self.cfg.sampler, randomized, num_fine
+            rays.origins, rays.dirs, self.scene, self.grid, self.cfg.sampler, randomized, num_fine, num_coarse
         )
         r, s = t0.shape
         s_mid = 0.5 * (self.scene.s_from_t(t0) + self.scene.s_from_t(t1))
@@ -219,6 +223,7 @@ class NeuralMap(nn.Module):
         chunk: int = RENDER_CHUNK,
         num_fine: int | None = None,
         head_samples: int | None = None,
+        num_coarse: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Render a view (or a pixel subset) to numpy arrays.
 
@@ -245,7 +250,9 @@ class NeuralMap(nn.Module):
                 rays.dirs_cam_z[s : s + chunk],
                 None if rays.image_index is None else rays.image_index[s : s + chunk],
             )
-            res = self.render_rays(sub, outputs, randomized=False, num_fine=num_fine, head_samples=head_samples)
+            res = self.render_rays(
+                sub, outputs, randomized=False, num_fine=num_fine, head_samples=head_samples, num_coarse=num_coarse
+            )
             for o in outputs:
                 parts[o].append(res[o])
         result = {}

@@ -129,6 +129,7 @@ def sample_intervals(
     cfg: SamplerConfig,
     randomized: bool,
     num_fine: int | None = None,
+    num_coarse: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Intervals along each ray: (t_starts, t_ends, occupied), each (R, num_fine).
 
@@ -140,7 +141,7 @@ def sample_intervals(
     nf = num_fine or cfg.num_fine
     near, far = scene.ray_bounds(origins, dirs)
     s0, s1 = scene.s_from_t(near), scene.s_from_t(far)
-    nc = cfg.num_coarse
+    nc = num_coarse or cfg.num_coarse
     base = torch.linspace(0.0, 1.0, nc + 1, device=dev)
     if randomized:
         jitter = (torch.rand(r, nc + 1, device=dev) - 0.5) / nc

@@ -78,6 +78,7 @@ CORE_RANGES: dict[str, tuple] = {
     "localization.early_render_stride": (0, 64),
     "localization.render_samples": (1, 1024),
     "localization.render_head_samples": (0, 1024),
+    "localization.render_coarse_samples": (0, 4096),
     "localization.max_iterations": (1, 100),
     "localization.converged_translation_rel": _NONNEG,
     "localization.converged_rotation_deg": (0.0, 180.0),
@@ -102,8 +103,13 @@ CORE_RANGES: dict[str, tuple] = {
 def _core_choices() -> dict[str, tuple[str, ...]]:
     from ..geometry import pnp
 
+    from ..device import PRECISIONS
+
     losses = getattr(pnp, "POSELIB_LOSSES", None)
-    return {"localization.pnp.refine_loss": tuple(losses)} if losses else {}
+    choices = {"localization.cnn_precision": PRECISIONS}
+    if losses:
+        choices["localization.pnp.refine_loss"] = tuple(losses)
+    return choices
 
 
 @dataclass(frozen=True)

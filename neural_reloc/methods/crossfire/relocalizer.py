@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from ...device import synchronize
+from ...device import inference_dtype, synchronize
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w, opengl_c2w_from_opencv_w2c
 from ...geometry.pnp import pnp_ransac
@@ -52,6 +52,10 @@ class CrossfireRelocalizer(Relocalizer):
         self.extent = float(model.scene.extent)
         if cfg.localization.match_long_side <= 0 or cfg.localization.match_short_side <= 0:
             raise ValueError("localization.match_long_side/match_short_side must be positive")
+        try:
+            self.cnn_dtype = inference_dtype(cfg.localization.cnn_precision, self.device)
+        except ValueError as e:
+            raise ValueError(f"localization.cnn_precision: {e}") from None
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -90,12 +94,21 @@ class CrossfireRelocalizer(Relocalizer):
         return x
 
     @torch.no_grad()
+    def extract(self, x: torch.Tensor) -> torch.Tensor:
+        """The CNN's unit descriptor maps (B, D, H/4, W/4), float32, of images x (B, 3,
+        H, W), computed in ``localization.cnn_precision``."""
+        if self.cnn_dtype == torch.float32:
+            return self.cnn(x).float()
+        with torch.autocast(self.device.type, dtype=self.cnn_dtype):
+            return torch.nn.functional.normalize(self.cnn(x).float(), dim=1)
+
+    @torch.no_grad()
     def retrieve(self, image_rgb: np.ndarray, top_k: int = 1) -> list[tuple[int, float]]:
         """Top-k reference views (index, cosine) for an image, from the map's index."""
         if self.retrieval is None:
             raise ValueError("this map has no retrieval index (built by an older version?)")
         x = retrieval_input(image_rgb, self.cfg.localization.retrieval_long_side, self.device)
-        g = global_descriptor(self.cnn(x).float())
+        g = global_descriptor(self.extract(x))
         idx, sims = self.retrieval.query(g, top_k)
         return [(int(i), float(s)) for i, s in zip(idx, sims)]
 
@@ -115,6 +128,7 @@ class CrossfireRelocalizer(Relocalizer):
         out = self.model.render_view(
             cam_desc, opengl_c2w_from_opencv_w2c(w2c_opencv), (DESCRIPTOR_HEAD, "points", "accumulation"),
             pixels_uv=uv, num_fine=lc.render_samples, head_samples=lc.render_head_samples or None,
+            num_coarse=lc.render_coarse_samples or None,
         )
         desc = torch.nn.functional.normalize(torch.from_numpy(out[DESCRIPTOR_HEAD]).to(self.device), dim=-1)
         return desc, torch.from_numpy(out["points"]).to(self.device), torch.from_numpy(out["accumulation"]).to(self.device)
@@ -149,7 +163,7 @@ class CrossfireRelocalizer(Relocalizer):
 
         t0 = clock()
         cam_desc, cam_cnn = descriptor_map_camera(camera, lc.match_long_side, lc.match_short_side)
-        query_map = self.cnn(self._cnn_input(image_rgb, cam_cnn.width, cam_cnn.height))[0].float().contiguous()
+        query_map = self.extract(self._cnn_input(image_rgb, cam_cnn.width, cam_cnn.height))[0].contiguous()
         lat["extract"] += (clock() - t0) * 1e3
 
         w2c = prior.w2c_opencv.copy()
