@@ -237,3 +237,34 @@ def test_failure_has_a_reason(crossfire_map, relocalizer):
     assert not res.success and res.reason
     with pytest.raises(ValueError, match="camera is"):
         relocalizer.localize(data.image(i)[:100], data.camera(i), None)
+
+
+def test_cnn_precision_option(crossfire_map, relocalizer):
+    from neural_reloc.device import inference_dtype
+    from neural_reloc.methods.registry import load_relocalizer
+
+    assert inference_dtype("float32", "cpu") == torch.float32
+    assert inference_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert inference_dtype("auto", "cuda") == torch.float32
+    assert relocalizer.cnn_dtype == torch.float32  # the default
+    with pytest.raises(ValueError, match="localization.cnn_precision"):
+        load_relocalizer(crossfire_map[0], "cpu", {"localization": {"cnn_precision": "half"}})
+    bf16 = load_relocalizer(crossfire_map[0], "cpu", {"localization": {"cnn_precision": "bfloat16"}})
+    x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    a, b = relocalizer.extract(x), bf16.extract(x)
+    assert b.dtype == torch.float32 and torch.allclose(b.norm(dim=1), torch.ones(1, 24, 32), atol=1e-5)
+    assert float((a * b).sum(1).min()) > 0.99  # same descriptors, to bfloat16 precision
+
+
+def test_render_coarse_samples_sets_the_proposal_samples(monkeypatch):
+    model = _tiny_map()
+    model.grid.initialized.fill_(True)
+    seen = []
+    real_lookup = model.grid.lookup
+    monkeypatch.setattr(model.grid, "lookup", lambda x, mode="bilinear": seen.append((x.shape, mode)) or real_lookup(x, mode))
+    rays = _rays(16)
+    with torch.no_grad():
+        model.render_rays(rays, ("depth",), num_coarse=40, num_fine=8)
+        model.render_rays(rays, ("depth",), num_fine=8)
+    coarse = [s for s, mode in seen if mode == "bilinear"]
+    assert coarse[0][:2] == (16, 40) and coarse[1][:2] == (16, model.cfg.sampler.num_coarse)
