@@ -71,10 +71,16 @@ def main() -> int:
         print(f"== prior: {prior} ({len(recs)} frames)")
         print(format_summary(s))
         if prior == "constant":
-            print("| iteration | median translation error | median rotation error |")
-            print("|---|---|---|")
+            # Most frames may never get an estimate from a far prior (their error is
+            # infinite, so the median over all frames can be n/a): report the medians
+            # over the frames with one, and the recall over all.
+            f = lambda v, k=1.0, d=2: "n/a" if v is None else f"{v * k:.{d}f}"
+            print("| iteration | frames with an estimate | median error of those | recall 5 cm / 5 deg (all frames) |")
+            print("|---|---|---|---|")
             for p in s["per_iteration"]:
-                print(f"| {p['iteration']} | {p['median_t_err_m'] * 100:.1f} cm | {p['median_r_err_deg']:.2f} deg |")
+                print(f"| {p['iteration']} | {p['frames_with_estimate']} of {s['frames']} | "
+                      f"{f(p['median_t_err_m_with_estimate'], 100)} cm / {f(p['median_r_err_deg_with_estimate'])} deg | "
+                      f"{f(p['recall'], 100, 1)}% |")
     print(f"map size {info['size_mb']:.1f} MB")
     if args.out:
         write_json_atomic(args.out, report)

@@ -20,8 +20,17 @@ from neural_reloc.methods.crossfire import losses as L
 from neural_reloc.nerf.config import EncodingConfig, FieldConfig
 from neural_reloc.nerf.field import NeuralField
 
-torch.set_num_threads(1)
 SQRT1_2 = math.sqrt(0.5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tiny tests run on one torch thread. Set per module, not at import: a
+    module-level call ran the whole session (the shared map build too) on one core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 # ===================================================================== L_pos, eq. (1)
