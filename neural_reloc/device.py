@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -39,22 +40,17 @@ def synchronize(device: "str | torch.device | None") -> None:
         torch.cuda.synchronize(device)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (x86 AMX-BF16 or AVX512-BF16,
     from /proc/cpuinfo; False where that cannot be read). Without it oneDNN emulates
     bfloat16 and it is slower than float32."""
-    global _NATIVE_BF16
-    if _NATIVE_BF16 is None:
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-        except OSError:
-            flags = []
-        _NATIVE_BF16 = "amx_bf16" in flags or "avx512_bf16" in flags
-    return _NATIVE_BF16
-
-
-_NATIVE_BF16: bool | None = None
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 #: Accepted values of a network's precision setting.
 PRECISIONS = ("auto", "float32", "bfloat16")

@@ -24,6 +24,7 @@ def main() -> int:
     from neural_reloc.data import load_dataset
     from neural_reloc.eval.io import write_json_atomic
     from neural_reloc.localization import (
+        PER_ITERATION_RECALL,
         LocalizeDatasetConfig,
         format_summary,
         localize_dataset,
@@ -75,7 +76,9 @@ def main() -> int:
             # infinite, so the median over all frames can be n/a): report the medians
             # over the frames with one, and the recall over all.
             f = lambda v, k=1.0, d=2: "n/a" if v is None else f"{v * k:.{d}f}"
-            print("| iteration | frames with an estimate | median error of those | recall 5 cm / 5 deg (all frames) |")
+            t_lim, r_lim = PER_ITERATION_RECALL
+            print(f"| iteration | frames with an estimate | median error of those | "
+                  f"recall {t_lim * 100:g} cm / {r_lim:g} deg (all frames) |")
             print("|---|---|---|---|")
             for p in s["per_iteration"]:
                 print(f"| {p['iteration']} | {p['frames_with_estimate']} of {s['frames']} | "

@@ -374,6 +374,11 @@ def test_descriptor_head_position_only_and_added():
     out = field.head_outputs(geo, ["descriptor"])["descriptor"]
     assert out.shape == (5, 32)
     assert not torch.allclose(out.norm(dim=-1), torch.ones(5))  # not normalized inside
+    # A head added to a field that already moved (to a GPU, here the meta device) goes
+    # with it.
+    moved = _small_field().to("meta")
+    moved.add_head("descriptor", dh.DescriptorHead.for_field(moved))
+    assert all(p.device.type == "meta" for p in moved.heads["descriptor"].parameters())
 
 
 @pytest.mark.parametrize("bad", ["direction", "appearance"])

@@ -92,7 +92,8 @@ class NeuralField(nn.Module):
         unknown = set(head.inputs) - set(self.input_dims)
         if unknown:
             raise ValueError(f"head {name!r}: unknown inputs {sorted(unknown)}; have {sorted(self.input_dims)}")
-        self.heads[name] = head
+        # On the field's device: a head added after the map moved to a GPU goes with it.
+        self.heads[name] = head.to(self.density_out.weight.device)
 
     def head_input_dim(self, inputs: tuple[str, ...]) -> int:
         return sum(self.input_dims[i] for i in inputs)

@@ -101,9 +101,8 @@ CORE_RANGES: dict[str, tuple] = {
 
 
 def _core_choices() -> dict[str, tuple[str, ...]]:
-    from ..geometry import pnp
-
     from ..device import PRECISIONS
+    from ..geometry import pnp
 
     losses = getattr(pnp, "POSELIB_LOSSES", None)
     choices = {"localization.cnn_precision": PRECISIONS}

@@ -71,7 +71,7 @@ class CrossfireTrainer(NeuralMapTrainer):
 
     # ------------------------------------------------------------ hooks
     def setup_extras(self) -> None:
-        attach_descriptor_head(self.model, self.xcfg).to(self.device)  # the map is already on the device
+        attach_descriptor_head(self.model, self.xcfg)
         self.cnn = FeatureExtractor.from_config(self.xcfg.descriptor).to(self.device)
         self.extra_modules["cnn"] = self.cnn
         self.lam = neg_lambda(self.xcfg.loss, self.scene.extent)
