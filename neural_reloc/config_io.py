@@ -101,24 +101,31 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], f"{path + '.' if path else ''}{f.name}")
+            value = data[f.name]
+            if (
+                dataclasses.is_dataclass(hints[f.name])
+                and isinstance(value, dict)
+                and f.default_factory is not dataclasses.MISSING
+            ):
+                # A partial nested section keeps *this* field's defaults for its missing
+                # keys (e.g. localization.pnp's 1-cell threshold), not those of the
+                # nested class alone (PnPConfig's 4 px).
+                value = _deep_merge(to_dict(f.default_factory()), value)
+            kwargs[f.name] = _coerce(value, hints[f.name], f"{path + '.' if path else ''}{f.name}")
     return cls(**kwargs)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    """``a`` with ``b``'s entries, nested mappings merged key by key."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return out
 
 
 def merge(cfg: T, overrides: dict) -> T:
     """A copy of ``cfg`` with nested ``overrides`` applied."""
-    base = to_dict(cfg)
-
-    def deep(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            if isinstance(v, dict) and isinstance(a.get(k), dict):
-                out[k] = deep(a[k], v)
-            else:
-                out[k] = v
-        return out
-
-    return from_dict(type(cfg), deep(base, overrides))
+    return from_dict(type(cfg), _deep_merge(to_dict(cfg), overrides))
 
 
 def parse_dotted(assignments: list[str]) -> dict:

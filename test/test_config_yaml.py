@@ -42,3 +42,24 @@ def test_exponent_without_a_dot_is_a_number_for_float_fields():
         merge(cls(), parse_dotted(["loss.lambda_tv=fast"]))
     with pytest.raises(ConfigError, match="localization.max_iterations: expected an integer"):
         merge(cls(), parse_dotted(["localization.max_iterations=1e1"]))
+
+
+def test_a_partial_nested_section_keeps_its_parents_defaults():
+    """An old map's manifest (or a user file) without a nested key gets the default the
+    enclosing config gives it: localization.pnp's 1-cell threshold and 500-point RANSAC
+    subset, not PnPConfig's own 4 px and 0."""
+    from neural_reloc.geometry.pnp import PnPConfig
+    from neural_reloc.methods.crossfire.config import LocalizationConfig
+
+    cls = config_class(CONFIG_FILES["crossfire.yaml"])
+    cfg = from_dict(cls, {"localization": {"pnp": {"seed": 3}}})
+    expect = LocalizationConfig().pnp
+    assert cfg.localization.pnp.seed == 3
+    assert cfg.localization.pnp.reprojection_threshold_px == expect.reprojection_threshold_px
+    assert cfg.localization.pnp.max_ransac_points == expect.max_ransac_points
+    assert (expect.reprojection_threshold_px, expect.max_ransac_points) != (
+        PnPConfig().reprojection_threshold_px,
+        PnPConfig().max_ransac_points,
+    )
+    with pytest.raises(ConfigError, match="localization.pnp.*sead"):
+        from_dict(cls, {"localization": {"pnp": {"sead": 3}}})
