@@ -160,10 +160,11 @@ def test_subpixel_offsets_find_the_peak_of_a_parabola():
     assert subpixel_offsets(query, torch.zeros(0, 2, dtype=torch.long), desc[:0]).shape == (0, 2)
 
 
-@pytest.mark.parametrize("factor", [1, 2])
-def test_coarse_to_fine_recovers_a_shift(factor):
+@pytest.mark.parametrize("factor, window", [(1, None), (2, None), (1, 6), (2, 4)])
+def test_coarse_to_fine_recovers_a_shift(factor, window):
     """Rendered descriptors at block centres of a shifted map match the query cells
-    the shift says, at full resolution."""
+    the shift says, at full resolution; also guided, with a window (blocks) that
+    covers the shift."""
     g = torch.Generator().manual_seed(0)
     d, h, w = 16, 24, 32
     base = F.normalize(torch.randn(d, h + 8, w + 8, generator=g), dim=0)
@@ -175,12 +176,75 @@ def test_coarse_to_fine_recovers_a_shift(factor):
     cols = torch.arange(w // factor) * factor + (factor - 1) // 2
     rr, cc = torch.meshgrid(rows, cols, indexing="ij")
     render = base[:, rr.reshape(-1), cc.reshape(-1)].T
-    ir, cell, _ = match_coarse_to_fine(render, query, factor, 0.5)
+    ir, cell, _ = match_coarse_to_fine(render, query, factor, 0.5, window=window)
     assert ir.numel() > 0.5 * render.shape[0] * ((h - dy) / h) * ((w - dx) / w)
     expect = torch.stack([rr.reshape(-1)[ir] - dy, cc.reshape(-1)[ir] - dx], -1)
     visible = (expect >= 0).all(-1)  # rendered cells outside the query view match nothing true
     correct = (cell[visible] == expect[visible]).all(-1).float().mean()
     assert correct > 0.9, f"{correct:.2f} of matches at the true cell"
+
+
+def _masked_mutual_nn(a, b, h, w, window, threshold):
+    """Reference: mutual NN over the whole similarity matrix with the pairs more than
+    ``window`` cells apart (along either axis) removed."""
+    sim = a @ b.T
+    rr, cc = torch.arange(h * w) // w, torch.arange(h * w) % w
+    near = ((rr[:, None] - rr[None]).abs() <= window) & ((cc[:, None] - cc[None]).abs() <= window)
+    sim = sim.masked_fill(~near, -float("inf"))
+    ab, ba = sim.argmax(1), sim.argmax(0)
+    ia = torch.nonzero((ba[ab] == torch.arange(h * w)) & (sim.max(1).values > threshold)).squeeze(-1)
+    return ia, ab[ia], sim[ia, ab[ia]]
+
+
+@pytest.mark.parametrize("h, w, window", [(13, 21, 3), (16, 24, 8), (7, 5, 0), (9, 9, 20), (30, 40, 5)])
+def test_windowed_mutual_nearest_neighbours_equal_the_masked_matrix(h, w, window):
+    g = torch.Generator().manual_seed(h * w + window)
+    a = F.normalize(torch.randn(h * w, 8, generator=g), dim=-1)
+    b = F.normalize(torch.randn(h * w, 8, generator=g), dim=-1)
+    ia, ib, s = matching.windowed_mutual_nearest_neighbours(a, b, h, w, window, 0.3)
+    ia_ref, ib_ref, s_ref = _masked_mutual_nn(a, b, h, w, window, 0.3)
+    assert ia.numel() > 0
+    assert ia.tolist() == ia_ref.tolist() and ib.tolist() == ib_ref.tolist()
+    torch.testing.assert_close(s, s_ref)
+    rows, cols = ia // w - ib // w, ia % w - ib % w
+    assert int(rows.abs().max()) <= window and int(cols.abs().max()) <= window
+
+
+def test_windowed_mutual_nearest_neighbours_ties_and_errors():
+    # Every descriptor the same: all pairs tie; each column goes to its first row only.
+    a = torch.ones(12, 2) / 2**0.5
+    ia, ib, _ = matching.windowed_mutual_nearest_neighbours(a, a.clone(), 3, 4, 1, 0.5)
+    assert ib.unique().numel() == ib.numel()
+    with pytest.raises(ValueError, match="3x5 grids"):
+        matching.windowed_mutual_nearest_neighbours(a, a, 3, 5, 1, 0.5)
+    with pytest.raises(ValueError, match="window"):
+        matching.windowed_mutual_nearest_neighbours(a, a, 3, 4, -1, 0.5)
+
+
+def test_guided_matching_runs_in_the_last_iteration_only(crossfire_map, relocalizer, monkeypatch):
+    """Iterations before the last match over all pairs (the basin); the last, starting
+    from this frame's own estimate, within guided_radius_cells (in blocks)."""
+    import neural_reloc.methods.crossfire.relocalizer as reloc_module
+    from neural_reloc.data import load_dataset
+    from neural_reloc.methods.base import PosePrior
+
+    seen = []
+    real = reloc_module.match_coarse_to_fine
+
+    def spy(*args, window=None, **kw):
+        seen.append((args[2], window))
+        return real(*args, window=window, **kw)
+
+    monkeypatch.setattr(reloc_module, "match_coarse_to_fine", spy)
+    lc = relocalizer.cfg.localization
+    monkeypatch.setattr(lc, "converged_translation_rel", 0.0)  # run every iteration
+    monkeypatch.setattr(lc, "converged_rotation_deg", 0.0)
+    data = load_dataset(crossfire_map[1])
+    i = data.indices("test")[1]
+    res = relocalizer.localize(data.image(i), data.camera(i), PosePrior(data.w2c_opencv(i)))
+    assert res.success, res.reason
+    block = -(-lc.guided_radius_cells // lc.render_stride)
+    assert seen == [(lc.early_render_stride, None)] * (lc.max_iterations - 1) + [(lc.render_stride, block)]
 
 
 # ------------------------------------------------------------ end to end
@@ -246,12 +310,14 @@ def test_cnn_precision_option(crossfire_map, relocalizer):
     assert inference_dtype("float32", "cpu") == torch.float32
     assert inference_dtype("bfloat16", "cpu") == torch.bfloat16
     assert inference_dtype("auto", "cuda") == torch.float32
-    assert relocalizer.cnn_dtype == torch.float32  # the default
+    assert relocalizer.cnn_dtype == inference_dtype("auto", "cpu")  # the default
     with pytest.raises(ValueError, match="localization.cnn_precision"):
         load_relocalizer(crossfire_map[0], "cpu", {"localization": {"cnn_precision": "half"}})
+    fp32 = load_relocalizer(crossfire_map[0], "cpu", {"localization": {"cnn_precision": "float32"}})
     bf16 = load_relocalizer(crossfire_map[0], "cpu", {"localization": {"cnn_precision": "bfloat16"}})
+    assert (fp32.cnn_dtype, bf16.cnn_dtype) == (torch.float32, torch.bfloat16)
     x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
-    a, b = relocalizer.extract(x), bf16.extract(x)
+    a, b = fp32.extract(x), bf16.extract(x)
     assert b.dtype == torch.float32 and torch.allclose(b.norm(dim=1), torch.ones(1, 24, 32), atol=1e-5)
     assert float((a * b).sum(1).min()) > 0.99  # same descriptors, to bfloat16 precision
 

@@ -273,6 +273,24 @@ def test_feature_extractor_shape_and_unit_norm(cnn):
         cnn(torch.rand(1, 3, 24, 42))
 
 
+def test_feature_extractor_bfloat16_backbone_float32_head(cnn):
+    """backbone_dtype=bfloat16: the 3x3 convolutions in bfloat16, the head sees (and
+    gives) float32, descriptors unit and close to the float32 ones."""
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(3))
+    seen = []
+    hook = cnn.head.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+    try:
+        with torch.no_grad():
+            a = cnn(x)
+            b = cnn(x, backbone_dtype=torch.bfloat16)
+    finally:
+        hook.remove()
+    assert seen == [(torch.float32, torch.float32)] * 2
+    assert b.dtype == torch.float32 and torch.allclose(b.norm(dim=1), torch.ones(1, 8, 12), atol=1e-5)
+    cos = (a * b).sum(1)
+    assert float(cos.min()) > 0.995 and not torch.equal(a, b)
+
+
 def test_feature_extractor_has_8_conv_layers():
     net = fe.FeatureExtractor()
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]

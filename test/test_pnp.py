@@ -343,3 +343,31 @@ def test_refine_off_still_solves():
     res = pnp_ransac(uv, pw, cam, PnPConfig(refine=False))
     assert res.success, res.reason
     assert rotation_angle_deg(res.w2c_opencv[:3, :3] @ w2c[:3, :3].T) < 0.5
+
+
+def test_ransac_on_a_subset_then_all_correspondences():
+    """max_ransac_points: RANSAC on a seeded subset, the inliers and the refinement on
+    all points; as accurate as RANSAC on all of them, and deterministic."""
+    rng = np.random.default_rng(40)
+    cam = random_camera(rng, "opencv")
+    n = 2000
+    w2c, pw, uv = random_scene(rng, cam, n)
+    obs = uv + rng.normal(0, 0.5, uv.shape)
+    outlier = rng.random(n) < 0.4
+    obs[outlier] = np.c_[rng.uniform(0, cam.width, outlier.sum()), rng.uniform(0, cam.height, outlier.sum())]
+    full = pnp_ransac(obs, pw, cam, PnPConfig())
+    sub = pnp_ransac(obs, pw, cam, PnPConfig(max_ransac_points=150))
+    assert full.success and sub.success, (full.reason, sub.reason)
+    assert sub.inlier_mask.shape == (n,) and sub.num_inliers > 0.9 * (~outlier).sum()
+    # The mask is the threshold test over *all* points, not just the subset.
+    err = reprojection_errors(obs, pw, sub.w2c_opencv, cam)
+    np.testing.assert_array_equal(sub.inlier_mask, err <= PnPConfig().reprojection_threshold_px)
+    for res in (full, sub):
+        dc, dr = np.linalg.norm(ros_error(res.w2c_opencv, w2c)[:3]), rotation_angle_deg(
+            res.w2c_opencv[:3, :3] @ w2c[:3, :3].T
+        )
+        assert dc < 0.01 and dr < 0.05, (dc, dr)
+    again = pnp_ransac(obs, pw, cam, PnPConfig(max_ransac_points=150))
+    assert np.array_equal(again.w2c_opencv, sub.w2c_opencv)
+    with pytest.raises(ValueError, match="max_ransac_points"):
+        PnPConfig(max_ransac_points=3)

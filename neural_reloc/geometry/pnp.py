@@ -37,6 +37,9 @@ PoseLib sources ``pybind/helpers.h``, ``pybind/bindings/estimators/absolute_pose
   camera model) runs on the RANSAC inliers with ``BundleOptions``; ``refine=False``
   sets its iterations to 0.
 
+With ``max_ransac_points``, RANSAC runs on a seeded random subset of the
+correspondences; the inlier set is then recomputed on all of them and refined as below.
+
 Because poselib's inlier test is in undistorted coordinates, the inlier mask reported
 here is recomputed with the true pixel reprojection error of the final pose
 (``error <= reprojection_threshold_px``); if it differs from poselib's and ``refine`` is
@@ -98,6 +101,11 @@ class PnPConfig:
     seed: int = 0
     # Fewer correspondences (or inliers) than this -> failure. At least 4.
     min_points: int = 4
+    # RANSAC (hypotheses and their scoring, with poselib's LO) runs on at most this many
+    # correspondences, a seeded random subset; the refinement and the inlier set then use
+    # all of them. 0 = all. RANSAC's time grows with the points scored, its accuracy
+    # hardly does past a few hundred.
+    max_ransac_points: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -129,6 +137,10 @@ class PnPConfig:
             problems.append(f"seed={self.seed} must be a non-negative integer below 2**63")
         if int(self.min_points) < MIN_POINTS_LOWER_BOUND:
             problems.append(f"min_points={self.min_points} must be >= {MIN_POINTS_LOWER_BOUND}")
+        if int(self.max_ransac_points) != 0 and int(self.max_ransac_points) < max(int(self.min_points), 4):
+            problems.append(
+                f"max_ransac_points={self.max_ransac_points} must be 0 (all) or >= min_points={self.min_points}"
+            )
         if problems:
             raise ValueError("invalid PnPConfig: " + "; ".join(problems))
 
@@ -422,8 +434,14 @@ def pnp_ransac(
         "real_focal_check": False,
     }
     bundle_opt = _bundle_options(cfg)
+    # RANSAC on a seeded subset when there are many correspondences (see
+    # PnPConfig.max_ransac_points); the inlier set below is recomputed on all of them.
+    sub = slice(None)
+    cap = int(cfg.max_ransac_points)
+    if 0 < cap < idx.size:
+        sub = np.sort(np.random.default_rng(int(cfg.seed)).choice(idx.size, cap, replace=False))
     try:
-        pose, info = poselib.estimate_absolute_pose(q2, q3, pl_camera, ransac_opt, bundle_opt)
+        pose, info = poselib.estimate_absolute_pose(q2[sub], q3[sub], pl_camera, ransac_opt, bundle_opt)
     except (RuntimeError, ValueError) as e:  # pragma: no cover - poselib rejects data
         return fail(f"poselib failed: {e}")
     iterations = int(info.get("iterations", 0))
@@ -439,8 +457,11 @@ def pnp_ransac(
 
     thr = float(cfg.reprojection_threshold_px)
     sub_mask = reprojection_errors(q2, q3, w2c, camera) <= thr
-    poselib_mask = np.asarray(info.get("inliers", []), dtype=bool)
-    mask_changed = poselib_mask.shape != sub_mask.shape or not np.array_equal(poselib_mask, sub_mask)
+    poselib_mask = np.zeros(idx.size, dtype=bool)
+    poselib_inliers = np.asarray(info.get("inliers", []), dtype=bool)
+    if poselib_inliers.shape == poselib_mask[sub].shape:
+        poselib_mask[sub] = poselib_inliers
+    mask_changed = not np.array_equal(poselib_mask, sub_mask)
     if cfg.refine and mask_changed and sub_mask.sum() >= min_points:
         pose, _ = poselib.refine_absolute_pose(q2[sub_mask], q3[sub_mask], pose, pl_camera, bundle_opt)
         w2c_ref = _pose_to_w2c(pose)

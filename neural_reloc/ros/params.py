@@ -76,6 +76,7 @@ CORE_RANGES: dict[str, tuple] = {
     "localization.min_similarity": (-1.0, 1.0),
     "localization.render_stride": (1, 64),
     "localization.early_render_stride": (0, 64),
+    "localization.guided_radius_cells": (0, 4096),
     "localization.render_samples": (1, 1024),
     "localization.render_head_samples": (0, 1024),
     "localization.render_coarse_samples": (0, 4096),
@@ -97,6 +98,7 @@ CORE_RANGES: dict[str, tuple] = {
     "localization.pnp.refine_max_iterations": (0, 100_000),
     "localization.pnp.seed": (0, 2**31 - 1),
     "localization.pnp.min_points": (4, 1_000_000),
+    "localization.pnp.max_ransac_points": (0, 1_000_000),
 }
 
 

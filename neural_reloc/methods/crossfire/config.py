@@ -127,6 +127,12 @@ class LocalizationConfig:
     # throughout): a quarter of the cost where the pose is still rough.
     early_render_stride: int = 4
     refine_margin: int = 1
+    # Guided matching in the last iteration, when an earlier one gave a pose: the coarse
+    # mutual NN runs only over the rendered/query blocks at most this many matching-grid
+    # cells apart along each axis (see matching.py), 10% of the 160-cell width: ~4x
+    # cheaper than over all pairs at render_stride 2 (6.5 vs 27 ms on 2 cores). 0 = over
+    # all pairs in every iteration (the paper).
+    guided_radius_cells: int = 16
     # Refine each match to sub-cell precision (a parabola through the similarities of
     # the matched cell and its neighbours, per axis). Off: no measured gain with
     # early_render_stride, and the continuous offsets carry last-bit float differences
@@ -158,15 +164,23 @@ class LocalizationConfig:
     # 1 cell: measured on the procedural held-out views (priors 0.3 m / 15 deg), 2 cells
     # gave the same median (0.97 cm) but a worst frame of 3.2 cm / 0.92 deg, 1 cell 2.3 cm
     # / 0.66 deg, all 24 localized either way.
-    pnp: PnPConfig = default(default_factory=lambda: PnPConfig(reprojection_threshold_px=1.0))
+    # RANSAC on at most 500 of the matches (the last iteration has ~2000; the refinement
+    # and the inliers use all): PnP 19 instead of 27 ms per frame, the same accuracy
+    # (procedural 0.87 vs 0.83 cm, fox 1.51 vs 1.40 cm median, seed 0).
+    pnp: PnPConfig = default(
+        default_factory=lambda: PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+    )
     # Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees
     # 4x this), of rendered reference views (at build time) and of the query.
     retrieval_long_side: int = 40
-    # Precision of the query CNN: "float32", "bfloat16", or "auto" (bfloat16 on a CPU
-    # with native bfloat16, AMX / AVX512-BF16, float32 elsewhere). bfloat16 halves the
-    # CNN's time on such a CPU (170 -> 80 ms at 640x480) but its descriptors deviate by
-    # ~0.15 deg, which cost fox accuracy: median 2.25 vs 1.81 cm over 4 RANSAC seeds.
-    cnn_precision: str = "float32"
+    # Precision of the query CNN's 3x3 convolutions (its 1x1 head and the normalization
+    # stay float32): "float32", "bfloat16", or "auto" (bfloat16 on a CPU with native
+    # bfloat16, AMX / AVX512-BF16, float32 elsewhere, CUDA included). On this project's
+    # 2-core AMX CPU bfloat16 cuts the CNN from ~115 to ~47 ms at 640x480, and over 4
+    # RANSAC seeds it is as accurate as float32: procedural 0.73-0.84 vs 0.87-0.97 cm,
+    # fox 1.48-1.72 vs 1.51-1.77 cm median. A bfloat16 head, which rounds the
+    # descriptors themselves, cost fox accuracy: up to 2.33 cm median
+    cnn_precision: str = "auto"
 
 
 @dataclass

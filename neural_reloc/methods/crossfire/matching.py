@@ -12,9 +12,18 @@ products of 32-D vectors) alone costs ~150 ms, so we match *coarse-to-fine*:
    block, widened by ``margin`` cells.
 
 ``factor=1`` is exactly the paper's dense mutual-NN matching.
+
+*Guided* matching (``window``): when the pose the view was rendered at is already an
+estimate of this frame's pose, a rendered block and its true query block lie at nearly
+the same place in the two maps. The mutual-NN test then runs over the pairs at most
+``window`` blocks apart along each axis only (:func:`windowed_mutual_nearest_neighbours`,
+the candidates a query block competes for are restricted the same way): ~15x cheaper at
+80x60 blocks with a 17x17 window, and no match can jump across the image.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -57,12 +66,101 @@ def mutual_nearest_neighbours(
     ia = keep.nonzero().squeeze(-1)
     ib = row_best[ia]
     # Rows tied at a column's maximum (exact float ties): the first row keeps it.
+    first = _tie_break_first_row(ia, ib, na)
+    ia, ib = ia[first], ib[first]
+    return ia, ib, row_sim[ia]
+
+
+#: Rendered blocks per tile side in :func:`windowed_mutual_nearest_neighbours`: each
+#: tile of WINDOW_TILE^2 rendered blocks is compared to the query blocks of the tile
+#: widened by the window (one batched matrix product for all tiles).
+WINDOW_TILE = 8
+
+
+def _tie_break_first_row(ia: torch.Tensor, ib: torch.Tensor, na: int) -> torch.Tensor:
+    """Mask of the matches to keep when several rows (ia) claim one column (ib) at
+    exactly its maximum: the first row keeps it."""
+    keep = torch.ones_like(ib, dtype=torch.bool)
     if ib.numel() > 1:
         order = torch.argsort(ib * na + ia)
-        dup = torch.zeros_like(ib, dtype=torch.bool)
-        dup[order[1:]] = ib[order[1:]] == ib[order[:-1]]
-        ia, ib = ia[~dup], ib[~dup]
-    return ia, ib, row_sim[ia]
+        keep[order[1:]] = ib[order[1:]] != ib[order[:-1]]
+    return keep
+
+
+@functools.lru_cache(maxsize=8)
+def _window_layout(height: int, width: int, window: int, device: torch.device):
+    """Index tensors and the additive mask (0 / -inf) of the tiled window search over
+    a (height, width) grid, cached per grid, window and device (the same every frame)."""
+    t, r = WINDOW_TILE, window
+    k = t + 2 * r
+    th, tw = -(-height // t), -(-width // t)
+    ph, pw = th * t, tw * t
+    n = height * width
+    # Query cell index of each widened-tile slot, (tiles, k*k), -1 outside the grid.
+    gi = torch.arange(1, n + 1, dtype=torch.float32, device=device).reshape(1, 1, height, width)
+    gi = F.pad(gi, (r, pw - width + r, r, ph - height + r))  # 0 = outside; unfold needs float
+    b_index = F.unfold(gi, kernel_size=k, stride=t)[0].T.round().long() - 1
+    # Rendered cell index of each tile slot, (tiles, t*t), -1 for padding.
+    ti = torch.arange(t, device=device)
+    tr = torch.arange(th, device=device)[:, None, None, None] * t + ti[None, None, :, None]
+    tc = torch.arange(tw, device=device)[None, :, None, None] * t + ti[None, None, None, :]
+    a_index = torch.where((tr < height) & (tc < width), tr * width + tc, -1).reshape(th * tw, t * t)
+    # Tile cell (i, j) sees widened cells (i..i+2r, j..j+2r), the same in every tile.
+    ki = torch.arange(k, device=device)
+    near = ((ki[None] - ti[:, None]) >= 0) & ((ki[None] - ti[:, None]) <= 2 * r)  # (t, k)
+    in_window = (near[:, None, :, None] & near[None, :, None, :]).reshape(1, t * t, k * k)
+    allowed = in_window & (b_index >= 0)[:, None, :] & (a_index >= 0)[:, :, None]
+    bias = torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, -float("inf"))
+    return a_index, b_index, bias
+
+
+def windowed_mutual_nearest_neighbours(
+    desc_a: torch.Tensor, desc_b: torch.Tensor, height: int, width: int, window: int, min_similarity: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mutual NN of two descriptor sets on the same (height, width) grid, row-major
+    (Na = Nb = height * width, (N, D) unit rows), among pairs at most ``window`` cells
+    apart along each axis; cosine > min_similarity.
+
+    Row a's candidates are the b within its window and column b's the a within *its*
+    window (the same pairs): exactly :func:`mutual_nearest_neighbours` on the similarity
+    matrix with the pairs outside the window removed. Returns (idx_a, idx_b,
+    similarity) ordered by idx_a; of rows tied exactly at a column's maximum, the first
+    keeps the column.
+    """
+    n, d = desc_a.shape
+    if desc_b.shape != (n, d) or n != height * width:
+        raise ValueError(
+            f"windowed matching needs two {height}x{width} grids of descriptors, got {tuple(desc_a.shape)} "
+            f"and {tuple(desc_b.shape)}"
+        )
+    if window < 0:
+        raise ValueError(f"window must be >= 0 cells, got {window}")
+    t, r = WINDOW_TILE, int(window)
+    th, tw = -(-height // t), -(-width // t)  # tiles per column / row
+    ph, pw = th * t, tw * t
+    a_index, b_index, bias = _window_layout(height, width, r, desc_a.device)
+    bias = bias.to(desc_a.dtype)
+    # Rendered side (tiles, t*t, D); query side, each tile widened by the window,
+    # (tiles, k*k, D) with zeros outside the grid (removed by the bias).
+    a = F.pad(desc_a.T.reshape(d, height, width), (0, pw - width, 0, ph - height))
+    a_tiles = a.reshape(d, th, t, tw, t).permute(1, 3, 2, 4, 0).reshape(th * tw, t * t, d).contiguous()
+    b_rows = torch.cat([desc_b, desc_b.new_zeros(1, d)])  # row n: the zeros of index -1
+    b_tiles = b_rows[b_index]  # (tiles, k*k, D)
+    sim = torch.baddbmm(bias, a_tiles, b_tiles.transpose(1, 2))  # (tiles, t*t, k*k), -inf off the window
+    row_sim, row_k = sim.max(dim=2)  # (tiles, t*t)
+    col_local = sim.amax(dim=1)  # (tiles, k*k)
+    ok = b_index >= 0
+    col_sim = torch.full((n,), -float("inf"), dtype=sim.dtype, device=sim.device).scatter_reduce(
+        0, b_index[ok], col_local[ok], reduce="amax"
+    )
+    best_b = b_index.gather(1, row_k)
+    keep = (a_index >= 0) & (row_sim > min_similarity)  # > threshold: a real (in-grid) pair
+    keep &= row_sim >= col_sim[best_b.clamp_min(0)]
+    ia, ib, s = a_index[keep], best_b[keep], row_sim[keep]
+    order = torch.argsort(ia)
+    ia, ib, s = ia[order], ib[order], s[order]
+    first = _tie_break_first_row(ia, ib, n)
+    return ia[first], ib[first], s[first]
 
 
 def match_coarse_to_fine(
@@ -71,25 +169,34 @@ def match_coarse_to_fine(
     factor: int,
     min_similarity: float,
     margin: int = 1,
+    window: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Match rendered descriptors at block centres to a dense query map.
 
     ``render_desc`` (Hc * Wc, D) unit descriptors rendered at the centres of the
     ``factor`` x ``factor`` blocks of the (H, W) matching grid, row-major, where
     Hc = H // factor, Wc = W // factor; ``query_map`` (D, H, W) unit descriptors.
-    Returns (render_index, query_cell (M, 2) as (row, col) of the full-resolution query
-    map, similarity).
+    ``window`` (blocks): guided matching, the coarse mutual NN among blocks at most this
+    far apart along each axis (see :func:`windowed_mutual_nearest_neighbours`); None =
+    over all pairs. Returns (render_index, query_cell (M, 2) as (row, col) of the
+    full-resolution query map, similarity).
     """
     d, h, w = query_map.shape
     hc, wc = h // factor, w // factor
     if render_desc.shape[0] != hc * wc:
         raise ValueError(f"render_desc has {render_desc.shape[0]} rows, expected {hc}x{wc} blocks of {factor}")
+
+    def coarse_mnn(coarse: torch.Tensor):
+        if window is None:
+            return mutual_nearest_neighbours(render_desc, coarse, min_similarity)
+        return windowed_mutual_nearest_neighbours(render_desc, coarse, hc, wc, window, min_similarity)
+
     if factor == 1:
-        ir, iq, s = mutual_nearest_neighbours(render_desc, query_map.reshape(d, -1).T, min_similarity)
+        ir, iq, s = coarse_mnn(query_map.reshape(d, -1).T)
         return ir, torch.stack([iq // w, iq % w], -1), s
     q = query_map[:, : hc * factor, : wc * factor][None]
     coarse = F.normalize(F.avg_pool2d(q, factor)[0], dim=0).reshape(d, -1).T
-    ir, ic, _ = mutual_nearest_neighbours(render_desc, coarse, min_similarity)
+    ir, ic, _ = coarse_mnn(coarse)
     if ir.numel() == 0:
         return ir, torch.zeros(0, 2, dtype=torch.long, device=ir.device), torch.zeros(0, device=ir.device)
     # Candidate full-resolution cells: the matched block plus a margin.

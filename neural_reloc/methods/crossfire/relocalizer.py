@@ -96,11 +96,8 @@ class CrossfireRelocalizer(Relocalizer):
     @torch.no_grad()
     def extract(self, x: torch.Tensor) -> torch.Tensor:
         """The CNN's unit descriptor maps (B, D, H/4, W/4), float32, of images x (B, 3,
-        H, W), computed in ``localization.cnn_precision``."""
-        if self.cnn_dtype == torch.float32:
-            return self.cnn(x).float()
-        with torch.autocast(self.device.type, dtype=self.cnn_dtype):
-            return torch.nn.functional.normalize(self.cnn(x).float(), dim=1)
+        H, W), its backbone computed in ``localization.cnn_precision``."""
+        return self.cnn(x, backbone_dtype=self.cnn_dtype)
 
     @torch.no_grad()
     def retrieve(self, image_rgb: np.ndarray, top_k: int = 1) -> list[tuple[int, float]]:
@@ -182,7 +179,13 @@ class CrossfireRelocalizer(Relocalizer):
             vidx = valid.nonzero().squeeze(-1)
             desc_v = torch.zeros_like(desc_r)
             desc_v[vidx] = desc_r[vidx]  # transparent rays cannot match (zero similarity)
-            ir, cell, _ = match_coarse_to_fine(desc_v, query_map, stride, lc.min_similarity, lc.refine_margin)
+            # The last iteration starts from this frame's own estimate: guided matching.
+            window = None
+            if last and best is not None and lc.guided_radius_cells > 0:
+                window = -(-lc.guided_radius_cells // stride)  # cells -> blocks, rounded up
+            ir, cell, _ = match_coarse_to_fine(
+                desc_v, query_map, stride, lc.min_similarity, lc.refine_margin, window=window
+            )
             cell_f = cell.float()
             if lc.subpixel_refinement:
                 cell_f = cell_f + subpixel_offsets(query_map, cell, desc_v[ir])
