@@ -122,7 +122,10 @@ class FeatureExtractor(nn.Module):
         (autocast), the 1x1 head and the normalization in float32. A bfloat16 head would
         round the descriptors themselves to 8 significant bits before normalization;
         kept in float32 it costs ~1% of the network and the descriptors stay as precise
-        as the backbone's features allow.
+        as the backbone's features allow. (The first convolution in float32 as well
+        lowers the p99 deviation from the float32 descriptors, 0.85 -> 0.32 deg on fox,
+        but costs ~12 ms at 640x480 and measured no more accurate over 4 RANSAC seeds on
+        three maps: NOTES.md.)
         """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"FeatureExtractor expects RGB (B, 3, H, W), got {tuple(image.shape)}")
