@@ -210,6 +210,22 @@ def test_windowed_mutual_nearest_neighbours_equal_the_masked_matrix(h, w, window
     assert int(rows.abs().max()) <= window and int(cols.abs().max()) <= window
 
 
+@pytest.mark.parametrize("h, w, window", [(10, 12, 5), (10, 12, 11), (1, 1, 0)])
+def test_windowed_mutual_nearest_neighbours_large_windows_and_empty(h, w, window, monkeypatch):
+    """Windows whose widened tiles outgrow the grid run as masked row blocks (bounded
+    memory), windows covering the grid as plain mutual NN: the same matches."""
+    g = torch.Generator().manual_seed(7)
+    a = F.normalize(torch.randn(h * w, 8, generator=g), dim=-1)
+    b = F.normalize(torch.randn(h * w, 8, generator=g), dim=-1)
+    monkeypatch.setattr(matching, "MATCH_BLOCK_ELEMENTS", 7 * h * w)  # several row blocks
+    ia, ib, s = matching.windowed_mutual_nearest_neighbours(a, b, h, w, window, -1.0)
+    ia_ref, ib_ref, s_ref = _masked_mutual_nn(a, b, h, w, window, -1.0)
+    assert ia.tolist() == ia_ref.tolist() and ib.tolist() == ib_ref.tolist()
+    torch.testing.assert_close(s, s_ref)
+    e = torch.zeros(0, 8)
+    assert all(t.numel() == 0 for t in matching.windowed_mutual_nearest_neighbours(e, e, 0, 5, 2, 0.5))
+
+
 def test_windowed_mutual_nearest_neighbours_ties_and_errors():
     # Every descriptor the same: all pairs tie; each column goes to its first row only.
     a = torch.ones(12, 2) / 2**0.5

@@ -345,7 +345,7 @@ def test_refine_off_still_solves():
     assert rotation_angle_deg(res.w2c_opencv[:3, :3] @ w2c[:3, :3].T) < 0.5
 
 
-def test_ransac_on_a_subset_then_all_correspondences():
+def test_ransac_on_a_subset_then_all_correspondences(monkeypatch):
     """max_ransac_points: RANSAC on a seeded subset, the inliers and the refinement on
     all points; as accurate as RANSAC on all of them, and deterministic."""
     rng = np.random.default_rng(40)
@@ -356,7 +356,13 @@ def test_ransac_on_a_subset_then_all_correspondences():
     outlier = rng.random(n) < 0.4
     obs[outlier] = np.c_[rng.uniform(0, cam.width, outlier.sum()), rng.uniform(0, cam.height, outlier.sum())]
     full = pnp_ransac(obs, pw, cam, PnPConfig())
+    import poselib
+
+    scored = []
+    real = poselib.estimate_absolute_pose
+    monkeypatch.setattr(poselib, "estimate_absolute_pose", lambda p2, *a: scored.append(len(p2)) or real(p2, *a))
     sub = pnp_ransac(obs, pw, cam, PnPConfig(max_ransac_points=150))
+    assert scored == [150]  # RANSAC saw the subset only
     assert full.success and sub.success, (full.reason, sub.reason)
     assert sub.inlier_mask.shape == (n,) and sub.num_inliers > 0.9 * (~outlier).sum()
     # The mask is the threshold test over *all* points, not just the subset.

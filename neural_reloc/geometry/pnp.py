@@ -102,8 +102,8 @@ class PnPConfig:
     # Fewer correspondences (or inliers) than this -> failure. At least 4.
     min_points: int = 4
     # RANSAC (hypotheses and their scoring, with poselib's LO) runs on at most this many
-    # correspondences, a seeded random subset; the refinement and the inlier set then use
-    # all of them. 0 = all. RANSAC's time grows with the points scored, its accuracy
+    # correspondences, a seeded random subset; the inlier set (and the refinement, if
+    # on) then use all of them. 0 = all. RANSAC's time grows with the points scored, its accuracy
     # hardly does past a few hundred.
     max_ransac_points: int = 0
 
@@ -446,9 +446,10 @@ def pnp_ransac(
         return fail(f"poselib failed: {e}")
     iterations = int(info.get("iterations", 0))
     if int(info.get("num_inliers", 0)) < min_points:
+        scored = idx.size if isinstance(sub, slice) else f"a random {sub.size} of {idx.size}"
         return fail(
             f"RANSAC found no pose with at least min_points={min_points} inliers "
-            f"(best: {int(info.get('num_inliers', 0))} of {idx.size})",
+            f"(best: {int(info.get('num_inliers', 0))} of {scored})",
             iterations=iterations,
         )
     w2c = _pose_to_w2c(pose)

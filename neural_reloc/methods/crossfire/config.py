@@ -128,10 +128,10 @@ class LocalizationConfig:
     early_render_stride: int = 4
     refine_margin: int = 1
     # Guided matching in the last iteration, when an earlier one gave a pose: the coarse
-    # mutual NN runs only over the rendered/query blocks at most this many matching-grid
-    # cells apart along each axis (see matching.py), 10% of the 160-cell width: ~4x
-    # cheaper than over all pairs at render_stride 2 (6.5 vs 27 ms on 2 cores). 0 = over
-    # all pairs in every iteration (the paper).
+    # mutual NN runs only over the rendered/query blocks about this many matching-grid
+    # cells apart along each axis or less (rounded up to whole blocks, see matching.py),
+    # 10% of the 160-cell width: ~4x cheaper than over all pairs at render_stride 2 (6.5
+    # vs 27 ms on 2 cores). 0 = over all pairs in every iteration (the paper).
     guided_radius_cells: int = 16
     # Refine each match to sub-cell precision (a parabola through the similarities of
     # the matched cell and its neighbours, per axis). Off: no measured gain with

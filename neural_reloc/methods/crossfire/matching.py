@@ -17,8 +17,9 @@ products of 32-D vectors) alone costs ~150 ms, so we match *coarse-to-fine*:
 estimate of this frame's pose, a rendered block and its true query block lie at nearly
 the same place in the two maps. The mutual-NN test then runs over the pairs at most
 ``window`` blocks apart along each axis only (:func:`windowed_mutual_nearest_neighbours`,
-the candidates a query block competes for are restricted the same way): ~15x cheaper at
-80x60 blocks with a 17x17 window, and no match can jump across the image.
+the candidates a query block competes for are restricted the same way): 17x fewer
+pairs at 80x60 blocks with a 17x17 window, ~4x faster on a CPU, and no match can jump
+across the image.
 """
 
 from __future__ import annotations
@@ -35,9 +36,17 @@ MATCH_BLOCK_ELEMENTS = 128 * 4800
 
 
 def mutual_nearest_neighbours(
-    desc_a: torch.Tensor, desc_b: torch.Tensor, min_similarity: float
+    desc_a: torch.Tensor,
+    desc_b: torch.Tensor,
+    min_similarity: float,
+    grid_window: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mutual NN of unit descriptors (Na, D) and (Nb, D) with cosine > min_similarity.
+
+    ``grid_window=(height, width, window)``: both sets are the cells of one
+    (height, width) grid, row-major, and only pairs at most ``window`` cells apart along
+    each axis count (what :func:`windowed_mutual_nearest_neighbours` computes, here
+    with the whole matrix's cost and memory bounded by the row blocks).
 
     Returns (idx_a, idx_b, similarity) of the matches, ordered by idx_a. Of rows tied
     exactly at a column's maximum, the first keeps the column.
@@ -58,8 +67,16 @@ def mutual_nearest_neighbours(
     row_best = torch.empty(na, dtype=torch.long, device=dev)
     col_sim = torch.full((nb,), -float("inf"), dtype=desc_a.dtype, device=dev)
     b_t = desc_b.T.contiguous()
+    if grid_window is not None:
+        _, gw, win = grid_window
+        cell = torch.arange(max(na, nb), device=dev)
+        grid_row, grid_col = cell // gw, cell % gw
     for s in range(0, na, chunk):
         sim = desc_a[s : s + chunk] @ b_t
+        if grid_window is not None:
+            ra, ca = grid_row[s : s + chunk, None], grid_col[s : s + chunk, None]
+            far = ((ra - grid_row[None, :nb]).abs() > win) | ((ca - grid_col[None, :nb]).abs() > win)
+            sim.masked_fill_(far, -float("inf"))
         row_sim[s : s + chunk], row_best[s : s + chunk] = sim.max(dim=1)
         col_sim = torch.maximum(col_sim, sim.amax(dim=0))
     keep = (row_sim >= col_sim[row_best]) & (row_sim > min_similarity)
@@ -136,6 +153,12 @@ def windowed_mutual_nearest_neighbours(
     if window < 0:
         raise ValueError(f"window must be >= 0 cells, got {window}")
     t, r = WINDOW_TILE, int(window)
+    if n == 0 or r >= max(height, width) - 1:  # the window covers every pair
+        return mutual_nearest_neighbours(desc_a, desc_b, min_similarity)
+    if (t + 2 * r) ** 2 >= n:
+        # A widened tile would hold more cells than the grid: the tiled products would
+        # cost (and hold) more than the whole matrix. Same pairs, row blocks instead.
+        return mutual_nearest_neighbours(desc_a, desc_b, min_similarity, grid_window=(height, width, r))
     th, tw = -(-height // t), -(-width // t)  # tiles per column / row
     ph, pw = th * t, tw * t
     a_index, b_index, bias = _window_layout(height, width, r, desc_a.device)
