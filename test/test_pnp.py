@@ -59,6 +59,17 @@ def random_scene(rng: np.random.Generator, camera: Camera, n: int) -> tuple[np.n
     return w2c, pw, uv_exact
 
 
+def observe_with_outliers(
+    rng: np.random.Generator, uv: np.ndarray, camera: Camera, fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(observed pixels, outlier mask): ``uv`` with 0.5 px Gaussian noise, and about
+    ``fraction`` of them replaced by uniform pixels anywhere in the image."""
+    obs = uv + rng.normal(0, 0.5, uv.shape)
+    outlier = rng.random(len(uv)) < fraction
+    obs[outlier] = np.c_[rng.uniform(0, camera.width, outlier.sum()), rng.uniform(0, camera.height, outlier.sum())]
+    return obs, outlier
+
+
 def ros_error(w2c_est: np.ndarray, w2c_gt: np.ndarray) -> np.ndarray:
     """(camera centre error, world-frame rotation vector of R_c2w_est R_c2w_gt^T)."""
     a, b = invert_pose(w2c_est), invert_pose(w2c_gt)
@@ -164,9 +175,7 @@ def test_synthetic_with_outliers(kind):
     cam = random_camera(rng, kind)
     n = 300
     w2c, pw, uv = random_scene(rng, cam, n)
-    obs = uv + rng.normal(0, 0.5, uv.shape)
-    outlier = rng.random(n) < 0.3
-    obs[outlier] = np.c_[rng.uniform(0, cam.width, outlier.sum()), rng.uniform(0, cam.height, outlier.sum())]
+    obs, outlier = observe_with_outliers(rng, uv, cam, 0.3)
 
     res = pnp_ransac(obs, pw, cam)
     assert isinstance(res, PnPResult)
@@ -352,9 +361,7 @@ def test_ransac_on_a_subset_then_all_correspondences(monkeypatch):
     cam = random_camera(rng, "opencv")
     n = 2000
     w2c, pw, uv = random_scene(rng, cam, n)
-    obs = uv + rng.normal(0, 0.5, uv.shape)
-    outlier = rng.random(n) < 0.4
-    obs[outlier] = np.c_[rng.uniform(0, cam.width, outlier.sum()), rng.uniform(0, cam.height, outlier.sum())]
+    obs, outlier = observe_with_outliers(rng, uv, cam, 0.4)
     full = pnp_ransac(obs, pw, cam, PnPConfig())
     import poselib
 

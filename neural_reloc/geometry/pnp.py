@@ -137,7 +137,7 @@ class PnPConfig:
             problems.append(f"seed={self.seed} must be a non-negative integer below 2**63")
         if int(self.min_points) < MIN_POINTS_LOWER_BOUND:
             problems.append(f"min_points={self.min_points} must be >= {MIN_POINTS_LOWER_BOUND}")
-        if int(self.max_ransac_points) != 0 and int(self.max_ransac_points) < max(int(self.min_points), 4):
+        if int(self.max_ransac_points) != 0 and int(self.max_ransac_points) < int(self.min_points):
             problems.append(
                 f"max_ransac_points={self.max_ransac_points} must be 0 (all) or >= min_points={self.min_points}"
             )
@@ -436,17 +436,19 @@ def pnp_ransac(
     bundle_opt = _bundle_options(cfg)
     # RANSAC on a seeded subset when there are many correspondences (see
     # PnPConfig.max_ransac_points); the inlier set below is recomputed on all of them.
-    sub = slice(None)
+    ransac_subset = slice(None)
     cap = int(cfg.max_ransac_points)
     if 0 < cap < idx.size:
-        sub = np.sort(np.random.default_rng(int(cfg.seed)).choice(idx.size, cap, replace=False))
+        ransac_subset = np.sort(np.random.default_rng(int(cfg.seed)).choice(idx.size, cap, replace=False))
     try:
-        pose, info = poselib.estimate_absolute_pose(q2[sub], q3[sub], pl_camera, ransac_opt, bundle_opt)
+        pose, info = poselib.estimate_absolute_pose(
+            q2[ransac_subset], q3[ransac_subset], pl_camera, ransac_opt, bundle_opt
+        )
     except (RuntimeError, ValueError) as e:  # pragma: no cover - poselib rejects data
         return fail(f"poselib failed: {e}")
     iterations = int(info.get("iterations", 0))
     if int(info.get("num_inliers", 0)) < min_points:
-        scored = idx.size if isinstance(sub, slice) else f"a random {sub.size} of {idx.size}"
+        scored = idx.size if cap == 0 or cap >= idx.size else f"a random {cap} of {idx.size}"
         return fail(
             f"RANSAC found no pose with at least min_points={min_points} inliers "
             f"(best: {int(info.get('num_inliers', 0))} of {scored})",
@@ -460,8 +462,8 @@ def pnp_ransac(
     sub_mask = reprojection_errors(q2, q3, w2c, camera) <= thr
     poselib_mask = np.zeros(idx.size, dtype=bool)
     poselib_inliers = np.asarray(info.get("inliers", []), dtype=bool)
-    if poselib_inliers.shape == poselib_mask[sub].shape:
-        poselib_mask[sub] = poselib_inliers
+    if poselib_inliers.shape == poselib_mask[ransac_subset].shape:
+        poselib_mask[ransac_subset] = poselib_inliers
     mask_changed = not np.array_equal(poselib_mask, sub_mask)
     if cfg.refine and mask_changed and sub_mask.sum() >= min_points:
         pose, _ = poselib.refine_absolute_pose(q2[sub_mask], q3[sub_mask], pose, pl_camera, bundle_opt)

@@ -106,8 +106,9 @@ def _tie_break_first_row(ia: torch.Tensor, ib: torch.Tensor, na: int) -> torch.T
 
 @functools.lru_cache(maxsize=8)
 def _window_layout(height: int, width: int, window: int, device: torch.device):
-    """Index tensors and the additive mask (0 / -inf) of the tiled window search over
-    a (height, width) grid, cached per grid, window and device (the same every frame)."""
+    """Tiles per column and row, index tensors and the additive mask (0 / -inf) of the
+    tiled window search over a (height, width) grid, cached per grid, window and device
+    (the same every frame)."""
     t, r = WINDOW_TILE, window
     k = t + 2 * r
     th, tw = -(-height // t), -(-width // t)
@@ -128,7 +129,7 @@ def _window_layout(height: int, width: int, window: int, device: torch.device):
     in_window = (near[:, None, :, None] & near[None, :, None, :]).reshape(1, t * t, k * k)
     allowed = in_window & (b_index >= 0)[:, None, :] & (a_index >= 0)[:, :, None]
     bias = torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, -float("inf"))
-    return a_index, b_index, bias
+    return th, tw, a_index, b_index, bias
 
 
 def windowed_mutual_nearest_neighbours(
@@ -159,13 +160,11 @@ def windowed_mutual_nearest_neighbours(
         # A widened tile would hold more cells than the grid: the tiled products would
         # cost (and hold) more than the whole matrix. Same pairs, row blocks instead.
         return mutual_nearest_neighbours(desc_a, desc_b, min_similarity, grid_window=(height, width, r))
-    th, tw = -(-height // t), -(-width // t)  # tiles per column / row
-    ph, pw = th * t, tw * t
-    a_index, b_index, bias = _window_layout(height, width, r, desc_a.device)
+    th, tw, a_index, b_index, bias = _window_layout(height, width, r, desc_a.device)
     bias = bias.to(desc_a.dtype)
     # Rendered side (tiles, t*t, D); query side, each tile widened by the window,
     # (tiles, k*k, D) with zeros outside the grid (removed by the bias).
-    a = F.pad(desc_a.T.reshape(d, height, width), (0, pw - width, 0, ph - height))
+    a = F.pad(desc_a.T.reshape(d, height, width), (0, tw * t - width, 0, th * t - height))
     a_tiles = a.reshape(d, th, t, tw, t).permute(1, 3, 2, 4, 0).reshape(th * tw, t * t, d).contiguous()
     b_rows = torch.cat([desc_b, desc_b.new_zeros(1, d)])  # row n: the zeros of index -1
     b_tiles = b_rows[b_index]  # (tiles, k*k, D)
