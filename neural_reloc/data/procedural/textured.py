@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...geometry.frames import opengl_c2w_from_opencv_c2w
-from ...geometry.se3 import make_pose
 from .primitives import GEOM_TOL, Box, Cylinder, Room, Sphere, Tile
 from .scene import ProceduralScene
 from .style import STREAM_OBJECTS, STREAM_TRAJECTORY, SceneStyle
 from .textures import Painter, build_atlas, fbm, hsv, paint_tiled_floor
+from .walks import look_pose_c2w_opencv
 
 
 @dataclass(frozen=True)
@@ -188,20 +188,7 @@ def _trajectory_c2w_opencv(config: ProceduralSceneConfig, n: int) -> np.ndarray:
         config.traj_pitch_cycles * theta + phases[3]
     )
     roll = math.radians(config.traj_roll_amplitude_deg) * np.sin(config.traj_roll_cycles * theta + phases[4])
-    up = np.array([0.0, 0.0, 1.0])
-    poses = []
-    for i in range(n):
-        fwd = np.array(
-            [math.cos(yaw[i]) * math.cos(pitch[i]), math.sin(yaw[i]) * math.cos(pitch[i]), math.sin(pitch[i])]
-        )
-        right = np.cross(fwd, up)
-        right /= np.linalg.norm(right)
-        down = np.cross(fwd, right)
-        R = np.stack([right, down, fwd], axis=1)  # columns: OpenCV camera axes in world
-        c, s = math.cos(roll[i]), math.sin(roll[i])
-        R = R @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # roll about the optical axis
-        poses.append(make_pose(R, [x[i], y[i], z[i]]))
-    return np.stack(poses)
+    return np.stack([look_pose_c2w_opencv((x[i], y[i], z[i]), yaw[i], pitch[i], roll[i]) for i in range(n)])
 
 
 # ======================================================================= objects
