@@ -329,6 +329,27 @@ def cmd_localize(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from .device import resolve_device
+    from .eval.benchmark import BenchmarkConfig, add_method_overrides, run_benchmark
+    from .eval.benchmark_report import format_markdown
+
+    cfg = _dataclass_config(BenchmarkConfig, args.config, args.bench_set)
+    cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.priors is not None:
+        cfg.priors = tuple(p.strip() for p in args.priors.split(",") if p.strip())
+    if args.split is not None:
+        cfg.split = args.split
+    if args.limit is not None:
+        cfg.limit = args.limit
+    add_method_overrides(cfg, args.set or [], args.reloc_set or [])
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - stdout keeps the table
+    summary = run_benchmark(args.data, args.out, cfg, device=resolve_device(args.device), progress=_progress(), log=log)
+    print(format_markdown(summary))
+    print(f"results: {Path(args.out) / 'benchmark.json'}, report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -434,6 +455,31 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--quiet", action="store_true", help="no per-frame lines (a progress bar instead)")
     add_device(lo)
     lo.set_defaults(func=cmd_localize)
+
+    bm = sub.add_parser(
+        "benchmark",
+        help="build each method's map and compare the methods side by side on the same query frames",
+        description="Per dataset: build each method's map (OUT/<dataset>/maps/<method>), localize the query split "
+        "from each prior (OUT/<dataset>/<method>/<prior>.json), then write OUT/benchmark.json, OUT/report.html and "
+        "print a markdown table. A rerun skips maps and localizations that are already done.",
+    )
+    bm.add_argument("--data", required=True, nargs="+", help="one or more datasets (each gets its own folder and table)")
+    bm.add_argument("--methods", required=True, help="comma-separated registered methods that relocalize, e.g. crossfire,classical")
+    bm.add_argument("--out", required=True, help="output folder (maps, per-method results, benchmark.json, report.html)")
+    bm.add_argument("--priors", help="comma-separated priors: retrieval (default), perturbed, constant")
+    bm.add_argument("--set", nargs="+", action="extend", metavar="METHOD:KEY=VALUE",
+                    help="map config override of one method, e.g. crossfire:map.train.steps=600 (rebuilds that map)")
+    bm.add_argument("--reloc-set", nargs="+", action="extend", metavar="METHOD:KEY=VALUE",
+                    help="relocalizer override of one method, e.g. crossfire:localization.max_iterations=2 "
+                    "(relocalizes again, never rebuilds the map)")
+    bm.add_argument("--split", help="query frames: test (default), train or all")
+    bm.add_argument("--limit", type=int, help="localize at most this many query frames per dataset")
+    bm.add_argument("--config", help="YAML with BenchmarkConfig fields (thresholds, basin, perturbation, ...)")
+    bm.add_argument("--bench-set", nargs="+", action="extend", metavar="KEY=VALUE",
+                    help="BenchmarkConfig overrides, e.g. basin_t_m=2 failure_t_m=0.1 "
+                    "'relative_recall_thresholds=[[0.01,2],[0.05,5]]'")
+    add_device(bm)
+    bm.set_defaults(func=cmd_benchmark)
 
     d = sub.add_parser("demo", help="build a map of the bundled procedural scene and evaluate it")
     d.add_argument("--out", default="outputs/demo", help="working folder (scene, map, results)")
