@@ -164,6 +164,7 @@ def load_yaml(path: str | Path) -> dict:
 CONFIG_FILES = {
     "neural_map.yaml": "neural_reloc.nerf.config:NeuralMapConfig",
     "crossfire.yaml": "neural_reloc.methods.crossfire.config:CrossfireConfig",
+    "classical.yaml": "neural_reloc.methods.classical.config:ClassicalConfig",
 }
 
 

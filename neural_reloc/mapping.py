@@ -65,6 +65,8 @@ def build_map(
         except MapError as e:
             log(f"existing {out_dir} is not a usable map ({e}): rebuilding")
     work = partial_dir(out_dir)
+    if spec.build is not None:
+        return _build_without_training(spec, data, train, out_dir, cfg, ident, device, progress, log)
     t0 = time.perf_counter()
     trainer = spec.trainer_factory(train, cfg, device, work, progress=progress, log=log)
     state = trainer.fit()
@@ -114,18 +116,55 @@ def build_map(
     return out_dir
 
 
+def _build_without_training(spec, data, train, out_dir, cfg, ident, device, progress, log) -> Path:
+    """``build_map`` for a method with a ``build`` function instead of a trainer (see
+    :class:`~neural_reloc.methods.registry.MethodSpec`): no neural map, no held-out
+    rendering metrics; the manifest's ``training`` has the build time, the image
+    counts and the method's own entries."""
+    work = partial_dir(out_dir)
+    t0 = time.perf_counter()
+    built = spec.build(train, cfg, device, work, progress=progress, log=log)
+    train_s = time.perf_counter() - t0
+    cam0 = built.references.cameras[0]
+    write_map(
+        out_dir,
+        method=spec.name,
+        modules=built.modules,
+        config=ident["config"],
+        scene=built.scene,
+        references=built.references,
+        fingerprint=ident["fingerprint"],
+        extra={
+            "training": {
+                "train_s": round(train_s, 2),
+                "device": str(device),
+                "dataset": data.source,
+                "num_train_images": len(train),
+                "image_size": [cam0["width"], cam0["height"]],
+                **built.info,
+            },
+            "metrics": {},
+        },
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {out_dir} ({map_size_bytes(out_dir) / 1e6:.1f} MB) after {train_s:.1f} s of building")
+    return out_dir
+
+
 def load_neural_map(bundle: MapBundle | str | Path, device: torch.device | str = "cpu") -> NeuralMap:
-    """The :class:`NeuralMap` of a map bundle (any method), on ``device``, in eval mode."""
+    """The :class:`NeuralMap` of a map bundle (any method with one), on ``device``, in eval mode."""
     from .config_io import from_dict
 
     if not isinstance(bundle, MapBundle):
         bundle = read_map(bundle)
     man = bundle.manifest
+    spec = get_method(man["method"])
+    if spec.trainer_factory is None:
+        raise MapError(f"{bundle.path}: a {spec.name!r} map has no neural map (nothing to render)")
     cfg = from_dict(NeuralMapConfig, man.get("map_config", man["config"]))
     scene = SceneNormalization.from_dict(man["scene"])
     refs = bundle.references
     model = NeuralMap(cfg, scene, num_images=len(refs.names))
-    spec = get_method(man["method"])
     if spec.attach_heads is not None:
         spec.attach_heads(model, man["config"])
     state = bundle.module_state("map")

@@ -1,14 +1,29 @@
 """Registry of map-building methods: one entry per method folder.
 
-A method says which config dataclass it uses, which trainer builds its map, which
+A method says which config dataclass it uses, which trainer builds its map (or, for
+a method without a neural map, which function builds its bundle's content), which
 modules go into the map bundle and (when it relocalizes) how to make its
 :class:`~neural_reloc.methods.base.Relocalizer` from a loaded map.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+
+@dataclass
+class BuiltMap:
+    """What a :attr:`MethodSpec.build` function returns; ``build_map`` writes it."""
+
+    #: Prefix -> module or state dict, as :func:`~neural_reloc.map_bundle.write_map` takes.
+    modules: dict[str, Any]
+    #: The manifest's ``scene`` (e.g. ``{"mode": "none"}`` for a map without a field).
+    scene: dict
+    #: The mapping views (a :class:`~neural_reloc.map_bundle.ReferenceViews`).
+    references: Any
+    #: Extra ``training`` entries of the manifest (counts, per-stage seconds...).
+    info: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -17,8 +32,8 @@ class MethodSpec:
     description: str
     config_factory: Callable[[], Any]
     #: (data, config, device, work_dir, progress, log) -> trainer with .fit(),
-    #: .modules_to_save(), .scene, .model
-    trainer_factory: Callable[..., Any]
+    #: .modules_to_save(), .scene, .model (a method with a neural map).
+    trainer_factory: Callable[..., Any] | None = None
     #: (MapBundle, device, config overrides dict) -> Relocalizer; None if the method
     #: only builds a neural map.
     relocalizer_factory: Callable[..., Any] | None = None
@@ -27,6 +42,15 @@ class MethodSpec:
     #: (NeuralMap, method config dict) -> None: adds the method's field heads before
     #: its weights are loaded from a map.
     attach_heads: Callable[[Any, dict], None] | None = None
+    #: Instead of ``trainer_factory``, for a method without a neural map (e.g.
+    #: "classical"): (train_data, config, device, work_dir, progress, log) ->
+    #: :class:`BuiltMap`. ``mapping.build_map`` keeps its up-to-date check and writes
+    #: the bundle with the build time and image counts, as for trained maps.
+    build: Callable[..., BuiltMap] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.trainer_factory is None) == (self.build is None):
+            raise ValueError(f"method {self.name!r}: give exactly one of trainer_factory and build")
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -58,6 +82,7 @@ def _load_builtin() -> None:
     except ImportError as e:  # pragma: no cover - only while a method is being written
         if "crossfire" not in str(e):
             raise
+    from . import classical  # noqa: F401
 
 
 def map_method_config(manifest: dict, overrides: dict | None = None):
