@@ -51,12 +51,19 @@ def cmd_build_map(args) -> int:
     device = resolve_device(args.device)
     cfg = _load_config(args.method, args.config, args.set or [])
     data = load_dataset(args.data)
-    if args.max_size:
-        spec_cfg = cfg.map if hasattr(cfg, "map") else cfg
-        spec_cfg.train.max_image_size = args.max_size
-    if args.steps:
-        spec_cfg = cfg.map if hasattr(cfg, "map") else cfg
-        spec_cfg.train.steps = args.steps
+    if args.max_size or args.steps:
+        from .config_io import ConfigError
+        from .methods.registry import get_method
+
+        spec = get_method(args.method)
+        map_cfg = spec.map_config(cfg) if spec.trainer_factory is not None else None
+        if map_cfg is None:
+            raise ConfigError(f"--max-size and --steps set a neural map's training; the {args.method!r} method has none "
+                              "(see its config, --set KEY=VALUE)")
+        if args.max_size:
+            map_cfg.train.max_image_size = args.max_size
+        if args.steps:
+            map_cfg.train.steps = args.steps
     out = build_map(
         data,
         Path(args.out),
