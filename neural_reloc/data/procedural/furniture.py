@@ -37,9 +37,13 @@ SWITCH_M = {"size": 0.08, "z": 1.05, "gap": 0.12}
 PICTURE_Z_M = (1.3, 1.75)
 BASEBOARD_M = 0.09
 #: Pieces placed beside the walls, in this order, each with this probability.
-WALL_PIECES = (("bookshelf", 1.0), ("sofa", 0.9), ("sideboard", 0.9), ("desk", 0.7),
-               ("bookshelf", 0.6), ("wardrobe", 0.6), ("wall_shelf", 0.8), ("plant", 0.9),
-               ("floor_lamp", 0.7), ("plant", 0.4))  # fmt: skip
+WALL_PIECES = (("bookshelf", 1.0), ("sofa", 1.0), ("sideboard", 1.0), ("desk", 0.9),
+               ("bookshelf", 0.7), ("wardrobe", 0.6), ("wall_shelf", 1.0), ("wall_shelf", 0.7),
+               ("plant", 1.0), ("floor_lamp", 0.8), ("plant", 0.5), ("wall_shelf", 0.5))  # fmt: skip
+#: Curtains beside the window: width of each panel (metres) and overlap of the frame.
+CURTAIN_M = {"w": (0.3, 0.45), "overlap": 0.08, "top_gap": 0.12}
+#: Wall clocks: count range and diameter (metres).
+CLOCK_M = {"count": (0, 2), "d": (0.25, 0.4), "z": (1.7, 2.1)}
 #: Gap kept between pieces (metres).
 PIECE_GAP_M = 0.05
 #: Wall pieces taller than the window sill minus this may not stand in front of it.
@@ -383,7 +387,12 @@ def _wall_decor(f: _Furnisher) -> None:
     top = min(W["top"], sz - W["ceiling_gap"])
     frame = hsv_color(0.1, 0.02, 0.93)
     f.decor[kw].append(Decor("window", s0, sill, ww, top - sill, frame))
-    f.window = (kw, s0 - 0.1, s0 + ww + 0.1, sill)
+    cw = _uniform(r, CURTAIN_M["w"])
+    curtain = f.fabric()
+    ctop = min(sz - CURTAIN_M["top_gap"], top + 0.15)
+    for cu in (s0 - cw + CURTAIN_M["overlap"], s0 + ww - CURTAIN_M["overlap"]):
+        f.decor[kw].append(Decor("curtain", cu, sill - 0.3, cw, ctop - sill + 0.3, curtain))
+    f.window = (kw, s0 - cw, s0 + ww + cw, sill)
     # radiator under the window
     rw = ww * 0.8
     rad, _ = f.wall_box(kw, s0 + ww / 2, 0.03, 0.15, rw, 0.1, min(0.5, sill - 0.25), "radiator0")
@@ -427,6 +436,21 @@ def _pictures(f: _Furnisher) -> None:
                 break
 
 
+def _clocks(f: _Furnisher) -> None:
+    r = f.rng
+    for _ in range(int(r.integers(CLOCK_M["count"][0], CLOCK_M["count"][1] + 1))):
+        for _ in range(f.c.placement_attempts):
+            k = int(r.integers(4))
+            dia = _uniform(r, CLOCK_M["d"])
+            s0 = float(r.uniform(0.3, f.wall_length(k) - 0.3 - dia))
+            v0 = _uniform(r, CLOCK_M["z"])
+            taken = [(d.u0, d.u0 + d.w, d.v0, d.v0 + d.h) for d in f.decor[k]]
+            taken += [(b0, b1, 0.0, top) for b0, b1, top in f.spans[k]]
+            if all(not (s0 < u1 + 0.1 and u0 - 0.1 < s0 + dia and v0 < t1 and b0 < v0 + dia) for u0, u1, b0, t1 in taken):
+                f.decor[k].append(Decor("clock", s0, v0, dia, dia, hsv_color(r.random(), r.uniform(0, 0.6), r.uniform(0.1, 0.8))))
+                break
+
+
 def furnish(config, room: Room, path: np.ndarray) -> Layout:
     """Furniture, wall and floor decorations of a room whose cameras move along
     ``path`` (N, 3) (every camera keeps ``config.min_clearance_m`` from everything)."""
@@ -446,6 +470,7 @@ def furnish(config, room: Room, path: np.ndarray) -> Layout:
             _place_wall_piece(f, kind)
     rug = _place_coffee_table(f)
     _pictures(f)
+    _clocks(f)
 
     board = f.wood() if r.random() < 0.5 else hsv_color(0.1, 0.02, 0.92)
     walls = []

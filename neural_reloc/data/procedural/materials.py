@@ -48,6 +48,17 @@ PICTURE_FRAME_M = (0.015, 0.04)
 #: Interior doors: casing width, panel inset.
 DOOR_CASING_M = 0.07
 DOOR_PANEL_INSET_M = 0.12
+#: Photos and paintings: colours mixed by noise at these scales (metres), and blobs.
+PHOTO_NOISE_SCALES_M = (0.12, 0.05, 0.02)
+PHOTO_BLOB_DENSITY = 60.0
+#: Probability that a picture is a photo (non-repetitive detail) rather than a graphic.
+PHOTO_PROBABILITY = 0.7
+#: Curtains: fold period (metres) and shading depth.
+CURTAIN_FOLD_M = (0.08, 0.14)
+CURTAIN_SHADE = 0.25
+#: Wall clock: rim width and tick length as fractions of the radius.
+CLOCK_RIM = 0.1
+CLOCK_TICK = 0.15
 #: Foliage: leaf blob density (per square metre) and radii.
 LEAF_DENSITY = 900.0
 LEAF_RADIUS_M = (0.012, 0.035)
@@ -213,7 +224,14 @@ def _paint_decor(p: Painter, decor: tuple[Decor, ...]) -> None:
         elif d.kind == "picture":
             band = float(r.uniform(*PICTURE_FRAME_M))
             _fill_rect(p, d.u0, d.v0, d.w, d.h, col)
-            p.poster(d.u0 + band, d.v0 + band, d.w - 2 * band, d.h - 2 * band)
+            if r.random() < PHOTO_PROBABILITY:
+                _photo(p, d.u0 + band, d.v0 + band, d.w - 2 * band, d.h - 2 * band)
+            else:
+                p.poster(d.u0 + band, d.v0 + band, d.w - 2 * band, d.h - 2 * band)
+        elif d.kind == "curtain":
+            _curtain(p, d)
+        elif d.kind == "clock":
+            _clock(p, d)
         elif d.kind == "door":
             _fill_rect(p, d.u0 - DOOR_CASING_M, d.v0, d.w + 2 * DOOR_CASING_M, d.h + DOOR_CASING_M, col)
             panel = col * np.float32(0.93)
@@ -229,6 +247,64 @@ def _paint_decor(p: Painter, decor: tuple[Decor, ...]) -> None:
             _paint_window(p, d)
         else:
             raise ValueError(f"unknown decoration kind {d.kind!r}")
+
+
+def _photo(p: Painter, u0: float, v0: float, w: float, h: float) -> None:
+    """A photo or painting: three colours mixed by noise, with blobs of a fourth."""
+    sl, inside = _rect_alpha(p, u0, v0, w, h)
+    if sl is None:
+        return
+    r, c = p.rng, p.c
+    th, tw = inside.shape
+    cols = [p.accent_color() for _ in range(4)]
+    a = np.clip(0.5 + 0.8 * fbm(r, th, tw, c, PHOTO_NOISE_SCALES_M, (1.0, 0.6, 0.3)), 0, 1)[..., None]
+    b = np.clip(0.5 + 0.8 * fbm(r, th, tw, c, PHOTO_NOISE_SCALES_M, (1.0, 0.6, 0.3)), 0, 1)[..., None]
+    img = (cols[0] * (1 - a) + cols[1] * a) * (1 - b) + cols[2] * b
+    U, V = p.U[sl], p.V[sl]
+    for _ in range(int(r.poisson(PHOTO_BLOB_DENSITY * w * h))):
+        cu, cv, rad = r.uniform(u0, u0 + w), r.uniform(v0, v0 + h), r.uniform(0.01, 0.06)
+        m = soft(rad - np.hypot(U - cu, V - cv), c.edge_softness_m)[..., None]
+        img = img * (1 - m) + cols[3] * np.float32(r.uniform(0.5, 1.2)) * m
+    alpha = soft(inside, c.edge_softness_m)[..., None]
+    p.img[sl] = p.img[sl] * (1 - alpha) + np.clip(img, 0, 1) * alpha
+
+
+def _curtain(p: Painter, d: Decor) -> None:
+    """A curtain panel: fabric with vertical folds (shading varies across them)."""
+    sl, inside = _rect_alpha(p, d.u0, d.v0, d.w, d.h)
+    if sl is None:
+        return
+    r = p.rng
+    period = float(r.uniform(*CURTAIN_FOLD_M))
+    phase = p.U[sl] / period * 2 * math.pi + fbm(r, *inside.shape, p.c, (0.3,), (1.0,)) * 0.8
+    shade = 1.0 - CURTAIN_SHADE * (0.5 + 0.5 * np.sin(phase))
+    n = fbm(r, *inside.shape, p.c, FABRIC_NOISE_SCALE_M, (1.0, 0.6))
+    img = np.asarray(d.color, np.float32) * (shade * (1.0 + FABRIC_NOISE * n))[..., None]
+    alpha = soft(inside, p.c.edge_softness_m)[..., None]
+    p.img[sl] = p.img[sl] * (1 - alpha) + img * alpha
+
+
+def _clock(p: Painter, d: Decor) -> None:
+    """A round wall clock: rim, face, twelve ticks and two hands."""
+    rad = d.w / 2
+    cu, cv = d.u0 + rad, d.v0 + rad
+    sl = p.region(d.u0, d.v0, d.u0 + d.w, d.v0 + d.w)
+    if sl is None:
+        return
+    U, V = p.U[sl] - cu, p.V[sl] - cv
+    dist = np.hypot(U, V)
+    ang = np.arctan2(V, U)
+    e = p.c.edge_softness_m
+    rim = np.asarray(d.color, np.float32)
+    p.blend(sl, soft(rad - dist, e), rim)
+    p.blend(sl, soft(rad * (1 - CLOCK_RIM) - dist, e), np.full(3, 0.95, np.float32))
+    tick = (np.abs(((ang / (2 * math.pi / 12)) + 0.5) % 1.0 - 0.5) < 0.08) & (dist > rad * (1 - CLOCK_RIM - CLOCK_TICK))
+    p.blend(sl, (tick & (dist < rad * (1 - CLOCK_RIM))).astype(np.float32), np.full(3, 0.1, np.float32))
+    for hand_ang, length in ((float(p.rng.uniform(0, 2 * math.pi)), 0.5), (float(p.rng.uniform(0, 2 * math.pi)), 0.75)):
+        along = U * math.cos(hand_ang) + V * math.sin(hand_ang)
+        across = np.abs(-U * math.sin(hand_ang) + V * math.cos(hand_ang))
+        hand = (along > 0) & (along < rad * length) & (across < rad * 0.04)
+        p.blend(sl, hand.astype(np.float32), np.full(3, 0.1, np.float32))
 
 
 def _paint_window(p: Painter, d: Decor) -> None:

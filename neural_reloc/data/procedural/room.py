@@ -48,6 +48,8 @@ class RoomSceneConfig(SceneStyle):
 
     width: int = 320
     height: int = 240
+    #: a robot camera's field of view (phones ~65, RealSense D435 colour ~69)
+    hfov_deg: float = 70.0
 
     # -- room: [-sx/2, sx/2] x [-sy/2, sy/2] x [0, sz], sizes drawn from these ranges
     room_size_x: tuple[float, float] = (5.6, 7.0)
@@ -55,13 +57,14 @@ class RoomSceneConfig(SceneStyle):
     room_height: tuple[float, float] = (2.5, 2.85)
 
     # -- the mapping walk: an ellipse this far from the walls (furniture stands in
-    # between), looking outwards with a slow pan
+    # between), looking across the room (yaw offset 180 from the outward direction)
+    # with a slow pan
     num_mapping_views: int = 120
     walk_wall_distance_m: float = 1.45
     mapping_height_m: float = 1.45
     mapping_height_amplitude_m: float = 0.08
-    mapping_yaw_offset_deg: float = 30.0
-    mapping_yaw_amplitude_deg: float = 45.0
+    mapping_yaw_offset_deg: float = 180.0
+    mapping_yaw_amplitude_deg: float = 60.0
     mapping_pitch_deg: float = -10.0
     #: the sparse dataset keeps every this-many-th mapping view (10%)
     sparse_every: int = 10
@@ -72,8 +75,9 @@ class RoomSceneConfig(SceneStyle):
     query_offset_m: tuple[float, float] = (0.1, 0.5)
     query_height_offset_m: float = 0.18
     query_height_amplitude_m: float = 0.1
-    query_yaw_offset_deg: float = -20.0
-    query_yaw_amplitude_deg: float = 35.0
+    #: yaw offset from the mapping walk's (one query walk turned left, the other right)
+    query_yaw_offset_deg: float = 25.0
+    query_yaw_amplitude_deg: float = 40.0
     query_pitch_deg: float = -4.0
     #: no camera is closer than this to any surface (checked)
     min_clearance_m: float = 0.45
@@ -87,7 +91,7 @@ class RoomSceneConfig(SceneStyle):
     wall_value: tuple[float, float] = (0.72, 0.9)
     #: probability that one wall is painted an accent colour
     accent_wall_probability: float = 0.5
-    num_pictures: tuple[int, int] = (2, 5)
+    num_pictures: tuple[int, int] = (4, 8)
     picture_size_m: tuple[float, float] = (0.3, 0.9)
     plain_noise_amplitude: float = 0.012
     ceiling_saturation: float = 0.02
@@ -152,7 +156,7 @@ def walk_shapes(config: RoomSceneConfig, room: Room) -> dict[str, WalkShape]:
             height_m=config.mapping_height_m + (config.query_height_offset_m if k == 0 else -config.query_height_offset_m),
             height_amplitude_m=config.query_height_amplitude_m,
             height_cycles=3,
-            yaw_offset_deg=config.query_yaw_offset_deg * (1 if k == 0 else -1),
+            yaw_offset_deg=config.mapping_yaw_offset_deg + config.query_yaw_offset_deg * (1 if k == 0 else -1),
             yaw_amplitude_deg=config.query_yaw_amplitude_deg,
             yaw_cycles=3,
             pitch_deg=config.query_pitch_deg,

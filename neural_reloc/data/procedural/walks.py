@@ -1,8 +1,9 @@
 """Camera walks through a room: the mapping walk and query walks beside it.
 
 A walk is a closed loop around a centre (an ellipse with a slow radius wobble) at
-about eye height, the camera looking outwards at the room's walls and furniture with a
-slow pan and tilt, as a person or robot mapping a room does. Query walks follow the
+about eye height, the camera heading at a fixed offset from the loop's outward normal
+(0: at the nearest wall, 180: across the room) with a slow pan and tilt, as a person
+or robot mapping a room does. Query walks follow the
 same loop shifted sideways by 10-50 cm (inside or outside it), at other heights and
 with other look directions, so queries see the room from where the map never was.
 
