@@ -44,6 +44,10 @@ class PosedImages:
             instant-ngp ``aabb_scale``, a procedural scene's ``aabb``).
         depth_invalid: optional raw stored depth value that marks "no measurement"
             (e.g. 65535 in 7-Scenes); such pixels read as 0 (invalid) in :meth:`depth`.
+        mask_paths: optional per-frame validity masks (single-channel images of the
+            image's size; 0 = ignore the pixel, nonzero = valid), e.g. nerfstudio's
+            ``mask_path`` for turntable captures whose background does not follow the
+            poses. Training samples and evaluation score valid pixels only.
     """
 
     names: list[str]
@@ -58,6 +62,7 @@ class PosedImages:
     source: str = ""
     extras: dict = field(default_factory=dict)
     depth_invalid: float | None = None
+    mask_paths: list[Path] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -70,6 +75,8 @@ class PosedImages:
         }
         if self.depth_paths is not None:
             counts["depth_paths"] = len(self.depth_paths)
+        if self.mask_paths is not None:
+            counts["mask_paths"] = len(self.mask_paths)
         if self.timestamps_ns is not None:
             counts["timestamps"] = len(self.timestamps_ns)
         if len(set(counts.values())) != 1:
@@ -117,6 +124,7 @@ class PosedImages:
             c2w_opengl=self.c2w_opengl[idx],
             split={k: v for k, v in split.items() if v},
             depth_paths=None if self.depth_paths is None else [self.depth_paths[i] for i in idx],
+            mask_paths=None if self.mask_paths is None else [self.mask_paths[i] for i in idx],
             timestamps_ns=None if self.timestamps_ns is None else self.timestamps_ns[idx],
         )
 
@@ -185,22 +193,64 @@ class PosedImages:
             d = cv2.resize(d, (cam.width, cam.height), interpolation=cv2.INTER_NEAREST)
         return d
 
+    def mask(self, i: int) -> np.ndarray | None:
+        """Validity mask (H, W) bool at the loaded resolution (True = use the pixel),
+        None when the data has no masks. Resized with nearest neighbour."""
+        if self.mask_paths is None:
+            return None
+        import cv2
+
+        path = Path(self.mask_paths[i])
+        where = f"{self.source}: mask of frame {self.names[i]!r}"
+        if not path.is_file():
+            raise DatasetError(f"{where} is missing: {path}")
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise DatasetError(f"{where}: cannot decode {path}")
+        if raw.ndim != 2:
+            raise DatasetError(
+                f"{where}: {path} has {raw.shape[2]} channels; a mask must be a single-channel image "
+                "(0 = ignore the pixel, nonzero = valid)"
+            )
+        native = self.cameras[i]
+        if (raw.shape[1], raw.shape[0]) != (native.width, native.height):
+            raise DatasetError(
+                f"{where}: {path} is {raw.shape[1]}x{raw.shape[0]} but the image is "
+                f"{native.width}x{native.height}"
+            )
+        valid = (raw != 0).astype(np.uint8)
+        cam = self.camera(i)
+        if (cam.width, cam.height) != (native.width, native.height):
+            valid = cv2.resize(valid, (cam.width, cam.height), interpolation=cv2.INTER_NEAREST)
+        return valid.astype(bool)
+
     # ------------------------------------------------------------ identity
     def fingerprint(self, which: str | None = None) -> str:
-        """Hash of poses, intrinsics, names and image file sizes of a split.
+        """Hash of poses, intrinsics, names and image file sizes of a split (and of the
+        depth and mask files' names and sizes, when the data has them).
 
         Cheap (no image decoding) yet changes when any input changes.
         """
         h = hashlib.sha256()
         for i in self.indices(which):
-            p = Path(self.image_paths[i])
-            st = p.stat() if p.exists() else None
             h.update(self.names[i].encode())
             h.update(np.round(self.c2w_opengl[i], 9).tobytes())
             h.update(repr(sorted(self.cameras[i].to_dict().items())).encode())
-            h.update(f"{st.st_size if st else -1}".encode())
+            h.update(f"{_file_size(self.image_paths[i])}".encode())
+            # Only when present, so that data without them keeps its fingerprint.
+            for kind, paths in (("depth", self.depth_paths), ("mask", self.mask_paths)):
+                if paths is not None:
+                    h.update(f"{kind}={Path(paths[i]).name}:{_file_size(paths[i])}".encode())
+        if self.depth_paths is not None:
+            h.update(f"depth_scale={self.depth_scale},depth_invalid={self.depth_invalid}".encode())
         h.update(f"downscale={self.downscale}".encode())
         return h.hexdigest()[:16]
 
     def camera_centers(self) -> np.ndarray:
         return self.c2w_opengl[:, :3, 3].copy()
+
+
+def _file_size(path: Path | str) -> int:
+    """Size of a file in bytes, -1 when it does not exist."""
+    p = Path(path)
+    return p.stat().st_size if p.exists() else -1

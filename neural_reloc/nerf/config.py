@@ -110,6 +110,23 @@ class NeRFTrainConfig:
     time_budget_s: float = 0.0
     seed: int = 0
     background: str = "random"  # colour behind non-opaque rays while training
+    # Depth supervision, used only when the training data has metric depth (RGB-D
+    # captures, 7-Scenes, nerfstudio's depth_file_path; pixels without a measurement
+    # are skipped). Data without depth trains photometrically whatever these say.
+    use_depth: bool = True  # false: ignore the data's depth (RGB-only training on the same data)
+    # Expected-depth term: Huber distance between the rendered and the measured
+    # distance along each ray, in units of the scene extent (averaged over rays with
+    # a measurement inside the sampled range).
+    depth_weight: float = 0.1
+    depth_huber_delta: float = 0.01  # scene-extent fraction where the Huber loss turns from quadratic to linear
+    # Line-of-sight (free-space) term, as Urban Radiance Fields' L_sight: the opacity
+    # rendered by samples well in front of the measured surface (averaged over rays
+    # with a measurement). Trims floaters in front of surfaces (the tail of the depth
+    # error); larger weights cost photometric detail.
+    free_space_weight: float = 0.01
+    # Samples ending within this fraction of the measured distance in front of the
+    # surface are exempt from the free-space term (depth noise, surface thickness).
+    free_space_margin: float = 0.05
 
 
 @dataclass

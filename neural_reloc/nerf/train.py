@@ -1,4 +1,5 @@
-"""Training of the neural map from posed images (photometric NeRF training).
+"""Training of the neural map from posed images (photometric NeRF training, plus
+depth supervision when the data has metric depth).
 
 :class:`NeuralMapTrainer` owns the optimizer, schedule, density-grid updates,
 checkpoints (resume after a kill) and evaluation. Methods that train extra parts with
@@ -44,25 +45,47 @@ class TrainState:
 
 
 class TrainingImages:
-    """Training pixels flattened: colours, image index and pixel coordinates."""
+    """Training pixels flattened: colours, image index, pixel coordinates and (when the
+    data has depth and ``load_depth``) the measured distance along each pixel's ray.
 
-    def __init__(self, data: PosedImages, device: torch.device, progress: Callable | None = None):
+    Pixels a mask marks invalid (:meth:`PosedImages.mask`) are left out, so random rays
+    never see them.
+    """
+
+    def __init__(
+        self,
+        data: PosedImages,
+        device: torch.device,
+        progress: Callable | None = None,
+        load_depth: bool = True,
+    ):
         self.data = data
         self.cameras = [data.camera(i) for i in range(len(data))]
-        cols, idx, uvs, self.images = [], [], [], []
+        self.params = camera_params(self.cameras, device)
+        with_depth = load_depth and data.depth_paths is not None
+        cols, idx, uvs, dists, self.images = [], [], [], [], []
         it = range(len(data)) if progress is None else progress(range(len(data)), desc="loading images")
         for i in it:
             img = data.image(i)
             self.images.append(img)
             h, w = img.shape[:2]
             vv, uu = np.mgrid[0:h, 0:w]
-            cols.append(img.reshape(-1, 3))
-            idx.append(np.full(h * w, i, dtype=np.int32))
-            uvs.append(np.stack([uu.ravel(), vv.ravel()], -1).astype(np.int16))
+            uv = np.stack([uu.ravel(), vv.ravel()], -1).astype(np.int16)
+            valid = data.mask(i)
+            keep = slice(None) if valid is None else valid.ravel()
+            cols.append(img.reshape(-1, 3)[keep])
+            uvs.append(uv[keep])
+            idx.append(np.full(len(uvs[-1]), i, dtype=np.int32))
+            if with_depth:
+                dists.append(self._ray_distance(i, data.depth(i), uv)[keep])
+        if not sum(len(c) for c in cols):
+            raise ValueError(f"{data.source}: the masks leave no valid pixel to train on")
         self.colors = torch.from_numpy(np.concatenate(cols)).to(device)
         self.image_index = torch.from_numpy(np.concatenate(idx)).to(device)
         self.pixel = torch.from_numpy(np.concatenate(uvs)).to(device)
-        self.params = camera_params(self.cameras, device)
+        #: Measured distance along each pixel's ray in metres (0 = no measurement), or
+        #: None when the data has no depth (or it is not used).
+        self.distance = torch.from_numpy(np.concatenate(dists)).to(device) if with_depth else None
         self.c2w_opencv = c2w_opencv_tensor(data.c2w_opengl, device)
         self.num_pixels = self.colors.shape[0]
         centers = data.c2w_opengl[:, :3, 3]
@@ -71,7 +94,24 @@ class TrainingImages:
         #: Nearest other training camera of each image (for virtual views).
         self.neighbours = torch.from_numpy(np.argsort(dist, axis=1)[:, :VIRTUAL_VIEW_NEIGHBOURS].copy())
 
-    def random_rays(self, n: int, generator: torch.Generator | None = None) -> tuple[RayBatch, torch.Tensor]:
+    def _ray_distance(self, i: int, depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        """Per-pixel distance along the ray (flattened, float32) from z-depth along the
+        optical axis: depth / z of the unit ray direction. Invalid (0, NaN, inf or
+        negative) depth gives 0."""
+        dirs_cam = pixel_dirs_opencv(self.params[i : i + 1].cpu(), torch.from_numpy(uv).float() + 0.5)
+        d = depth.reshape(-1).astype(np.float32)
+        ok = np.isfinite(d) & (d > 0)
+        return np.where(ok, d / dirs_cam[:, 2].numpy(), 0.0).astype(np.float32)
+
+    @property
+    def has_depth(self) -> bool:
+        return self.distance is not None
+
+    def random_rays(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[RayBatch, torch.Tensor, torch.Tensor | None]:
+        """``n`` random rays of valid training pixels: rays, colours (n, 3) in [0, 1] and
+        measured distances (n,) along the rays (0 = none), or None without depth."""
         dev = self.colors.device
         sel = torch.randint(0, self.num_pixels, (n,), device=dev, generator=generator)
         return self.rays(sel)
@@ -108,7 +148,8 @@ class TrainingImages:
         o = c2w_v[pidx, :3, 3]
         return RayBatch(o, d, dirs_cam[:, 2], None)
 
-    def rays(self, sel: torch.Tensor) -> tuple[RayBatch, torch.Tensor]:
+    def rays(self, sel: torch.Tensor) -> tuple[RayBatch, torch.Tensor, torch.Tensor | None]:
+        """Rays, colours and measured distances (or None) of flattened pixels ``sel``."""
         img = self.image_index[sel].long()
         uv = self.pixel[sel].float() + 0.5
         dirs_cam = pixel_dirs_opencv(self.params[img], uv)
@@ -116,7 +157,8 @@ class TrainingImages:
         d = torch.einsum("nij,nj->ni", c2w[:, :3, :3], dirs_cam)
         o = c2w[:, :3, 3]
         rgb = self.colors[sel].float() / 255.0
-        return RayBatch(o, d, dirs_cam[:, 2], img), rgb
+        dist = None if self.distance is None else self.distance[sel]
+        return RayBatch(o, d, dirs_cam[:, 2], img), rgb, dist
 
 
 def depth_tv(depth_patches: torch.Tensor) -> torch.Tensor:
@@ -137,6 +179,27 @@ def distortion_loss(weights: torch.Tensor, s0: torch.Tensor, s1: torch.Tensor) -
     inter = 2.0 * (weights * (mid * w_before - wm_before)).sum(-1)
     intra = (weights.square() * width).sum(-1) / 3.0
     return (inter + intra).mean()
+
+
+def expected_depth_loss(
+    distance: torch.Tensor, target: torch.Tensor, far: torch.Tensor, extent: float, huber_delta: float
+) -> torch.Tensor:
+    """Huber distance between rendered and measured distances along the rays, in units
+    of the scene extent, averaged over rays with a measurement (target > 0) that lies
+    within the sampled range (target <= far: a surface beyond it cannot be rendered)."""
+    use = (target > 0) & (target <= far)
+    err = nn.functional.smooth_l1_loss(distance / extent, target / extent, reduction="none", beta=huber_delta)
+    return (err * use).sum() / use.sum().clamp_min(1)
+
+
+def free_space_loss(weights: torch.Tensor, t1: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
+    """Line-of-sight loss: rendering weight (opacity) of the samples that end more than
+    ``margin`` x the measured distance in front of the measured surface, averaged over
+    rays with a measurement (target > 0). Zero when all the weight sits at or behind
+    the surface."""
+    valid = target > 0
+    front = t1 < (target * (1.0 - margin))[:, None]
+    return (weights * front).sum(-1).mul(valid).sum() / valid.sum().clamp_min(1)
 
 
 def psnr(mse: float) -> float:
@@ -178,7 +241,12 @@ class NeuralMapTrainer:
         self.model = NeuralMap(cfg, self.scene, len(self.data)).to(device)
         self.extra_modules: dict[str, nn.Module] = {}
         self.setup_extras()
-        self.images = TrainingImages(self.data, device, progress)
+        t = cfg.train
+        load_depth = t.use_depth and (t.depth_weight > 0 or t.free_space_weight > 0)
+        self.images = TrainingImages(self.data, device, progress, load_depth=load_depth)
+        if self.images.has_depth:
+            frac = float((self.images.distance > 0).float().mean())
+            self.log(f"depth supervision: {100 * frac:.1f}% of the training pixels have a depth measurement")
         self.optimizer = self.make_optimizer()
         self.state = TrainState()
         self.generator = torch.Generator(device=device)
@@ -291,9 +359,19 @@ class NeuralMapTrainer:
     # ------------------------------------------------------------ training
     def photometric_losses(self) -> dict[str, torch.Tensor]:
         t = self.cfg.train
-        rays, rgb_gt = self.images.random_rays(t.rays_per_batch, self.generator)
-        out = self.model.render_rays(rays, ("rgb", "accumulation"), randomized=True)
+        rays, rgb_gt, dist_gt = self.images.random_rays(t.rays_per_batch, self.generator)
+        with_depth = dist_gt is not None
+        outputs = ("rgb", "accumulation") + (("distance",) if with_depth else ())
+        out = self.model.render_rays(rays, outputs, randomized=True)
         losses = {"mse": (self.composite_background(out) - rgb_gt).square().mean()}
+        if with_depth and t.depth_weight > 0:
+            losses["depth"] = t.depth_weight * expected_depth_loss(
+                out["distance"], dist_gt, out["t1"][:, -1], self.scene.extent, t.depth_huber_delta
+            )
+        if with_depth and t.free_space_weight > 0:
+            losses["free_space"] = t.free_space_weight * free_space_loss(
+                out["weights"], out["t1"], dist_gt, t.free_space_margin
+            )
         if t.distortion_weight > 0:
             # The sample intervals' own ends: t_mid is the midpoint in s-space, so
             # t_mid +- delta/2 is not an interval (and can be < 0) in contracted scenes.
@@ -383,7 +461,11 @@ class NeuralMapTrainer:
 def evaluate_views(
     model: NeuralMap, data: PosedImages, indices: list[int], progress: Callable | None = None
 ) -> dict:
-    """PSNR (mean appearance) and, where GT depth exists, depth error of views."""
+    """PSNR (mean appearance) and, where GT depth exists, depth error of views.
+
+    Where the data has masks, both are over the valid (unmasked) pixels only; a view
+    without any valid pixel gets no PSNR (NaN, left out of the mean).
+    """
     model.eval()
     psnrs, depth_abs_err, depth_gt_all, per_view = [], [], [], []
     it = indices if progress is None else progress(indices, desc="evaluating")
@@ -391,18 +473,26 @@ def evaluate_views(
         cam = data.camera(i)
         out = model.render_view(cam, data.c2w_opengl[i], ("rgb", "depth"))
         gt = data.image(i).astype(np.float32) / 255.0
-        mse = float(np.mean((out["rgb"] - gt) ** 2))
-        rec = {"name": data.names[i], "psnr": psnr(mse)}
-        psnrs.append(rec["psnr"])
+        mask = data.mask(i)
+        valid_rgb = np.ones(gt.shape[:2], dtype=bool) if mask is None else mask
+        rec = {"name": data.names[i], "psnr": float("nan")}
+        if valid_rgb.any():
+            rec["psnr"] = psnr(float(np.mean((out["rgb"][valid_rgb] - gt[valid_rgb]) ** 2)))
+            psnrs.append(rec["psnr"])
         d_gt = data.depth(i)
         if d_gt is not None:
-            valid = d_gt > 0
-            err = np.abs(out["depth"][valid] - d_gt[valid])
-            depth_abs_err.append(err)
-            depth_gt_all.append(d_gt[valid])
-            rec["depth_median_abs_err_m"] = float(np.median(err))
+            valid = np.isfinite(d_gt) & (d_gt > 0) & valid_rgb
+            if valid.any():
+                err = np.abs(out["depth"][valid] - d_gt[valid])
+                depth_abs_err.append(err)
+                depth_gt_all.append(d_gt[valid])
+                rec["depth_median_abs_err_m"] = float(np.median(err))
         per_view.append(rec)
-    res = {"psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)), "views": per_view}
+    res = {
+        "psnr_mean": float(np.mean(psnrs)) if psnrs else float("nan"),
+        "psnr_min": float(np.min(psnrs)) if psnrs else float("nan"),
+        "views": per_view,
+    }
     if depth_abs_err:
         err = np.concatenate(depth_abs_err)
         gt = np.concatenate(depth_gt_all)

@@ -11,6 +11,7 @@ import numpy as np
 from ...geometry.camera import Camera
 from ..posed_images import DatasetError, PosedImages
 from ._common import (
+    MAX_LISTED,
     check_files_exist,
     image_size,
     normalize_relpath,
@@ -37,6 +38,13 @@ BLENDER_FILES = (("train", "transforms_train.json"), ("val", "transforms_val.jso
 
 #: Default depth unit of nerfstudio's ``depth_file_path`` images (16-bit PNG in mm).
 DEFAULT_DEPTH_UNIT_SCALE = 1e-3
+
+#: Optional per-frame files: frame key -> (what the error messages call them, key of
+#: the path lists in :func:`_parse_frames`'s result). All frames have one or none.
+OPTIONAL_FRAME_FILES = {
+    "depth_file_path": ("depth images", "depths"),
+    "mask_path": ("masks", "masks"),
+}
 
 
 def _read_json(path: Path) -> dict:
@@ -112,13 +120,14 @@ def _camera(intr: dict, image_path: Path, where: str) -> Camera:
 
 
 def _parse_frames(json_path: Path, meta: dict, root: Path) -> dict:
-    """Per-frame names, paths, cameras, poses and depth of one transforms file.
+    """Per-frame names, paths, cameras, poses, depth and mask paths of one transforms file.
 
     Names are image paths relative to ``root`` (the folder of the json file(s)).
     """
     base = json_path.parent
     global_intr = {k: meta[k] for k in INTRINSIC_KEYS if k in meta}
-    names, paths, cameras, poses, depths = [], [], [], [], []
+    names, paths, cameras, poses = [], [], [], []
+    optional: dict[str, list[Path | None]] = {key: [] for _, key in OPTIONAL_FRAME_FILES.values()}
     for i, fr in enumerate(meta["frames"]):
         if not isinstance(fr, dict) or "file_path" not in fr:
             raise DatasetError(f"{json_path}: frame {i} has no 'file_path'")
@@ -148,39 +157,56 @@ def _parse_frames(json_path: Path, meta: dict, root: Path) -> dict:
             cameras.append(None)
         else:
             cameras.append(_camera(intr, path, where))
-        dp = fr.get("depth_file_path")
-        depths.append(None if dp is None else base / normalize_relpath(dp))
-    return {"names": names, "paths": paths, "cameras": cameras, "poses": poses, "depths": depths}
+        for frame_key, (_, key) in OPTIONAL_FRAME_FILES.items():
+            rel = fr.get(frame_key)
+            optional[key].append(None if rel is None else base / normalize_relpath(rel))
+    return {"names": names, "paths": paths, "cameras": cameras, "poses": poses, **optional}
+
+
+def _all_or_none(
+    files: list[Path | None], names: list[str], frame_key: str, what: str, source: str
+) -> list[Path] | None:
+    """The per-frame optional files ``frame_key`` when every frame has one (checked to
+    exist), None when no frame has one; a DatasetError listing the frames without one
+    when only some have it."""
+    have = [f is not None for f in files]
+    if not any(have):
+        return None
+    if not all(have):
+        without = [names[i] for i, h in enumerate(have) if not h]
+        more = f" (and {len(without) - MAX_LISTED} more)" if len(without) > MAX_LISTED else ""
+        raise DatasetError(
+            f"{source}: {len(without)} frame(s) have no {frame_key} while others do: "
+            f"{', '.join(without[:MAX_LISTED])}{more}"
+        )
+    check_files_exist(files, what, source)
+    return list(files)
 
 
 def _assemble(parts: list[tuple[Path, dict, dict]], source: str) -> tuple[dict, dict]:
-    """Concatenate per-file frame lists; check images and depth."""
-    names, paths, cameras, poses, depths = [], [], [], [], []
+    """Concatenate per-file frame lists; check images, depth and masks.
+
+    Returns the frames and the optional per-frame file lists (``depths``, ``masks``:
+    a path per frame, or None when the data has none).
+    """
+    names, paths, cameras, poses = [], [], [], []
+    optional: dict[str, list] = {key: [] for _, key in OPTIONAL_FRAME_FILES.values()}
     for _, _, fr in parts:
         names += fr["names"]
         paths += fr["paths"]
         cameras += fr["cameras"]
         poses += fr["poses"]
-        depths += fr["depths"]
+        for key in optional:
+            optional[key] += fr[key]
     check_files_exist(paths, "images", source)
     dup = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
     if dup:
-        raise DatasetError(f"{source}: image(s) listed more than once: {', '.join(dup[:5])}")
-    have_depth = [d is not None for d in depths]
-    depth_paths = None
-    if any(have_depth):
-        if not all(have_depth):
-            without = [names[i] for i, h in enumerate(have_depth) if not h]
-            raise DatasetError(
-                f"{source}: {len(without)} frame(s) have no depth_file_path while others do: "
-                f"{', '.join(without[:5])}"
-            )
-        depth_paths = list(depths)
-        check_files_exist(depth_paths, "depth images", source)
-    return (
-        {"names": names, "paths": paths, "cameras": cameras, "poses": np.stack(poses)},
-        {"depth_paths": depth_paths},
-    )
+        raise DatasetError(f"{source}: image(s) listed more than once: {', '.join(dup[:MAX_LISTED])}")
+    files = {
+        key: _all_or_none(optional[key], names, frame_key, what, source)
+        for frame_key, (what, key) in OPTIONAL_FRAME_FILES.items()
+    }
+    return {"names": names, "paths": paths, "cameras": cameras, "poses": np.stack(poses)}, files
 
 
 def _extras(meta: dict, fmt: str) -> dict:
@@ -227,6 +253,10 @@ def load_transforms_json(path: str | Path, split_file: str | Path | None = None)
           image header only when the json lacks them.
         * ``depth_file_path`` per frame -> ``depth_paths``; ``depth_unit_scale_factor``
           (default 1e-3, i.e. millimetre PNGs) -> ``depth_scale``.
+        * ``mask_path`` per frame (relative to the json's folder; a single-channel image
+          of the image's size, 0 = ignore the pixel) -> ``mask_paths``.
+        * ``depth_file_path`` and ``mask_path`` are given for every frame or for none: a
+          DatasetError lists the frames without when only some have one.
 
     Splits, first that applies: ``split_file``; a ``split.json`` next to the json;
     nerfstudio's ``train_filenames``/``val_filenames``/``test_filenames`` ("test" falls
@@ -259,7 +289,7 @@ def load_transforms_json(path: str | Path, split_file: str | Path | None = None)
     for split_name, jf in json_files:
         meta = _read_json(jf)
         parts.append((jf, meta, _parse_frames(jf, meta, root)))
-    frames, depth = _assemble(parts, source)
+    frames, files = _assemble(parts, source)
     names = frames["names"]
 
     # Cameras deferred because the image was missing were reported by _assemble.
@@ -295,7 +325,8 @@ def load_transforms_json(path: str | Path, split_file: str | Path | None = None)
         cameras=cameras,
         c2w_opengl=frames["poses"],
         split=split,
-        depth_paths=depth["depth_paths"],
+        depth_paths=files["depths"],
+        mask_paths=files["masks"],
         depth_scale=scale,
         source=source,
         extras=extras,
