@@ -173,6 +173,18 @@ class LocalizationConfig:
     # Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees
     # 4x this), of rendered reference views (at build time) and of the query.
     retrieval_long_side: int = 40
+    # Without a prior, the best this many retrieved reference views are hypotheses: each
+    # gets a first render-match-PnP round and the one with the most inliers goes on
+    # (hloc's top-k). 1 = the paper's top-1 retrieval prior.
+    retrieval_top_k: int = 3
+    # A retrieved view closer than both of these to a better-ranked hypothesis is
+    # skipped (it would give the same first round): fraction of the scene extent, deg.
+    retrieval_distinct_rel: float = 0.05
+    retrieval_distinct_deg: float = 20.0
+    # Besides the mapping poses, the retrieval index holds each mapping pose panned by
+    # these angles (degrees, about the camera's vertical axis), rendered at build time:
+    # views where the mapping walk did not look.
+    retrieval_extra_yaw_deg: tuple[float, ...] = (-35.0, 35.0)
     # Precision of the query CNN's 3x3 convolutions (its 1x1 head and the normalization
     # stay float32): "float32", "bfloat16", or "auto" (bfloat16 on a CPU with native
     # bfloat16, AMX / AVX512-BF16, float32 elsewhere, CUDA included). On this project's

@@ -23,7 +23,7 @@ import torch
 from ...device import inference_dtype, synchronize
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w, opengl_c2w_from_opencv_w2c
-from ...geometry.pnp import pnp_ransac
+from ...geometry.pnp import PnPResult, pnp_ransac
 from ...geometry.se3 import invert_pose, pose_error
 from ...map_bundle import MapBundle, MapError
 from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
@@ -35,6 +35,8 @@ from .retrieval import RetrievalIndex, global_descriptor, retrieval_input
 from .trainer import DESCRIPTOR_HEAD, descriptor_map_camera
 
 STAGES = ("retrieval", "extract", "render", "match", "pnp")
+#: Retrieval candidates looked at per hypothesis kept (near-duplicates are skipped).
+RETRIEVAL_CANDIDATES_PER_HYPOTHESIS = 4
 
 
 class CrossfireRelocalizer(Relocalizer):
@@ -73,12 +75,14 @@ class CrossfireRelocalizer(Relocalizer):
         if device.type == "cpu":
             cnn = cnn.to(memory_format=torch.channels_last)
         state = bundle.module_state("retrieval")
+        refs = bundle.references
         retrieval = None
         if "descriptors" in state:
-            retrieval = RetrievalIndex(*state["descriptors"].shape)
-            retrieval.load_state_dict({"descriptors": state["descriptors"].float()})
-            retrieval = retrieval.to(device)
-        refs = bundle.references
+            ref_w2c = np.stack([opencv_w2c_from_opengl_c2w(T) for T in refs.c2w_opengl])
+            try:
+                retrieval = RetrievalIndex.from_state(state, ref_w2c).to(device)
+            except (ValueError, RuntimeError) as e:
+                raise MapError(f"{bundle.path}: retrieval index: {e}") from e
         return cls(model, cnn, cfg, refs.c2w_opengl, refs.names, retrieval)
 
     @property
@@ -101,7 +105,7 @@ class CrossfireRelocalizer(Relocalizer):
 
     @torch.no_grad()
     def retrieve(self, image_rgb: np.ndarray, top_k: int = 1) -> list[tuple[int, float]]:
-        """Top-k reference views (index, cosine) for an image, from the map's index."""
+        """Top-k rows (index into the retrieval index, cosine) for an image."""
         if self.retrieval is None:
             raise ValueError("this map has no retrieval index (built by an older version?)")
         x = retrieval_input(image_rgb, self.cfg.localization.retrieval_long_side, self.device)
@@ -109,10 +113,30 @@ class CrossfireRelocalizer(Relocalizer):
         idx, sims = self.retrieval.query(g, top_k)
         return [(int(i), float(s)) for i, s in zip(idx, sims)]
 
-    def retrieval_prior(self, image_rgb: np.ndarray) -> PosePrior:
-        (i, s), = self.retrieve(image_rgb, 1)
-        return PosePrior(self._ref_w2c[i], source="retrieval",
-                         detail={"reference": self.reference_names[i], "score": s})
+    def retrieval_priors(self, image_rgb: np.ndarray) -> list[PosePrior]:
+        """The retrieval hypotheses of an image, best first: its
+        ``localization.retrieval_top_k`` best reference views, each at least
+        ``retrieval_distinct_rel`` (of the scene extent) or ``retrieval_distinct_deg``
+        from every better one (a near-duplicate would give the same first round)."""
+        lc = self.cfg.localization
+        k = max(1, lc.retrieval_top_k)
+        limits = (lc.retrieval_distinct_rel * self.extent, lc.retrieval_distinct_deg)
+        poses = self.retrieval.w2c_opencv.cpu().numpy()
+        kept: list[tuple[int, float]] = []
+        for i, s in self.retrieve(image_rgb, k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS):
+            c2w = invert_pose(poses[i])
+            near = (pose_error(c2w, invert_pose(poses[j])) for j, _ in kept)
+            if any(dt <= limits[0] and dr <= limits[1] for dt, dr in near):
+                continue
+            kept.append((i, s))
+            if len(kept) == k:
+                break
+        refs = self.retrieval.reference.cpu().numpy()
+        return [
+            PosePrior(poses[i], source="retrieval",
+                      detail={"reference": self.reference_names[refs[i]], "index_row": int(i), "score": s, "rank": r})
+            for r, (i, s) in enumerate(kept)
+        ]
 
     @torch.no_grad()
     def render_at(
@@ -131,6 +155,44 @@ class CrossfireRelocalizer(Relocalizer):
         return desc, torch.from_numpy(out["points"]).to(self.device), torch.from_numpy(out["accumulation"]).to(self.device)
 
     # ------------------------------------------------------------ localize
+    def _round(self, query_map: torch.Tensor, cam_desc: Camera, w2c_opencv: np.ndarray, stride: int,
+               window: int | None, clock, lat: dict) -> tuple[PnPResult | None, IterationRecord, str]:
+        """One render -> match -> PnP round from ``w2c_opencv``: the PnP result (None on
+        failure), its history record and why it failed ("" on success)."""
+        lc = self.cfg.localization
+        t0 = clock()
+        desc_r, points_r, acc_r = self.render_at(cam_desc, w2c_opencv, stride)
+        lat["render"] += (clock() - t0) * 1e3
+
+        t0 = clock()
+        valid = acc_r > lc.min_accumulation
+        vidx = valid.nonzero().squeeze(-1)
+        desc_v = torch.zeros_like(desc_r)
+        desc_v[vidx] = desc_r[vidx]  # transparent rays cannot match (zero similarity)
+        ir, cell, _ = match_coarse_to_fine(desc_v, query_map, stride, lc.min_similarity, lc.refine_margin, window=window)
+        cell_f = cell.float()
+        if lc.subpixel_refinement:
+            cell_f = cell_f + subpixel_offsets(query_map, cell, desc_v[ir])
+        uv_desc = cell_f.flip(-1) + 0.5  # (col, row) of the cell centre in cam_desc pixels
+        pts = points_r[ir].double().cpu().numpy()
+        uv = uv_desc.double().cpu().numpy()
+        lat["match"] += (clock() - t0) * 1e3
+        n_matches = int(ir.numel())
+        if n_matches < lc.min_matches:
+            return None, IterationRecord(None, n_matches, 0), f"{n_matches} matches < min_matches={lc.min_matches}"
+
+        t0 = clock()
+        pnp = pnp_ransac(uv, pts, cam_desc, lc.pnp)
+        lat["pnp"] += (clock() - t0) * 1e3
+        if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.min_inlier_ratio:
+            why = pnp.reason or (
+                f"{pnp.num_inliers} inliers of {n_matches} matches "
+                f"(min_inliers={lc.min_inliers}, min_inlier_ratio={lc.min_inlier_ratio})"
+            )
+            return None, IterationRecord(None, n_matches, pnp.num_inliers), f"PnP failed: {why}"
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
+        return pnp, IterationRecord(pnp.w2c_opencv, n_matches, pnp.num_inliers, dt, dr), ""
+
     @torch.no_grad()
     def localize(self, image_rgb: np.ndarray, camera: Camera, prior: PosePrior | None) -> LocalizationResult:
         lc = self.cfg.localization
@@ -151,71 +213,60 @@ class CrossfireRelocalizer(Relocalizer):
         if prior is None:
             t0 = clock()
             try:
-                prior = self.retrieval_prior(image_rgb)
+                hypotheses = self.retrieval_priors(image_rgb)
             except ValueError as e:
                 result.reason = f"no prior and no retrieval: {e}"
                 return result
             lat["retrieval"] += (clock() - t0) * 1e3
-            result.prior = prior
+        else:
+            hypotheses = [prior]
 
         t0 = clock()
         cam_desc, cam_cnn = descriptor_map_camera(camera, lc.match_long_side, lc.match_short_side)
         query_map = self.extract(self._cnn_input(image_rgb, cam_cnn.width, cam_cnn.height))[0].contiguous()
         lat["extract"] += (clock() - t0) * 1e3
 
-        w2c = prior.w2c_opencv.copy()
-        best = None
-        for it in range(lc.max_iterations):
-            t0 = clock()
+        def stride_of(it: int) -> int:
             # Coarser blocks before the last iteration: the basin is wide and the cost a
             # quarter; the last one at render_stride sets the precision.
             last = it == lc.max_iterations - 1
-            stride = lc.render_stride if last or lc.early_render_stride <= 0 else lc.early_render_stride
-            desc_r, points_r, acc_r = self.render_at(cam_desc, w2c, stride)
-            lat["render"] += (clock() - t0) * 1e3
+            return lc.render_stride if last or lc.early_render_stride <= 0 else lc.early_render_stride
 
-            t0 = clock()
-            valid = acc_r > lc.min_accumulation
-            vidx = valid.nonzero().squeeze(-1)
-            desc_v = torch.zeros_like(desc_r)
-            desc_v[vidx] = desc_r[vidx]  # transparent rays cannot match (zero similarity)
+        # First round from every hypothesis; the one with the most inliers goes on.
+        first = []
+        for h in hypotheses:
+            first.append(self._round(query_map, cam_desc, h.w2c_opencv, stride_of(0), None, clock, lat))
+        ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
+        win = max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0
+        result.prior = hypotheses[win]
+        if len(hypotheses) > 1:
+            result.prior.detail["hypotheses"] = [
+                {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches}
+                for h, (_, rec, _) in zip(hypotheses, first)
+            ]
+        pnp, rec, why = first[win]
+        result.history.append(rec)
+        best = None
+        if pnp is None:
+            result.reason = f"iteration 1: {why}" + (f" (best of {len(hypotheses)} retrieval hypotheses)" if len(hypotheses) > 1 else "")
+        else:
+            best = (pnp, rec.num_matches)
+        w2c = pnp.w2c_opencv if pnp is not None else None
+        for it in range(1, lc.max_iterations):
+            if best is None or (rec.pose_update_m < lc.converged_translation_rel * self.extent
+                                and rec.pose_update_deg < lc.converged_rotation_deg):
+                break
             # The last iteration starts from this frame's own estimate: guided matching.
             window = None
-            if last and best is not None and lc.guided_radius_cells > 0:
-                window = -(-lc.guided_radius_cells // stride)  # cells -> blocks, rounded up
-            ir, cell, _ = match_coarse_to_fine(
-                desc_v, query_map, stride, lc.min_similarity, lc.refine_margin, window=window
-            )
-            cell_f = cell.float()
-            if lc.subpixel_refinement:
-                cell_f = cell_f + subpixel_offsets(query_map, cell, desc_v[ir])
-            uv_desc = cell_f.flip(-1) + 0.5  # (col, row) of the cell centre in cam_desc pixels
-            pts = points_r[ir].double().cpu().numpy()
-            uv = uv_desc.double().cpu().numpy()
-            lat["match"] += (clock() - t0) * 1e3
-            n_matches = int(ir.numel())
-            if n_matches < lc.min_matches:
-                result.history.append(IterationRecord(None, n_matches, 0))
-                result.reason = f"iteration {it + 1}: {n_matches} matches < min_matches={lc.min_matches}"
+            if it == lc.max_iterations - 1 and lc.guided_radius_cells > 0:
+                window = -(-lc.guided_radius_cells // stride_of(it))  # cells -> blocks, rounded up
+            pnp, rec, why = self._round(query_map, cam_desc, w2c, stride_of(it), window, clock, lat)
+            result.history.append(rec)
+            if pnp is None:
+                result.reason = f"iteration {it + 1}: {why}"
                 break
-
-            t0 = clock()
-            pnp = pnp_ransac(uv, pts, cam_desc, lc.pnp)
-            lat["pnp"] += (clock() - t0) * 1e3
-            if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.min_inlier_ratio:
-                result.history.append(IterationRecord(None, n_matches, pnp.num_inliers))
-                why = pnp.reason or (
-                    f"{pnp.num_inliers} inliers of {n_matches} matches "
-                    f"(min_inliers={lc.min_inliers}, min_inlier_ratio={lc.min_inlier_ratio})"
-                )
-                result.reason = f"iteration {it + 1}: PnP failed: {why}"
-                break
-            dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c))
-            result.history.append(IterationRecord(pnp.w2c_opencv, n_matches, pnp.num_inliers, dt, dr))
-            best = (pnp, n_matches)
+            best = (pnp, rec.num_matches)
             w2c = pnp.w2c_opencv
-            if dt < lc.converged_translation_rel * self.extent and dr < lc.converged_rotation_deg:
-                break
 
         result.iterations = len(result.history)
         result.latency_ms = {k: lat[k] for k in STAGES if k in lat}
@@ -229,7 +280,7 @@ class CrossfireRelocalizer(Relocalizer):
         result.covariance = pnp.covariance
         result.num_matches = n_matches
         result.num_inliers = pnp.num_inliers
-        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(prior.w2c_opencv))
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(result.prior.w2c_opencv))
         if dt > lc.max_prior_translation_rel * self.extent or dr > lc.max_prior_rotation_deg:
             result.reason = (
                 f"implausible: the estimate is {dt:.2f} m / {dr:.1f} deg from the prior "

@@ -4,8 +4,14 @@ No downloaded weights: the global descriptor of an image is a spatial pyramid of
 pooled descriptors of our own CROSSFIRE CNN (levels 1x1 and 2x2, each cell mean
 re-normalized, concatenated, L2-normalized), computed on reference views *rendered*
 from the neural map at build time — so the map bundle alone suffices to localize
-without a prior, as NeRFMatch's "NeRF-only" mode. The top-1 reference pose is the prior
-(as the paper uses DenseVLAD's top 1).
+without a prior, as NeRFMatch's "NeRF-only" mode. The paper takes DenseVLAD's top 1 as
+the prior; the relocalizer tries the top k (``localization.retrieval_top_k``).
+
+Besides the mapping poses, the index holds views rendered where no mapping camera
+looked: each mapping pose panned left and right about the camera's own vertical axis
+(``localization.retrieval_extra_yaw_deg``), so that a query looking elsewhere than the
+mapping walk did still finds a view that looks like it. Each row of the index keeps its
+pose (OpenCV world-to-camera) and the mapping view it came from.
 """
 
 from __future__ import annotations
@@ -44,15 +50,33 @@ def retrieval_input(image_rgb: np.ndarray, long_side: int, device) -> torch.Tens
 
 
 class RetrievalIndex(nn.Module):
-    """Global descriptors (N, K) of the map's reference views, stored in the bundle."""
+    """Global descriptors (N, K) of rendered views, their poses (N, 4, 4) OpenCV
+    world-to-camera and the mapping view each came from (N,), stored in the bundle."""
 
     def __init__(self, num_views: int = 0, dim: int = 0):
         super().__init__()
         self.register_buffer("descriptors", torch.zeros(num_views, dim))
+        self.register_buffer("w2c_opencv", torch.zeros(num_views, 4, 4, dtype=torch.float64))
+        self.register_buffer("reference", torch.zeros(num_views, dtype=torch.long))
+
+    @classmethod
+    def from_state(cls, state: dict, reference_w2c_opencv: np.ndarray) -> "RetrievalIndex":
+        """An index from a bundle's state; an index written before poses were stored
+        has one row per mapping view, in order."""
+        n, dim = state["descriptors"].shape
+        index = cls(n, dim)
+        if "w2c_opencv" not in state:
+            if n != len(reference_w2c_opencv):
+                raise ValueError(f"retrieval index has {n} rows but the map has {len(reference_w2c_opencv)} reference views")
+            state = {**state, "w2c_opencv": torch.from_numpy(np.asarray(reference_w2c_opencv, np.float64)),
+                     "reference": torch.arange(n)}
+        index.load_state_dict({"descriptors": state["descriptors"].float(), "w2c_opencv": state["w2c_opencv"].double(),
+                               "reference": state["reference"].long()})
+        return index
 
     @torch.no_grad()
     def query(self, g: torch.Tensor, top_k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and cosine scores of the ``top_k`` most similar reference views."""
+        """Row indices and cosine scores of the ``top_k`` most similar views."""
         if self.descriptors.shape[0] == 0:
             raise ValueError("the map's retrieval index is empty")
         sims = self.descriptors.to(g.dtype) @ g
@@ -61,25 +85,43 @@ class RetrievalIndex(nn.Module):
         return i.cpu().numpy(), s.cpu().numpy()
 
 
+def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
+    """The camera turned by ``yaw_deg`` about its own vertical (OpenGL y) axis, in place."""
+    a = np.radians(yaw_deg)
+    R = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+    out = np.array(c2w_opengl, dtype=np.float64, copy=True)
+    out[:3, :3] = out[:3, :3] @ R
+    return out
+
+
 @torch.no_grad()
 def build_retrieval_index(
     model, cnn, data, cfg: LocalizationConfig, progress: Callable | None = None
 ) -> RetrievalIndex:
-    """Render every reference view of ``data`` (mean appearance) and index it."""
+    """Render every reference view of ``data`` (mean appearance), and each panned by
+    ``cfg.retrieval_extra_yaw_deg``, and index them."""
+    from ...geometry.frames import opencv_w2c_from_opengl_c2w
+
     was_cnn, was_model = cnn.training, model.training
     cnn.eval()
     model.eval()
-    rows = []
-    it = range(len(data)) if progress is None else progress(range(len(data)), desc="retrieval index")
-    for i in it:
+    views = [(i, 0.0) for i in range(len(data))] + [(i, y) for y in cfg.retrieval_extra_yaw_deg for i in range(len(data))]
+    rows, poses, refs = [], [], []
+    it = views if progress is None else progress(views, desc="retrieval index")
+    for i, yaw in it:
         cam = data.camera(i)
+        c2w = panned_c2w_opengl(data.c2w_opengl[i], yaw) if yaw else data.c2w_opengl[i]
         x = retrieval_input(np.zeros((cam.height, cam.width, 3), np.uint8), cfg.retrieval_long_side, model.device)
         cam_r = cam.resized(x.shape[-1], x.shape[-2])
-        rgb = model.render_view(cam_r, data.c2w_opengl[i], ("rgb",), num_fine=cfg.render_samples)["rgb"]
+        rgb = model.render_view(cam_r, c2w, ("rgb",), num_fine=cfg.render_samples)["rgb"]
         x = torch.from_numpy(np.clip(rgb, 0, 1)).to(model.device).permute(2, 0, 1)[None].float()
         rows.append(global_descriptor(cnn(x)))
+        poses.append(opencv_w2c_from_opengl_c2w(c2w))
+        refs.append(i)
     cnn.train(was_cnn)
     model.train(was_model)
     index = RetrievalIndex(len(rows), rows[0].numel())
     index.descriptors.copy_(torch.stack(rows))
+    index.w2c_opencv.copy_(torch.from_numpy(np.stack(poses)))
+    index.reference.copy_(torch.tensor(refs))
     return index

@@ -1,0 +1,105 @@
+"""CROSSFIRE retrieval: the index of rendered views (mapping poses and panned ones),
+old indices without poses, and the top-k hypotheses kept by inlier count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neural_reloc.geometry.camera import Camera
+from neural_reloc.geometry.frames import opencv_w2c_from_opengl_c2w
+from neural_reloc.geometry.se3 import invert_pose, pose_error
+from neural_reloc.methods.crossfire import feature_extractor as fe
+from neural_reloc.methods.crossfire.config import LocalizationConfig
+from neural_reloc.methods.crossfire.retrieval import RetrievalIndex, build_retrieval_index, panned_c2w_opengl
+from test_crossfire import _tiny_map
+
+
+def _poses(n: int) -> np.ndarray:
+    out = []
+    for k in range(n):
+        T = np.eye(4)
+        a = 2 * np.pi * k / n
+        T[:3, :3] = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        T[:3, 3] = [0.1 * k, 0.0, -0.5]
+        out.append(T)
+    return np.stack(out)
+
+
+def test_panned_view_turns_about_the_camera_vertical_axis():
+    c2w = _poses(3)[1]
+    for yaw in (-35.0, 20.0):
+        p = panned_c2w_opengl(c2w, yaw)
+        t, r = pose_error(p, c2w)
+        assert t == pytest.approx(0.0) and r == pytest.approx(abs(yaw))
+        np.testing.assert_allclose(p[:3, 1], c2w[:3, 1], atol=1e-12)  # up axis unchanged
+
+
+class _Views:
+    """The slice of PosedImages that build_retrieval_index reads."""
+
+    def __init__(self, c2w_opengl):
+        self.c2w_opengl = c2w_opengl
+
+    def __len__(self):
+        return len(self.c2w_opengl)
+
+    def camera(self, i):
+        return Camera(width=64, height=48, fx=50.0, fy=50.0, cx=32.0, cy=24.0)
+
+
+def test_index_holds_mapping_and_panned_views_with_their_poses():
+    model = _tiny_map()
+    cnn = fe.FeatureExtractor(dim=16, channels=(8, 8, 16, 16, 16, 16, 16)).eval()
+    c2w = _poses(3)
+    cfg = LocalizationConfig(retrieval_long_side=16, render_samples=4, retrieval_extra_yaw_deg=(-30.0, 30.0))
+    index = build_retrieval_index(model, cnn, _Views(c2w), cfg)
+    assert index.descriptors.shape[0] == 9
+    assert index.reference.tolist() == [0, 1, 2] * 3
+    for row in range(9):
+        ref = int(index.reference[row])
+        yaw = (0.0, -30.0, 30.0)[row // 3]
+        want = opencv_w2c_from_opengl_c2w(panned_c2w_opengl(c2w[ref], yaw))
+        np.testing.assert_allclose(index.w2c_opencv[row].numpy(), want, atol=1e-9)
+    norms = index.descriptors.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    # round trip through a bundle's state
+    again = RetrievalIndex.from_state(index.state_dict(), np.zeros((3, 4, 4)))
+    torch.testing.assert_close(again.w2c_opencv, index.w2c_opencv)
+
+
+def test_index_written_before_poses_maps_rows_to_reference_views():
+    ref_w2c = np.stack([opencv_w2c_from_opengl_c2w(T) for T in _poses(4)])
+    old = {"descriptors": torch.nn.functional.normalize(torch.randn(4, 8), dim=1)}
+    index = RetrievalIndex.from_state(old, ref_w2c)
+    assert index.reference.tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(index.w2c_opencv.numpy(), ref_w2c)
+    with pytest.raises(ValueError, match="reference views"):
+        RetrievalIndex.from_state(old, ref_w2c[:3])
+
+
+@pytest.fixture(scope="module")
+def relocalizer(crossfire_map):
+    from neural_reloc.methods.registry import load_relocalizer
+
+    return load_relocalizer(crossfire_map[0], "cpu")
+
+
+def test_retrieval_hypotheses_are_distinct_and_the_best_one_goes_on(crossfire_map, relocalizer):
+    from neural_reloc.data import load_dataset
+
+    data = load_dataset(crossfire_map[1])
+    lc = relocalizer.cfg.localization
+    i = data.indices("test")[5]
+    hyps = relocalizer.retrieval_priors(data.image(i))
+    assert 1 <= len(hyps) <= lc.retrieval_top_k
+    for a in range(len(hyps)):
+        for b in range(a):
+            t, r = pose_error(invert_pose(hyps[a].w2c_opencv), invert_pose(hyps[b].w2c_opencv))
+            assert t > lc.retrieval_distinct_rel * relocalizer.extent or r > lc.retrieval_distinct_deg
+    res = relocalizer.localize(data.image(i), data.camera(i), None)
+    tried = res.prior.detail.get("hypotheses", [])
+    assert len(tried) == len(hyps)
+    if res.success:  # the winner has the most first-round inliers
+        assert res.history[0].num_inliers == max(h["inliers"] for h in tried)
