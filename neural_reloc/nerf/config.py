@@ -127,6 +127,14 @@ class NeRFTrainConfig:
     # Samples ending within this fraction of the measured distance in front of the
     # surface are exempt from the free-space term (depth noise, surface thickness).
     free_space_margin: float = 0.05
+    # Without depth images (or with use_depth false): supervise the depth at SIFT
+    # keypoints triangulated from the known poses (the classical pipeline's points, as
+    # DS-NeRF does with COLMAP's), with the two terms above. Photometric training alone
+    # leaves the geometry of plain or rarely seen surfaces free (fog near the cameras).
+    keypoint_depth: bool = True
+    # Rays per step drawn from the keypoint pixels for those terms (~1% of the pixels:
+    # the random photometric batch alone would rarely hit them).
+    keypoint_depth_rays: int = 1024
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .config import NeuralMapConfig
 from .neural_map import NeuralMap, RayBatch
 from .rays import c2w_opencv_tensor, camera_params, pixel_dirs_opencv
 from .scene import SceneNormalization
+from .sparse_depth import KeypointDepth
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Virtual views for the depth-smoothness prior sit between an image and one of its
@@ -46,7 +47,8 @@ class TrainState:
 
 class TrainingImages:
     """Training pixels flattened: colours, image index, pixel coordinates and (when the
-    data has depth and ``load_depth``) the measured distance along each pixel's ray.
+    data has depth and ``load_depth``, or ``keypoint_depth`` is given) the measured
+    distance along each pixel's ray.
 
     Pixels a mask marks invalid (:meth:`PosedImages.mask`) are left out, so random rays
     never see them.
@@ -58,11 +60,14 @@ class TrainingImages:
         device: torch.device,
         progress: Callable | None = None,
         load_depth: bool = True,
+        keypoint_depth: KeypointDepth | None = None,
     ):
         self.data = data
         self.cameras = [data.camera(i) for i in range(len(data))]
         self.params = camera_params(self.cameras, device)
         with_depth = load_depth and data.depth_paths is not None
+        if with_depth and keypoint_depth is not None:
+            raise ValueError("TrainingImages: depth images and keypoint depth are exclusive")
         cols, idx, uvs, dists, self.images = [], [], [], [], []
         it = range(len(data)) if progress is None else progress(range(len(data)), desc="loading images")
         for i in it:
@@ -78,6 +83,8 @@ class TrainingImages:
             idx.append(np.full(len(uvs[-1]), i, dtype=np.int32))
             if with_depth:
                 dists.append(self._ray_distance(i, data.depth(i), uv)[keep])
+            elif keypoint_depth is not None:
+                dists.append(_keypoint_distance_image(keypoint_depth.uv[i], keypoint_depth.distance[i], w, h)[keep])
         if not sum(len(c) for c in cols):
             raise ValueError(f"{data.source}: the masks leave no valid pixel to train on")
         self.colors = torch.from_numpy(np.concatenate(cols)).to(device)
@@ -85,7 +92,12 @@ class TrainingImages:
         self.pixel = torch.from_numpy(np.concatenate(uvs)).to(device)
         #: Measured distance along each pixel's ray in metres (0 = no measurement), or
         #: None when the data has no depth (or it is not used).
-        self.distance = torch.from_numpy(np.concatenate(dists)).to(device) if with_depth else None
+        self.distance = torch.from_numpy(np.concatenate(dists)).to(device) if dists else None
+        #: The flattened pixels with a measurement, when they are few (keypoint depth):
+        #: the depth terms then get rays of their own (random_depth_rays).
+        self.depth_pixels = (
+            None if keypoint_depth is None else (self.distance > 0).nonzero().squeeze(-1)
+        )
         self.c2w_opencv = c2w_opencv_tensor(data.c2w_opengl, device)
         self.num_pixels = self.colors.shape[0]
         centers = data.c2w_opengl[:, :3, 3]
@@ -106,6 +118,17 @@ class TrainingImages:
     @property
     def has_depth(self) -> bool:
         return self.distance is not None
+
+    def random_depth_rays(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[RayBatch, torch.Tensor, torch.Tensor] | None:
+        """``n`` random rays among the pixels with a sparse (keypoint) measurement, as
+        :meth:`random_rays`; None when the depth is dense or absent."""
+        if self.depth_pixels is None or self.depth_pixels.numel() == 0:
+            return None
+        dev = self.colors.device
+        pick = torch.randint(0, self.depth_pixels.numel(), (n,), device=dev, generator=generator)
+        return self.rays(self.depth_pixels[pick])
 
     def random_rays(
         self, n: int, generator: torch.Generator | None = None
@@ -159,6 +182,15 @@ class TrainingImages:
         rgb = self.colors[sel].float() / 255.0
         dist = None if self.distance is None else self.distance[sel]
         return RayBatch(o, d, dirs_cam[:, 2], img), rgb, dist
+
+
+def _keypoint_distance_image(uv: np.ndarray, distance: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Flattened (h * w,) distances: the keypoints' in their pixels, 0 elsewhere."""
+    out = np.zeros(height * width, dtype=np.float32)
+    col, row = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    ok = (col >= 0) & (col < width) & (row >= 0) & (row < height) & (distance > 0)
+    out[row[ok] * width + col[ok]] = distance[ok]
+    return out
 
 
 def depth_tv(depth_patches: torch.Tensor) -> torch.Tensor:
@@ -242,15 +274,34 @@ class NeuralMapTrainer:
         self.extra_modules: dict[str, nn.Module] = {}
         self.setup_extras()
         t = cfg.train
-        load_depth = t.use_depth and (t.depth_weight > 0 or t.free_space_weight > 0)
-        self.images = TrainingImages(self.data, device, progress, load_depth=load_depth)
+        depth_terms = t.depth_weight > 0 or t.free_space_weight > 0
+        load_depth = t.use_depth and depth_terms
+        kp_depth = None
+        if depth_terms and t.keypoint_depth and not (load_depth and data.depth_paths is not None):
+            kp_depth = self._keypoint_depth(self.data)
+        self.images = TrainingImages(self.data, device, progress, load_depth=load_depth, keypoint_depth=kp_depth)
         if self.images.has_depth:
             frac = float((self.images.distance > 0).float().mean())
-            self.log(f"depth supervision: {100 * frac:.1f}% of the training pixels have a depth measurement")
+            self.log(f"depth supervision: {100 * frac:.2f}% of the training pixels have a depth measurement"
+                     + (" (triangulated keypoints)" if kp_depth is not None else ""))
         self.optimizer = self.make_optimizer()
         self.state = TrainState()
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.train.seed)
+
+    def _keypoint_depth(self, data: PosedImages) -> KeypointDepth | None:
+        """Triangulated keypoint depth of the training images (None, logged, when
+        nothing can be triangulated: training is then photometric only)."""
+        from .sparse_depth import keypoint_depth
+
+        try:
+            kd = keypoint_depth(data, self.progress)
+        except ValueError as e:
+            self.log(f"no keypoint depth ({e}); training photometrically only")
+            return None
+        self.log(f"keypoint depth: {kd.count} triangulated keypoints in {len(data)} training images "
+                 f"(mean reprojection error {kd.stats.get('mean_reprojection_error_px', float('nan')):.2f} px)")
+        return kd
 
     # ------------------------------------------------------------ hooks
     def modules_to_save(self) -> dict[str, nn.Module]:
@@ -360,7 +411,9 @@ class NeuralMapTrainer:
     def photometric_losses(self) -> dict[str, torch.Tensor]:
         t = self.cfg.train
         rays, rgb_gt, dist_gt = self.images.random_rays(t.rays_per_batch, self.generator)
-        with_depth = dist_gt is not None
+        # Dense depth (images) on the photometric rays; sparse (keypoint) depth on rays
+        # of its own below.
+        with_depth = dist_gt is not None and self.images.depth_pixels is None
         outputs = ("rgb", "accumulation") + (("distance",) if with_depth else ())
         out = self.model.render_rays(rays, outputs, randomized=True)
         losses = {"mse": (self.composite_background(out) - rgb_gt).square().mean()}
@@ -372,6 +425,18 @@ class NeuralMapTrainer:
             losses["free_space"] = t.free_space_weight * free_space_loss(
                 out["weights"], out["t1"], dist_gt, t.free_space_margin
             )
+        sparse = self.images.random_depth_rays(t.keypoint_depth_rays, self.generator) if t.keypoint_depth_rays else None
+        if sparse is not None:  # keypoint depth: rays of its own, it is ~1% of the pixels
+            kr, _, kd = sparse
+            kout = self.model.render_rays(kr, ("distance",), randomized=True)
+            if t.depth_weight > 0:
+                losses["keypoint_depth"] = t.depth_weight * expected_depth_loss(
+                    kout["distance"], kd, kout["t1"][:, -1], self.scene.extent, t.depth_huber_delta
+                )
+            if t.free_space_weight > 0:
+                losses["keypoint_free_space"] = t.free_space_weight * free_space_loss(
+                    kout["weights"], kout["t1"], kd, t.free_space_margin
+                )
         if t.distortion_weight > 0:
             # The sample intervals' own ends: t_mid is the midpoint in s-space, so
             # t_mid +- delta/2 is not an interval (and can be < 0) in contracted scenes.

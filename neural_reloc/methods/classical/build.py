@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,45 +27,50 @@ from ...data.posed_images import PosedImages
 from ...map_bundle import ReferenceViews
 from ..registry import BuiltMap
 from .config import ClassicalConfig
-from .features import SiftExtractor, quantize_descriptors
+from .features import Features, SiftExtractor, quantize_descriptors
 from .matching import epipolar_inliers, mutual_nn_ratio, torch_threads
 from .pairs import mapping_pairs
 from .retrieval import train_vocabulary, vlad
 from .storage import PREFIX, ClassicalMap
 from .tracks import build_tracks
-from .triangulation import triangulate_tracks
+from .triangulation import Triangulation, triangulate_tracks
 
 
 def _iterate(progress: Callable | None, items, desc: str):
     return items if progress is None else progress(items, desc=desc)
 
 
-def build_classical_map(
-    train: PosedImages,
-    cfg: ClassicalConfig,
-    device=None,
-    work_dir: Path | None = None,
-    progress: Callable | None = None,
-    log: Callable[[str], None] = print,
-) -> BuiltMap:
-    """The classical map of ``train`` (all its frames are mapping images). ``device``
-    and ``work_dir`` are unused: SIFT and matching run on the CPU, nothing is cached."""
-    n = len(train)
+@dataclass
+class KnownPoseReconstruction:
+    """Steps 1-5: features of every image and the points triangulated from them."""
+
+    features: list[Features]
+    triangulation: Triangulation
+    counts: dict
+    seconds: dict
+
+
+def triangulate_known_poses(
+    data: PosedImages, cfg: ClassicalConfig, progress: Callable | None = None
+) -> KnownPoseReconstruction:
+    """SIFT, pose-neighbour matching verified by the known poses, tracks and filtered
+    triangulation of every frame of ``data`` (steps 1-5 above). Also the sparse depth
+    supervision of RGB-only neural maps (:mod:`neural_reloc.nerf.sparse_depth`)."""
+    n = len(data)
     if n < 2:
-        raise ValueError(f"{train.source}: a classical map needs at least 2 mapping images, got {n}")
+        raise ValueError(f"{data.source}: triangulation needs at least 2 posed images, got {n}")
     mc = cfg.matching
     if mc.num_neighbors < 1 or mc.max_epipolar_error_px <= 0 or mc.min_verified_matches < 1:
         raise ValueError("matching: num_neighbors, max_epipolar_error_px and min_verified_matches must be positive")
     seconds: dict[str, float] = {}
-    cameras = [train.camera(i) for i in range(n)]
-    w2c = np.stack([train.w2c_opencv(i) for i in range(n)])
+    cameras = [data.camera(i) for i in range(n)]
+    w2c = np.stack([data.w2c_opencv(i) for i in range(n)])
 
     t0 = time.perf_counter()
     extractor = SiftExtractor(cfg.features)
     feats = []
     for i in _iterate(progress, range(n), "SIFT"):
-        image = train.image(i)
-        feats.append(extractor.extract(image))
+        feats.append(extractor.extract(data.image(i)))
     seconds["extract_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -89,10 +95,34 @@ def build_classical_map(
     seconds["triangulate_s"] = time.perf_counter() - t0
     if len(tri.points3d) == 0:
         raise ValueError(
-            f"{train.source}: no 3D point survived triangulation ({len(verified)} of {len(pairs)} pairs with "
+            f"{data.source}: no 3D point survived triangulation ({len(verified)} of {len(pairs)} pairs with "
             f"verified matches); the images may be too weakly textured for SIFT (features.peak_threshold) or "
             f"the poses wrong (matching.max_epipolar_error_px)"
         )
+    counts = {
+        "keypoints_per_image": float(np.mean([len(f) for f in feats])),
+        "pairs": len(pairs),
+        "pairs_verified": len(verified),
+        "matches": raw,
+        "matches_verified": kept,
+        **tri.stats,
+    }
+    return KnownPoseReconstruction(feats, tri, counts, seconds)
+
+
+def build_classical_map(
+    train: PosedImages,
+    cfg: ClassicalConfig,
+    device=None,
+    work_dir: Path | None = None,
+    progress: Callable | None = None,
+    log: Callable[[str], None] = print,
+) -> BuiltMap:
+    """The classical map of ``train`` (all its frames are mapping images). ``device``
+    and ``work_dir`` are unused: SIFT and matching run on the CPU, nothing is cached."""
+    rec = triangulate_known_poses(train, cfg, progress)
+    feats, tri, counts, seconds = rec.features, rec.triangulation, rec.counts, rec.seconds
+    cameras = [train.camera(i) for i in range(len(train))]
 
     t0 = time.perf_counter()
     rc = cfg.retrieval
@@ -114,18 +144,11 @@ def build_classical_map(
         vocabulary=vocabulary,
         vlad=vlads,
     )
-    counts = {
-        "keypoints_per_image": float(np.mean([len(f) for f in feats])),
-        "pairs": len(pairs),
-        "pairs_verified": len(verified),
-        "matches": raw,
-        "matches_verified": kept,
-        **tri.stats,
-    }
     log(
         f"classical map: {counts['points3d']} points from {counts['tracks']} tracks "
-        f"({counts['keypoints_per_image']:.0f} keypoints/image, {kept} of {raw} matches verified in "
-        f"{len(verified)} of {len(pairs)} pairs), mean reprojection error {counts['mean_reprojection_error_px']:.2f} px"
+        f"({counts['keypoints_per_image']:.0f} keypoints/image, {counts['matches_verified']} of {counts['matches']} "
+        f"matches verified in {counts['pairs_verified']} of {counts['pairs']} pairs), mean reprojection error "
+        f"{counts['mean_reprojection_error_px']:.2f} px"
     )
     references = ReferenceViews(
         names=list(train.names), cameras=[c.to_dict() for c in cameras], c2w_opengl=train.c2w_opengl
