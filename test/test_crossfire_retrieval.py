@@ -103,3 +103,46 @@ def test_retrieval_hypotheses_are_distinct_and_the_best_one_goes_on(crossfire_ma
     assert len(tried) == len(hyps)
     if res.success:  # the winner has the most first-round inliers
         assert res.history[0].num_inliers == max(h["inliers"] for h in tried)
+
+
+# ------------------------------------------------------------ flow refinement
+def test_flow_matches_recover_a_known_shift():
+    """A textured render and a query shifted by (2.3, -1.4) px: the flow matches map
+    each render pixel's point to its shifted position, sub-pixel."""
+    import cv2
+
+    from neural_reloc.methods.crossfire.refinement import flow_matches
+
+    rng = np.random.default_rng(0)
+    h, w = 96, 128
+    base = cv2.GaussianBlur(rng.random((h + 20, w + 20)).astype(np.float32), (0, 0), 2.0)
+    base = (base - base.min()) / (base.max() - base.min())
+    shift = np.array([2.3, -1.4])
+    M = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    query = cv2.warpAffine(base, M, (w + 20, h + 20), flags=cv2.INTER_LINEAR)[10:-10, 10:-10]
+    render = base[10:-10, 10:-10]
+    vv, uu = np.mgrid[0:h, 0:w]
+    points = np.stack([uu + 0.5, vv + 0.5, np.ones_like(uu)], -1).astype(np.float64)  # "world" = render pixel
+    q_rgb = (np.repeat(query[..., None], 3, -1) * 255).astype(np.uint8)
+    fm = flow_matches(np.repeat(render[..., None], 3, -1), points, np.ones((h, w)), q_rgb,
+                      min_accumulation=0.5, min_gradient=2.0, consistency_px=0.5, max_points=5000)
+    assert len(fm.uv) > 1000
+    err = fm.uv - (fm.points[:, :2] + shift)
+    assert np.median(np.abs(err)) < 0.15, np.median(np.abs(err), axis=0)
+    # A flat render has no texture: no matches.
+    none = flow_matches(np.full((h, w, 3), 0.5), points, np.ones((h, w)), q_rgb,
+                        min_accumulation=0.5, min_gradient=2.0, consistency_px=0.5, max_points=5000)
+    assert len(none.uv) == 0 and none.candidates == 0
+
+
+def test_colour_at_the_heaviest_samples_matches_the_full_render():
+    m = _tiny_map()
+    from test_crossfire import _rays
+
+    rays = _rays(128)
+    with torch.no_grad():
+        full = m.render_rays(rays, ("rgb", "accumulation"))
+        top = m.render_rays(rays, ("rgb", "accumulation"), color_samples=8)
+    torch.testing.assert_close(top["accumulation"], full["accumulation"])
+    # the colour of the 8 heaviest samples rescaled to the opacity: close to the full sum
+    assert (top["rgb"] - full["rgb"]).abs().mean() < 0.05

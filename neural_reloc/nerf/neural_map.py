@@ -92,6 +92,7 @@ class NeuralMap(nn.Module):
         heads_train_field: bool = True,
         head_samples: int | None = None,
         num_coarse: int | None = None,
+        color_samples: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Volume-render ``outputs`` for a batch of rays (differentiable).
 
@@ -104,6 +105,10 @@ class NeuralMap(nn.Module):
         descriptor training renders, :func:`cache_surface_samples`); the heads are the
         costliest part of a descriptor render and most samples near a surface carry
         little weight.
+
+        ``color_samples=k``: the same for the colour (``rgb``): the colour MLP runs at the
+        k heaviest samples of each ray only (inference renders of opaque surfaces, where
+        the colour MLP is the costliest part).
 
         ``num_fine`` / ``num_coarse`` override the sampler's fine samples (network
         evaluations) and coarse proposal samples per ray.
@@ -156,7 +161,8 @@ class NeuralMap(nn.Module):
         heads = [k for k in outputs if k in field.heads]
         layers = [k for k in outputs if k in ("encoding", "density_hidden", "geo_feat")]
         topk_heads = bool(heads) and head_samples is not None and head_samples < s
-        if need_color or (heads and not topk_heads):
+        topk_color = need_color and color_samples is not None and color_samples < s
+        if (need_color and not topk_color) or (heads and not topk_heads):
             w_live = weights.reshape(-1)[live]
             if torch.is_grad_enabled():
                 keep = torch.arange(live.numel(), device=live.device)
@@ -164,21 +170,25 @@ class NeuralMap(nn.Module):
                 keep = (w_live > MIN_WEIGHT_FOR_APPEARANCE).nonzero().squeeze(-1)
             ray_of = live[keep] // s
             needed = set() if topk_heads else set(i for h in heads for i in field.heads[h].inputs)
-            if need_color:
+            if need_color and not topk_color:
                 needed.update(("geo_feat", "encoding"))
             geo_k = {k: geo[k][keep] for k in needed}
             wk = w_live[keep][:, None]
         if need_color:
+            if topk_color:
+                geo_c, w_c, ray_c = self._heaviest_samples(geo, weights, live, acc, color_samples, ("geo_feat", "encoding"))
+            else:
+                geo_c, w_c, ray_c = geo_k, wk, ray_of
             app = None
             if field.appearance is not None:
                 app = field.appearance_codes(
-                    None if rays.image_index is None else rays.image_index[ray_of], keep.numel(), x01.device
+                    None if rays.image_index is None else rays.image_index[ray_c], ray_c.numel(), x01.device
                 )
-            col = field.color(geo_k, rays.dirs[ray_of], app)
+            col = field.color(geo_c, rays.dirs[ray_c], app)
             for name in ("rgb", "color_hidden"):
                 if name in outputs:
                     v = col[name]
-                    out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(0, ray_of, v * wk)
+                    out[name] = torch.zeros(r, v.shape[-1], device=v.device, dtype=v.dtype).index_add(0, ray_c, v * w_c)
         if heads:
             if topk_heads:
                 geo_h, wk_h, ray_of_h = self._heaviest_samples(geo, weights, live, acc, head_samples, heads)
@@ -197,9 +207,10 @@ class NeuralMap(nn.Module):
             )
         return out
 
-    def _heaviest_samples(self, geo, weights, live, acc, k: int, heads):
-        """Field features, weights (rescaled to the ray's opacity) and ray index of the
-        k heaviest live samples of each ray."""
+    def _heaviest_samples(self, geo, weights, live, acc, k: int, inputs):
+        """Field features (``inputs``: feature names, or head names whose inputs are
+        gathered), weights (rescaled to the ray's opacity) and ray index of the k
+        heaviest live samples of each ray."""
         r, s = weights.shape
         idx, w = heaviest_samples(weights, acc, k)
         flat = (idx + torch.arange(r, device=idx.device)[:, None] * s).reshape(-1)
@@ -207,7 +218,9 @@ class NeuralMap(nn.Module):
         pos[live] = torch.arange(live.numel(), device=idx.device)
         sel = pos[flat]
         ok = (sel >= 0) & (w.reshape(-1) > 0)
-        needed = set(i for h in heads for i in self.field.heads[h].inputs)
+        needed = set()
+        for name in inputs:
+            needed.update(self.field.heads[name].inputs if name in self.field.heads else (name,))
         geo_h = {name: geo[name][sel[ok]] for name in needed}
         return geo_h, w.reshape(-1)[ok][:, None], flat[ok] // s
 
@@ -224,6 +237,7 @@ class NeuralMap(nn.Module):
         num_fine: int | None = None,
         head_samples: int | None = None,
         num_coarse: int | None = None,
+        color_samples: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Render a view (or a pixel subset) to numpy arrays.
 
@@ -251,7 +265,8 @@ class NeuralMap(nn.Module):
                 None if rays.image_index is None else rays.image_index[s : s + chunk],
             )
             res = self.render_rays(
-                sub, outputs, randomized=False, num_fine=num_fine, head_samples=head_samples, num_coarse=num_coarse
+                sub, outputs, randomized=False, num_fine=num_fine, head_samples=head_samples, num_coarse=num_coarse,
+                color_samples=color_samples,
             )
             for o in outputs:
                 parts[o].append(res[o])

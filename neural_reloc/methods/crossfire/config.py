@@ -170,6 +170,27 @@ class LocalizationConfig:
     pnp: PnPConfig = default(
         default_factory=lambda: PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
     )
+    # Refinement by the map's colours after the descriptor iterations (refinement.py):
+    # render RGB and points at the estimate, optical flow (DIS) from the render to the
+    # query, PnP; this many rounds (0 = off, the paper's descriptor matching only).
+    # Descriptor matches are quantized to matching cells and, on smooth surfaces, often
+    # a few cells off; flow is sub-pixel where the image has texture.
+    flow_refinement_iterations: int = 2
+    # Long side (pixels) of the render and of the query for the flow (the query's own
+    # size if smaller).
+    flow_refinement_long_side: int = 160
+    # Flow is used where the render's grey-level gradient is at least this (levels per
+    # pixel, Sobel / 8), and where forward and backward flow agree within this (pixels).
+    flow_min_gradient: float = 4.0
+    flow_consistency_px: float = 0.5
+    # At most this many flow correspondences go to PnP (a seeded random subset).
+    flow_max_points: int = 2000
+    # A refinement round is kept only with at least min_inliers and this inlier ratio.
+    flow_min_inlier_ratio: float = 0.3
+    # PnP of the refinement: threshold in pixels of the refinement camera.
+    flow_pnp: PnPConfig = default(
+        default_factory=lambda: PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+    )
     # Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees
     # 4x this), of rendered reference views (at build time) and of the query.
     retrieval_long_side: int = 40

@@ -31,10 +31,11 @@ from ..registry import map_method_config
 from .config import CrossfireConfig
 from .feature_extractor import FeatureExtractor
 from .matching import match_coarse_to_fine, subpixel_offsets
+from .refinement import flow_matches, refinement_camera
 from .retrieval import RetrievalIndex, global_descriptor, retrieval_input
 from .trainer import DESCRIPTOR_HEAD, descriptor_map_camera
 
-STAGES = ("retrieval", "extract", "render", "match", "pnp")
+STAGES = ("retrieval", "extract", "render", "match", "pnp", "refine")
 #: Retrieval candidates looked at per hypothesis kept (near-duplicates are skipped).
 RETRIEVAL_CANDIDATES_PER_HYPOTHESIS = 4
 
@@ -193,6 +194,38 @@ class CrossfireRelocalizer(Relocalizer):
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
         return pnp, IterationRecord(pnp.w2c_opencv, n_matches, pnp.num_inliers, dt, dr), ""
 
+    def _refine_by_flow(self, image_rgb: np.ndarray, camera: Camera, best: tuple, result: LocalizationResult) -> tuple:
+        """Up to ``flow_refinement_iterations`` rounds of render -> optical flow -> PnP
+        from the descriptor estimate (see :mod:`.refinement`); each accepted round is a
+        history record. Returns the best (PnP result, matches) so far."""
+        lc = self.cfg.localization
+        cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
+        query = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
+        for _ in range(lc.flow_refinement_iterations):
+            w2c = best[0].w2c_opencv
+            out = self.model.render_view(
+                cam_r, opengl_c2w_from_opencv_w2c(w2c), ("rgb", "points", "accumulation"),
+                num_fine=lc.render_samples, num_coarse=lc.render_coarse_samples or None,
+                color_samples=lc.render_head_samples or None,
+            )
+            fm = flow_matches(
+                out["rgb"], out["points"], out["accumulation"], query, min_accumulation=lc.min_accumulation,
+                min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
+                max_points=lc.flow_max_points, seed=lc.pnp.seed,
+            )
+            n = len(fm.uv)
+            if n < lc.min_matches:
+                break
+            pnp = pnp_ransac(fm.uv, fm.points, cam_r, lc.flow_pnp)
+            if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
+                break
+            dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c))
+            result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr))
+            best = (pnp, n)
+            if dt < lc.converged_translation_rel * self.extent and dr < lc.converged_rotation_deg:
+                break
+        return best
+
     @torch.no_grad()
     def localize(self, image_rgb: np.ndarray, camera: Camera, prior: PosePrior | None) -> LocalizationResult:
         lc = self.cfg.localization
@@ -267,6 +300,11 @@ class CrossfireRelocalizer(Relocalizer):
                 break
             best = (pnp, rec.num_matches)
             w2c = pnp.w2c_opencv
+
+        if best is not None and lc.flow_refinement_iterations > 0:
+            t0 = clock()
+            best = self._refine_by_flow(image_rgb, camera, best, result)
+            lat["refine"] += (clock() - t0) * 1e3
 
         result.iterations = len(result.history)
         result.latency_ms = {k: lat[k] for k in STAGES if k in lat}
