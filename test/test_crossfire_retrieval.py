@@ -64,9 +64,32 @@ def test_index_holds_mapping_and_panned_views_with_their_poses():
         np.testing.assert_allclose(index.w2c_opencv[row].numpy(), want, atol=1e-9)
     norms = index.descriptors.norm(dim=1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
+    assert not index.has_keyframes  # no descriptor head given
     # round trip through a bundle's state
     again = RetrievalIndex.from_state(index.state_dict(), np.zeros((3, 4, 4)))
     torch.testing.assert_close(again.w2c_opencv, index.w2c_opencv)
+
+
+def test_index_keyframes_hold_rendered_descriptors_and_points():
+    from neural_reloc.methods.crossfire.trainer import DESCRIPTOR_HEAD
+
+    model = _tiny_map()
+    cnn = fe.FeatureExtractor(dim=16, channels=(8, 8, 16, 16, 16, 16, 16)).eval()
+    c2w = _poses(2)
+    cfg = LocalizationConfig(retrieval_long_side=16, render_samples=4, retrieval_extra_yaw_deg=(),
+                             match_long_side=32, match_short_side=24, keyframe_stride=8)
+    index = build_retrieval_index(model, cnn, _Views(c2w), cfg, descriptor_head=DESCRIPTOR_HEAD)
+    assert index.has_keyframes and index.keyframe_descriptors.shape[:2] == (2, 4 * 3)
+    cam = _Views(c2w).camera(0).fit_within(32, 24)
+    uv = cam.pixel_centers(stride=8).reshape(-1, 2)
+    want = model.render_view(cam, c2w[1], (DESCRIPTOR_HEAD, "points", "accumulation"), pixels_uv=uv,
+                             num_fine=4, head_samples=cfg.render_head_samples, num_coarse=cfg.render_coarse_samples)
+    opaque = torch.from_numpy(want["accumulation"]) > cfg.min_accumulation
+    torch.testing.assert_close(index.keyframe_points[1], torch.from_numpy(want["points"]))
+    norms = index.keyframe_descriptors[1].norm(dim=1)
+    assert torch.allclose(norms[opaque], torch.ones(int(opaque.sum()))) and torch.all(norms[~opaque] == 0)
+    again = RetrievalIndex.from_state(index.state_dict(), np.zeros((2, 4, 4)))
+    torch.testing.assert_close(again.keyframe_descriptors, index.keyframe_descriptors)
 
 
 def test_index_written_before_poses_maps_rows_to_reference_views():

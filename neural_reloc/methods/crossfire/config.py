@@ -202,6 +202,15 @@ class LocalizationConfig:
     # skipped (it would give the same first round): fraction of the scene extent, deg.
     retrieval_distinct_rel: float = 0.05
     retrieval_distinct_deg: float = 20.0
+    # Retrieved views are verified before they become hypotheses: the best this many by
+    # global descriptor are matched to the query by their keyframes (descriptors and 3D
+    # points rendered at build time at the centres of keyframe_stride-cell blocks, no
+    # rendering at query time) and ranked by PnP inliers; a verified view starts from
+    # its PnP pose. 0 keyframe_stride: no keyframes (ranked by global descriptor only).
+    retrieval_shortlist: int = 20
+    keyframe_stride: int = 8
+    # PnP of that verification: threshold in matching-grid cells (half a block).
+    keyframe_pnp: PnPConfig = default(default_factory=lambda: PnPConfig(reprojection_threshold_px=4.0))
     # Besides the mapping poses, the retrieval index holds each mapping pose panned by
     # these angles (degrees, about the camera's vertical axis), rendered at build time:
     # views where the mapping walk did not look.

@@ -19,6 +19,7 @@ from collections import defaultdict
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ...device import inference_dtype, synchronize
 from ...geometry.camera import Camera
@@ -30,7 +31,7 @@ from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
 from ..registry import map_method_config
 from .config import CrossfireConfig
 from .feature_extractor import FeatureExtractor
-from .matching import match_coarse_to_fine, subpixel_offsets
+from .matching import match_coarse_to_fine, mutual_nearest_neighbours, subpixel_offsets
 from .refinement import flow_matches, refinement_camera
 from .retrieval import RetrievalIndex, global_descriptor, retrieval_input
 from .trainer import DESCRIPTOR_HEAD, descriptor_map_camera
@@ -114,30 +115,64 @@ class CrossfireRelocalizer(Relocalizer):
         idx, sims = self.retrieval.query(g, top_k)
         return [(int(i), float(s)) for i, s in zip(idx, sims)]
 
-    def retrieval_priors(self, image_rgb: np.ndarray) -> list[PosePrior]:
-        """The retrieval hypotheses of an image, best first: its
-        ``localization.retrieval_top_k`` best reference views, each at least
+    def retrieval_priors(
+        self, image_rgb: np.ndarray, query_map: torch.Tensor | None = None, cam_desc: Camera | None = None
+    ) -> list[PosePrior]:
+        """The retrieval hypotheses of an image, best first: of the
+        ``localization.retrieval_shortlist`` best views by global descriptor, with the
+        query's descriptor map (``query_map`` in ``cam_desc``) and a map with keyframes,
+        those with the most keyframe PnP inliers (starting from that PnP pose), else the
+        best by global descriptor; ``retrieval_top_k`` of them, each at least
         ``retrieval_distinct_rel`` (of the scene extent) or ``retrieval_distinct_deg``
         from every better one (a near-duplicate would give the same first round)."""
         lc = self.cfg.localization
         k = max(1, lc.retrieval_top_k)
-        limits = (lc.retrieval_distinct_rel * self.extent, lc.retrieval_distinct_deg)
         poses = self.retrieval.w2c_opencv.cpu().numpy()
-        kept: list[tuple[int, float]] = []
-        for i, s in self.retrieve(image_rgb, k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS):
-            c2w = invert_pose(poses[i])
-            near = (pose_error(c2w, invert_pose(poses[j])) for j, _ in kept)
+        refs = self.retrieval.reference.cpu().numpy()
+        verify = query_map is not None and self.retrieval.has_keyframes
+        n = max(k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS, lc.retrieval_shortlist if verify else 0)
+        candidates = []  # (row, global score, verified inliers, start pose)
+        for row, score in self.retrieve(image_rgb, n):
+            candidates.append((row, score, 0, poses[row]))
+        if verify:
+            candidates = sorted((self._verify(c, query_map, cam_desc) for c in candidates), key=lambda c: -c[2])
+        limits = (lc.retrieval_distinct_rel * self.extent, lc.retrieval_distinct_deg)
+        kept: list[tuple] = []
+        for cand in candidates:
+            c2w = invert_pose(cand[3])
+            near = (pose_error(c2w, invert_pose(other[3])) for other in kept)
             if any(dt <= limits[0] and dr <= limits[1] for dt, dr in near):
                 continue
-            kept.append((i, s))
+            kept.append(cand)
             if len(kept) == k:
                 break
-        refs = self.retrieval.reference.cpu().numpy()
         return [
-            PosePrior(poses[i], source="retrieval",
-                      detail={"reference": self.reference_names[refs[i]], "index_row": int(i), "score": s, "rank": r})
-            for r, (i, s) in enumerate(kept)
+            PosePrior(w2c, source="retrieval", detail={
+                "reference": self.reference_names[refs[row]], "index_row": int(row), "score": score, "rank": r,
+                **({"keyframe_inliers": inliers} if verify else {}),
+            })
+            for r, (row, score, inliers, w2c) in enumerate(kept)
         ]
+
+    def _verify(self, candidate: tuple, query_map: torch.Tensor, cam_desc: Camera) -> tuple:
+        """A retrieval candidate scored by matching its keyframe to the query's
+        descriptor blocks and PnP: (row, score, inliers, PnP pose or the view's pose)."""
+        lc = self.cfg.localization
+        row, score, _, w2c = candidate
+        s = lc.keyframe_stride
+        d, h, w = query_map.shape
+        blocks = F.normalize(F.avg_pool2d(query_map[None, :, : h // s * s, : w // s * s], s)[0], dim=0)
+        blocks = blocks.reshape(d, -1).T
+        kd = self.retrieval.keyframe_descriptors[row]
+        ia, ib, _ = mutual_nearest_neighbours(kd, blocks, lc.min_similarity)
+        if ia.numel() < lc.min_matches:
+            return row, score, 0, w2c
+        uv = cam_desc.pixel_centers(stride=s).reshape(-1, 2)[ib.cpu().numpy()]
+        pts = self.retrieval.keyframe_points[row][ia].double().cpu().numpy()
+        pnp = pnp_ransac(uv, pts, cam_desc, lc.keyframe_pnp)
+        if not pnp.success or pnp.num_inliers < lc.min_inliers:
+            return row, score, 0, w2c
+        return row, score, pnp.num_inliers, pnp.w2c_opencv
 
     @torch.no_grad()
     def render_at(
@@ -243,21 +278,20 @@ class CrossfireRelocalizer(Relocalizer):
                 f"image is {image_rgb.shape[1]}x{image_rgb.shape[0]} but the camera is {camera.width}x{camera.height}"
             )
         result = LocalizationResult(success=False, method=self.method, prior=prior)
+        t0 = clock()
+        cam_desc, cam_cnn = descriptor_map_camera(camera, lc.match_long_side, lc.match_short_side)
+        query_map = self.extract(self._cnn_input(image_rgb, cam_cnn.width, cam_cnn.height))[0].contiguous()
+        lat["extract"] += (clock() - t0) * 1e3
         if prior is None:
             t0 = clock()
             try:
-                hypotheses = self.retrieval_priors(image_rgb)
+                hypotheses = self.retrieval_priors(image_rgb, query_map, cam_desc)
             except ValueError as e:
                 result.reason = f"no prior and no retrieval: {e}"
                 return result
             lat["retrieval"] += (clock() - t0) * 1e3
         else:
             hypotheses = [prior]
-
-        t0 = clock()
-        cam_desc, cam_cnn = descriptor_map_camera(camera, lc.match_long_side, lc.match_short_side)
-        query_map = self.extract(self._cnn_input(image_rgb, cam_cnn.width, cam_cnn.height))[0].contiguous()
-        lat["extract"] += (clock() - t0) * 1e3
 
         def stride_of(it: int) -> int:
             # Coarser blocks before the last iteration: the basin is wide and the cost a

@@ -51,27 +51,41 @@ def retrieval_input(image_rgb: np.ndarray, long_side: int, device) -> torch.Tens
 
 class RetrievalIndex(nn.Module):
     """Global descriptors (N, K) of rendered views, their poses (N, 4, 4) OpenCV
-    world-to-camera and the mapping view each came from (N,), stored in the bundle."""
+    world-to-camera and the mapping view each came from (N,), stored in the bundle;
+    optionally each view's *keyframe*: descriptors (N, B, D) and world points (N, B, 3)
+    rendered at B block centres, which verify a retrieved view by matching without
+    rendering (zero descriptors where the render was transparent)."""
 
-    def __init__(self, num_views: int = 0, dim: int = 0):
+    def __init__(self, num_views: int = 0, dim: int = 0, keyframe_blocks: int = 0, descriptor_dim: int = 0):
         super().__init__()
         self.register_buffer("descriptors", torch.zeros(num_views, dim))
         self.register_buffer("w2c_opencv", torch.zeros(num_views, 4, 4, dtype=torch.float64))
         self.register_buffer("reference", torch.zeros(num_views, dtype=torch.long))
+        self.register_buffer("keyframe_descriptors", torch.zeros(num_views, keyframe_blocks, descriptor_dim))
+        self.register_buffer("keyframe_points", torch.zeros(num_views, keyframe_blocks, 3))
+
+    @property
+    def has_keyframes(self) -> bool:
+        return self.keyframe_descriptors.shape[1] > 0
 
     @classmethod
     def from_state(cls, state: dict, reference_w2c_opencv: np.ndarray) -> "RetrievalIndex":
         """An index from a bundle's state; an index written before poses were stored
         has one row per mapping view, in order."""
         n, dim = state["descriptors"].shape
-        index = cls(n, dim)
+        if "keyframe_descriptors" not in state:  # written before keyframes existed
+            state = {**state, "keyframe_descriptors": torch.zeros(n, 0, 0), "keyframe_points": torch.zeros(n, 0, 3)}
+        _, blocks, ddim = state["keyframe_descriptors"].shape
+        index = cls(n, dim, blocks, ddim)
         if "w2c_opencv" not in state:
             if n != len(reference_w2c_opencv):
                 raise ValueError(f"retrieval index has {n} rows but the map has {len(reference_w2c_opencv)} reference views")
             state = {**state, "w2c_opencv": torch.from_numpy(np.asarray(reference_w2c_opencv, np.float64)),
                      "reference": torch.arange(n)}
         index.load_state_dict({"descriptors": state["descriptors"].float(), "w2c_opencv": state["w2c_opencv"].double(),
-                               "reference": state["reference"].long()})
+                               "reference": state["reference"].long(),
+                               "keyframe_descriptors": state["keyframe_descriptors"].float(),
+                               "keyframe_points": state["keyframe_points"].float()})
         return index
 
     @torch.no_grad()
@@ -95,18 +109,36 @@ def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
 
 
 @torch.no_grad()
+def render_keyframe(model, head: str, camera, c2w_opengl: np.ndarray, cfg: LocalizationConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit descriptors (B, D) and world points (B, 3) rendered at the centres of the
+    ``keyframe_stride`` blocks of ``camera``'s descriptor-map camera (zero descriptors
+    where the render is transparent)."""
+    cam_desc = camera.fit_within(cfg.match_long_side, cfg.match_short_side)
+    uv = cam_desc.pixel_centers(stride=cfg.keyframe_stride).reshape(-1, 2)
+    out = model.render_view(
+        cam_desc, c2w_opengl, (head, "points", "accumulation"), pixels_uv=uv, num_fine=cfg.render_samples,
+        head_samples=cfg.render_head_samples or None, num_coarse=cfg.render_coarse_samples or None,
+    )
+    desc = F.normalize(torch.from_numpy(out[head]), dim=-1)
+    desc[torch.from_numpy(out["accumulation"]) <= cfg.min_accumulation] = 0.0
+    return desc, torch.from_numpy(out["points"])
+
+
+@torch.no_grad()
 def build_retrieval_index(
-    model, cnn, data, cfg: LocalizationConfig, progress: Callable | None = None
+    model, cnn, data, cfg: LocalizationConfig, progress: Callable | None = None, descriptor_head: str | None = None
 ) -> RetrievalIndex:
     """Render every reference view of ``data`` (mean appearance), and each panned by
-    ``cfg.retrieval_extra_yaw_deg``, and index them."""
+    ``cfg.retrieval_extra_yaw_deg``, and index them; with ``descriptor_head`` (and
+    ``cfg.keyframe_stride`` > 0) each with its keyframe (:func:`render_keyframe`)."""
     from ...geometry.frames import opencv_w2c_from_opengl_c2w
 
     was_cnn, was_model = cnn.training, model.training
     cnn.eval()
     model.eval()
     views = [(i, 0.0) for i in range(len(data))] + [(i, y) for y in cfg.retrieval_extra_yaw_deg for i in range(len(data))]
-    rows, poses, refs = [], [], []
+    rows, poses, refs, kf_desc, kf_points = [], [], [], [], []
+    keyframes = descriptor_head is not None and cfg.keyframe_stride > 0
     it = views if progress is None else progress(views, desc="retrieval index")
     for i, yaw in it:
         cam = data.camera(i)
@@ -118,9 +150,18 @@ def build_retrieval_index(
         rows.append(global_descriptor(cnn(x)))
         poses.append(opencv_w2c_from_opengl_c2w(c2w))
         refs.append(i)
+        if keyframes:
+            d, p = render_keyframe(model, descriptor_head, cam, c2w, cfg)
+            kf_desc.append(d)
+            kf_points.append(p)
     cnn.train(was_cnn)
     model.train(was_model)
-    index = RetrievalIndex(len(rows), rows[0].numel())
+    blocks = max((len(d) for d in kf_desc), default=0)
+    dim = kf_desc[0].shape[1] if kf_desc else 0
+    index = RetrievalIndex(len(rows), rows[0].numel(), blocks, dim)
+    for k, (d, p) in enumerate(zip(kf_desc, kf_points)):  # views of other sizes: zero-padded
+        index.keyframe_descriptors[k, : len(d)] = d
+        index.keyframe_points[k, : len(p)] = p
     index.descriptors.copy_(torch.stack(rows))
     index.w2c_opencv.copy_(torch.from_numpy(np.stack(poses)))
     index.reference.copy_(torch.tensor(refs))

@@ -190,7 +190,8 @@ class CrossfireTrainer(NeuralMapTrainer):
             self._fit_descriptors_staged()
         self.log("building the retrieval index from rendered reference views")
         self.retrieval = build_retrieval_index(
-            self.model, self.cnn, self.data, self.xcfg.localization, progress=self.progress
+            self.model, self.cnn, self.data, self.xcfg.localization, progress=self.progress,
+            descriptor_head=DESCRIPTOR_HEAD,
         )
         return state
 
