@@ -121,8 +121,11 @@ class LocalizationConfig:
     # of render_stride x render_stride blocks of the match grid and matched (mutual NN)
     # to the query map pooled the same way, then refined to the best full-resolution
     # query cell within the block +- refine_margin cells. 1 = the paper's dense
-    # mutual-NN matching (all-pairs; ~10x slower on a CPU at 160x120).
-    render_stride: int = 2
+    # mutual-NN matching (all-pairs; ~10x slower on a CPU at 160x120). 4: the flow
+    # refinement below sets the precision, the descriptor rounds only need to bring the
+    # pose into its basin (on the room, stride 2 in the last round gave the same result
+    # at twice the render cost, NOTES.md).
+    render_stride: int = 4
     # The render_stride of the iterations before the last (0 = render_stride
     # throughout): a quarter of the cost where the pose is still rough.
     early_render_stride: int = 4
@@ -149,7 +152,7 @@ class LocalizationConfig:
     render_head_samples: int = 4
     # Rendered pixels with less accumulated opacity than this have no reliable depth.
     min_accumulation: float = 0.5
-    max_iterations: int = 3
+    max_iterations: int = 2
     # Stop iterating when the pose moved less than both of these.
     converged_translation_rel: float = 0.001  # fraction of the scene extent
     converged_rotation_deg: float = 0.1
@@ -175,7 +178,7 @@ class LocalizationConfig:
     # query, PnP; this many rounds (0 = off, the paper's descriptor matching only).
     # Descriptor matches are quantized to matching cells and, on smooth surfaces, often
     # a few cells off; flow is sub-pixel where the image has texture.
-    flow_refinement_iterations: int = 2
+    flow_refinement_iterations: int = 3
     # Long side (pixels) of the render and of the query for the flow (the query's own
     # size if smaller).
     flow_refinement_long_side: int = 160
