@@ -192,7 +192,9 @@ def test_dataset_labels_are_folder_names_made_unique(tmp_path):
     (tmp_path / "b" / "room").mkdir(parents=True)
     (tmp_path / "b" / "room" / "transforms.json").write_text("{}")
     assert dataset_labels([tmp_path / "a" / "room", tmp_path / "b" / "room" / "transforms.json", tmp_path / "x y"]) == [
-        "room", "room-2", "x_y"]
+        "a_room", "b_room", "x_y"]
+    # the same folder twice: a numbered suffix
+    assert dataset_labels([tmp_path / "a" / "room", tmp_path / "a" / "room"]) == ["room", "room-2"]
 
 
 # ================================================================== report

@@ -188,16 +188,31 @@ def validate_config(cfg: BenchmarkConfig) -> None:
 
 
 def dataset_labels(paths: Sequence[str | Path]) -> list[str]:
-    """A folder name per dataset (``transforms.json`` -> its folder), unique, file-system safe."""
-    labels: list[str] = []
+    """A folder name per dataset (``transforms.json`` -> its folder), file-system safe,
+    with as many parent folders joined in (``seed0_dense``) as it takes to tell the
+    datasets apart; a suffix ``-2``, ``-3`` for the same folder given twice."""
+    parts = []
     for p in map(Path, paths):
         base = p.parent if p.is_file() else p
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", base.resolve().name) or "dataset"
-        label, k = name, 2
-        while label in labels:
-            label, k = f"{name}-{k}", k + 1
-        labels.append(label)
-    return labels
+        parts.append([re.sub(r"[^A-Za-z0-9._-]+", "_", c) for c in base.resolve().parts[1:]] or ["dataset"])
+    depth = [1] * len(parts)
+    while True:
+        labels = ["_".join(c[-d:]) for c, d in zip(parts, depth)]
+        clash = [
+            i for i, lab in enumerate(labels)
+            if depth[i] < len(parts[i]) and any(lab == other and parts[i] != parts[j] for j, other in enumerate(labels))
+        ]
+        if not clash:
+            break
+        for i in clash:
+            depth[i] += 1
+    out: list[str] = []
+    for label in labels:
+        unique, k = label, 2
+        while unique in out:
+            unique, k = f"{label}-{k}", k + 1
+        out.append(unique)
+    return out
 
 
 def query_indices(data: PosedImages, cfg: BenchmarkConfig) -> list[int]:
