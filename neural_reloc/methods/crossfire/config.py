@@ -183,8 +183,9 @@ class LocalizationConfig:
     # size if smaller).
     flow_refinement_long_side: int = 160
     # Flow is used where the render's grey-level gradient is at least this (levels per
-    # pixel, Sobel / 8), and where forward and backward flow agree within this (pixels).
+    # pixel, Sobel / 8).
     flow_min_gradient: float = 4.0
+    # Flow is used where forward and backward flow agree within this (pixels).
     flow_consistency_px: float = 0.5
     # At most this many flow correspondences go to PnP (a seeded random subset).
     flow_max_points: int = 2000
@@ -201,16 +202,20 @@ class LocalizationConfig:
     # gets a first render-match-PnP round and the one with the most inliers goes on
     # (hloc's top-k). 1 = the paper's top-1 retrieval prior.
     retrieval_top_k: int = 3
-    # A retrieved view closer than both of these to a better-ranked hypothesis is
-    # skipped (it would give the same first round): fraction of the scene extent, deg.
+    # A retrieved view closer than both this (fraction of the scene extent) and
+    # retrieval_distinct_deg to a better-ranked hypothesis is skipped (it would give
+    # the same first round).
     retrieval_distinct_rel: float = 0.05
+    # The rotation half of that test (degrees).
     retrieval_distinct_deg: float = 20.0
     # Retrieved views are verified before they become hypotheses: the best this many by
     # global descriptor are matched to the query by their keyframes (descriptors and 3D
     # points rendered at build time at the centres of keyframe_stride-cell blocks, no
     # rendering at query time) and ranked by PnP inliers; a verified view starts from
-    # its PnP pose. 0 keyframe_stride: no keyframes (ranked by global descriptor only).
+    # its PnP pose.
     retrieval_shortlist: int = 20
+    # Keyframe block size in matching-grid cells; 0: no keyframes (retrieved views are
+    # ranked by global descriptor only).
     keyframe_stride: int = 8
     # PnP of that verification: threshold in matching-grid cells (half a block).
     keyframe_pnp: PnPConfig = default(default_factory=lambda: PnPConfig(reprojection_threshold_px=4.0))
