@@ -1,6 +1,6 @@
 """Evaluation: metrics on hand-made numbers, ground truth by timestamp, the bag
 evaluator with a stand-in relocalizer, the HTML report, and (with the crossfire_map
-fixture of conftest.py) the real relocalizer on a bag of the procedural scene.
+fixture of conftest.py) the real relocalizer on a bag of the room's query walks.
 
 The stand-in (:class:`GroundTruthPlusNoise`) is a test double of the Relocalizer
 interface: it recognizes each image of the dataset by its bytes and returns the true

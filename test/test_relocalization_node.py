@@ -2,9 +2,9 @@
 
 The node runs as ``nodes/relocalization_node`` with the shipped config/relocalize.yaml
 plus ``-p`` overrides (as the launch file starts it), against the CROSSFIRE map of the
-procedural scene (the ``crossfire_map`` fixture). This test process drives it through
-a node of its own (in the node's domain, ``ros_env``): it publishes the procedural
-scene's held-out images with CameraInfo, TF ``odom -> base_link`` (from a known
+furnished room (the ``crossfire_map`` fixture). This test process drives it through
+a node of its own (in the node's domain, ``ros_env``): it publishes the room's query
+images (off the mapping walk) with CameraInfo, TF ``odom -> base_link`` (from a known
 ``map -> odom``) and the static camera extrinsic, and checks every output against the
 ground truth.
 """
@@ -42,13 +42,13 @@ pytestmark = pytest.mark.requires_ros
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE = "relocalization_node"
 S = 1_000_000_000
-#: Accuracy every published pose must reach on the procedural scene: the recall
-#: threshold of the CROSSFIRE must-show (5 cm), 2 deg. The node must deliver the core's
-#: result in the right frames (a convention bug costs decimetres or degrees); the core's
-#: own accuracy is measured by `neural-reloc localize` (median ~0.8 cm, single frames up
-#: to ~3 cm with a map built on another machine: 2 cm failed in CI on one frame).
-MAX_ERR_M, MAX_ERR_DEG = 0.05, 2.0
-#: Time for one frame to come back (CPU localization of a 640x480 image, + slack).
+#: Accuracy every published pose must reach on the room. The node must deliver the
+#: core's result in the right frames (a convention bug costs decimetres or degrees);
+#: the core's own accuracy is measured by `neural-reloc benchmark` (median ~1-1.5 cm on
+#: the rooms). The short-trained test map places the first query frames 1-9 cm off
+#: (first frame 5.4 cm in the core too), hence 10 cm here.
+MAX_ERR_M, MAX_ERR_DEG = 0.10, 2.0
+#: Time for one frame to come back (CPU localization of a 320x240 image, + slack).
 FRAME_TIMEOUT_S = 60.0
 STARTUP_TIMEOUT_S = 120.0
 NUM_GOOD_FRAMES = 5
@@ -219,7 +219,7 @@ class Driver:
 
 
 class Scene:
-    """Held-out views of the procedural scene with their ground truth."""
+    """Query views of the room (off the mapping walk) with their ground truth."""
 
     def __init__(self, dataset_dir: Path):
         from neural_reloc.data import load_dataset
@@ -348,7 +348,7 @@ def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ro
                          "unsupported image encoding 'yuv422' on /camera/image_raw")
         small = image[::2, ::2].copy()
         expect_rejection(lambda: _publish_frame(driver, small, camera, stamp + 2, info=True),
-                         "is 320x240 but CameraInfo on /camera/camera_info says 640x480")
+                         "is 160x120 but CameraInfo on /camera/camera_info says 320x240")
         status = expect_rejection(lambda: _initialpose(driver, np.eye(4), "map", stamp + 3, nan=True), "contains NaN")
         assert status.prior_source == "initialpose"
         expect_rejection(lambda: _initialpose(driver, np.eye(4), "camera_wrong_frame", stamp + 4),
@@ -452,7 +452,7 @@ def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ro
     for line in (
         "no CameraInfo received on /camera/camera_info yet",
         "unsupported image encoding 'yuv422' on /camera/image_raw: supported are rgb8, bgr8, rgba8, bgra8, mono8",
-        "is 320x240 but CameraInfo on /camera/camera_info says 640x480",
+        "is 160x120 but CameraInfo on /camera/camera_info says 320x240",
         "initial pose on /initialpose: contains NaN",
         "is in frame 'camera_wrong_frame', not 'map'",
     ):
