@@ -57,7 +57,7 @@ EXTRA_DESCRIPTIONS = {
     "and moved less than converged_translation_rel.",
     "localization.min_matches": "Fewer 2D-3D matches than this: the frame fails.",
     "localization.min_inliers": "Fewer PnP inliers than this: the frame fails.",
-    "localization.min_inlier_ratio": "Lower inlier ratio than this: the frame fails.",
+    "localization.min_inlier_ratio": "A frame is localized only if a descriptor round's PnP reaches this inlier ratio; otherwise it fails as unsure.",
     "localization.max_prior_rotation_deg": "A result rotated further than this from its prior is implausible (degrees).",
 }
 
@@ -86,6 +86,7 @@ CORE_RANGES: dict[str, tuple] = {
     "localization.min_matches": (0, 1_000_000),
     "localization.min_inliers": (0, 1_000_000),
     "localization.min_inlier_ratio": _PROBABILITY,
+    "localization.start_min_inlier_ratio": _PROBABILITY,
     "localization.max_prior_translation_rel": _NONNEG,
     "localization.max_prior_rotation_deg": (0.0, 180.0),
     "localization.retrieval_long_side": (8, 4096),

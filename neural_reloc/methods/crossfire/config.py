@@ -158,7 +158,14 @@ class LocalizationConfig:
     converged_rotation_deg: float = 0.1
     min_matches: int = 20
     min_inliers: int = 12
+    # A frame is localized only if at least one descriptor round's PnP reaches this
+    # inlier ratio (min_inliers too); otherwise it fails as unsure.
     min_inlier_ratio: float = 0.1
+    # A descriptor round whose PnP reaches only this looser ratio is a starting point for
+    # the next round (from a prior 0.3-1 m off the first round often has 5-10% inliers
+    # and the second, from its estimate, many more), not an estimate: success still
+    # needs a round at min_inlier_ratio.
+    start_min_inlier_ratio: float = 0.05
     # A result that moves this far from the prior is implausible (fraction of extent).
     max_prior_translation_rel: float = 0.5
     max_prior_rotation_deg: float = 90.0

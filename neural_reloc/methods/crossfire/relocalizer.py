@@ -220,14 +220,18 @@ class CrossfireRelocalizer(Relocalizer):
         t0 = clock()
         pnp = pnp_ransac(uv, pts, cam_desc, lc.pnp)
         lat["pnp"] += (clock() - t0) * 1e3
-        if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.min_inlier_ratio:
+        if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.start_min_inlier_ratio:
             why = pnp.reason or (
                 f"{pnp.num_inliers} inliers of {n_matches} matches "
-                f"(min_inliers={lc.min_inliers}, min_inlier_ratio={lc.min_inlier_ratio})"
+                f"(min_inliers={lc.min_inliers}, start_min_inlier_ratio={lc.start_min_inlier_ratio})"
             )
             return None, IterationRecord(None, n_matches, pnp.num_inliers), f"PnP failed: {why}"
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
         return pnp, IterationRecord(pnp.w2c_opencv, n_matches, pnp.num_inliers, dt, dr), ""
+
+    def _confident(self, pnp: PnPResult) -> bool:
+        lc = self.cfg.localization
+        return pnp.num_inliers >= lc.min_inliers and pnp.inlier_ratio >= lc.min_inlier_ratio
 
     def _refine_by_flow(self, image_rgb: np.ndarray, camera: Camera, best: tuple, result: LocalizationResult) -> tuple:
         """Up to ``flow_refinement_iterations`` rounds of render -> optical flow -> PnP
@@ -314,6 +318,8 @@ class CrossfireRelocalizer(Relocalizer):
         pnp, rec, why = first[win]
         result.history.append(rec)
         best = None
+        # Success needs one descriptor round at the full inlier ratio (see the config).
+        verified = pnp is not None and self._confident(pnp)
         if pnp is None:
             result.reason = f"iteration 1: {why}" + (f" (best of {len(hypotheses)} retrieval hypotheses)" if len(hypotheses) > 1 else "")
         else:
@@ -334,7 +340,15 @@ class CrossfireRelocalizer(Relocalizer):
                 break
             best = (pnp, rec.num_matches)
             w2c = pnp.w2c_opencv
+            verified = verified or self._confident(pnp)
 
+        if best is not None and not verified:
+            last = result.history[-1]
+            result.reason = (
+                f"unsure: no descriptor round reached min_inlier_ratio={lc.min_inlier_ratio} "
+                f"(last: {last.num_inliers} inliers of {last.num_matches} matches)"
+            )
+            best = None
         if best is not None and lc.flow_refinement_iterations > 0:
             t0 = clock()
             best = self._refine_by_flow(image_rgb, camera, best, result)
