@@ -63,7 +63,7 @@ class CrossfireRelocalizer(Relocalizer):
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_bundle(cls, bundle: MapBundle, device, overrides: dict | None = None) -> "CrossfireRelocalizer":
+    def from_bundle(cls, bundle: MapBundle, device, overrides: dict | None = None) -> CrossfireRelocalizer:
         from ...mapping import load_neural_map
 
         cfg = map_method_config(bundle.manifest, overrides)
@@ -383,4 +383,4 @@ def make_relocalizer(bundle: MapBundle, device, overrides: dict | None = None) -
     return CrossfireRelocalizer.from_bundle(bundle, torch.device(device), overrides)
 
 
-__all__ = ["CrossfireRelocalizer", "make_relocalizer", "STAGES"]
+__all__ = ["STAGES", "CrossfireRelocalizer", "make_relocalizer"]
