@@ -135,7 +135,12 @@ class CrossfireRelocalizer(Relocalizer):
         for row, score in self.retrieve(image_rgb, n):
             candidates.append((row, score, 0, poses[row]))
         if verify:
-            candidates = sorted((self._verify(c, query_map, cam_desc) for c in candidates), key=lambda c: -c[2])
+            # The query's descriptor blocks at keyframe resolution: once per frame.
+            s = lc.keyframe_stride
+            d, h, w = query_map.shape
+            blocks = F.normalize(F.avg_pool2d(query_map[None, :, : h // s * s, : w // s * s], s)[0], dim=0)
+            blocks = blocks.reshape(d, -1).T
+            candidates = sorted((self._verify(c, blocks, cam_desc) for c in candidates), key=lambda c: -c[2])
         limits = (lc.retrieval_distinct_rel * self.extent, lc.retrieval_distinct_deg)
         kept: list[tuple] = []
         for cand in candidates:
@@ -154,15 +159,13 @@ class CrossfireRelocalizer(Relocalizer):
             for r, (row, score, inliers, w2c) in enumerate(kept)
         ]
 
-    def _verify(self, candidate: tuple, query_map: torch.Tensor, cam_desc: Camera) -> tuple:
+    def _verify(self, candidate: tuple, blocks: torch.Tensor, cam_desc: Camera) -> tuple:
         """A retrieval candidate scored by matching its keyframe to the query's
-        descriptor blocks and PnP: (row, score, inliers, PnP pose or the view's pose)."""
+        descriptor ``blocks`` (keyframe_stride blocks of ``cam_desc``, row-major) and
+        PnP: (row, score, inliers, PnP pose or the view's pose)."""
         lc = self.cfg.localization
         row, score, _, w2c = candidate
         s = lc.keyframe_stride
-        d, h, w = query_map.shape
-        blocks = F.normalize(F.avg_pool2d(query_map[None, :, : h // s * s, : w // s * s], s)[0], dim=0)
-        blocks = blocks.reshape(d, -1).T
         kd = self.retrieval.keyframe_descriptors[row]
         ia, ib, _ = mutual_nearest_neighbours(kd, blocks, lc.min_similarity)
         if ia.numel() < lc.min_matches:
