@@ -84,7 +84,8 @@ def opencv_axes_c2w(c2w_opengl: np.ndarray) -> np.ndarray:
 def rewrite_bag(src: Path, dst: Path, *, drop=(), retype: dict | None = None, extra=None, storage: str = "mcap") -> Path:
     """Copy a bag message by message (raw CDR), dropping topics, changing a topic's type
     (retype: topic -> (new type, msgdef, convert(raw) -> raw)) or adding messages
-    (extra: list of (topic, type, msgdef, [(t_ns, raw)]))."""
+    (extra: list of (topic, type, msgdef, [(t_ns, raw)]); on a topic the bag has, its
+    connection)."""
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
     retype = retype or {}
@@ -105,8 +106,9 @@ def rewrite_bag(src: Path, dst: Path, *, drop=(), retype: dict | None = None, ex
             if c.topic in retype:
                 raw = retype[c.topic][2](raw)
             writer.write(conns[c.id], t, raw)
+        by_topic = {c.topic: conn for c in reader.connections if (conn := conns.get(c.id)) is not None}
         for topic, msgtype, msgdef, msgs in extra or []:
-            conn = writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01="RIHS01_" + "0" * 64)
+            conn = by_topic.get(topic) or writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01="RIHS01_" + "0" * 64)
             for t, raw in msgs:
                 writer.write(conn, t, raw)
     return dst
@@ -332,6 +334,31 @@ def test_images_without_camera_info(bags, tmp_path):
     msg = str(e.value)
     assert "images on '/camera/image_raw' have no sensor_msgs/msg/CameraInfo" in msg
     assert "'/camera/camera_info' is not in the bag" in msg
+
+
+def test_unusable_transforms_are_skipped_once_per_edge_with_a_warning(bags, tmp_path):
+    """As the node's /tf listener does: a transform that would close a loop (or names a
+    frame its own parent) is left out, with one warning per edge; the rest is read."""
+    bad_tfs = [
+        m.tf_message([m.transform_stamped_msg(np.eye(4), START_NS + 1, "camera_optical_frame", "base_link")]),
+        m.tf_message([m.transform_stamped_msg(np.eye(4), START_NS + 2, "camera_optical_frame", "base_link")]),
+        m.tf_message([m.transform_stamped_msg(np.eye(4), START_NS + 3, "odom", "/odom")]),
+    ]
+    msgdef = m.typestore().generate_msgdef(m.TF_MESSAGE)[0]
+    raws = [(START_NS + k + 1, bytes(m.serialize(msg, m.TF_MESSAGE))) for k, msg in enumerate(bad_tfs)]
+    bad = rewrite_bag(bags["mcap"], tmp_path / "bad", extra=[("/tf", m.TF_MESSAGE, msgdef, raws)])
+    with BagReader(bad) as r:
+        source = BagFrames(r)
+        frames = list(source)
+    assert source.warnings == [
+        "ignoring a transform on /tf: transform 'camera_optical_frame' -> 'base_link' would close a loop in the TF tree",
+        "ignoring a transform on /tf: transform 'odom' -> 'odom': a frame cannot be its own parent",
+    ]
+    clean = list(read_frames(bags["mcap"]))
+    assert len(frames) == len(clean) == SCENE.num_frames
+    for a, b in zip(frames, clean):
+        np.testing.assert_array_equal(a.frame.odom_from_base, b.frame.odom_from_base)
+        np.testing.assert_array_equal(a.frame.base_from_optical, b.frame.base_from_optical)
 
 
 def test_bag_directory_without_its_storage_file(bags, tmp_path):

@@ -26,7 +26,6 @@ from neural_reloc.bags import (
     read_frames,
     write_bag_from_dataset,
 )
-from neural_reloc.bags.tf_buffer import TransformBuffer
 from neural_reloc.data import load_dataset
 from neural_reloc.data.procedural import (
     ProceduralSceneConfig,
@@ -201,26 +200,6 @@ def test_pose_track_interpolates_slerp_and_respects_gaps():
     t2 = PoseTrack([3, 1, 3], [a, a, b])
     assert t2.stamps_ns == [1, 3]
     np.testing.assert_allclose(t2.at(3), b)
-
-
-def test_tf_buffer_composes_chains_in_either_direction():
-    buf = TransformBuffer()
-    map_from_odom = make_pose(rotation_from_rotvec([0, 0, 0.3]), [1.0, 2.0, 0.0])
-    base_from_cam = make_pose(rotation_from_rotvec([-1.2, 0, 0]), [0.1, 0.0, 0.3])
-    buf.add("map", "odom", 0, map_from_odom, static=True)
-    buf.add("/base_link", "camera", 0, base_from_cam, static=True)  # leading slash dropped
-    o0 = make_pose(np.eye(3), [0.0, 0.0, 0.0])
-    o1 = make_pose(rotation_from_rotvec([0, 0, 0.4]), [2.0, 0.0, 0.0])
-    buf.add("odom", "base_link", 100, o0)
-    buf.add("odom", "base_link", 300, o1)
-    expect = map_from_odom @ interpolate_pose(o0, o1, 0.25) @ base_from_cam
-    np.testing.assert_allclose(buf.lookup("map", "camera", 150), expect, atol=1e-12)
-    np.testing.assert_allclose(buf.lookup("camera", "map", 150), invert_pose(expect), atol=1e-12)
-    assert buf.lookup("map", "camera", 400) is None  # no odometry then
-    assert buf.lookup("map", "camera", None) is None  # not static
-    np.testing.assert_allclose(buf.lookup("base_link", "camera", None), base_from_cam)
-    buf.add("other", "thing", 0, np.eye(4), static=True)
-    assert buf.lookup("map", "thing", 150) is None and buf.path("map", "thing") is None
 
 
 def test_ground_truth_is_interpolated_at_image_stamps(dataset, bag, tmp_path):

@@ -95,11 +95,6 @@ def header(stamp_ns: int, frame_id: str):
     return msg_class("std_msgs/msg/Header")(stamp=time_msg(stamp_ns), frame_id=frame_id)
 
 
-def normalize_frame_id(frame_id: str) -> str:
-    """tf2 frame ids carry no leading slash (ROS 1 bags often do)."""
-    return frame_id.lstrip("/")
-
-
 # ------------------------------------------------------------------ poses
 def parent_from_child_from_pose_msg(pose) -> np.ndarray:
     """4x4 from geometry_msgs/Pose (position + orientation)."""

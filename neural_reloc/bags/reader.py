@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry.camera import Camera
+from ..geometry.tf_tree import Coverage, TransformTree, normalize_frame_id
 from ..geometry.trajectory import PoseTrack
 from ..tracking import Frame
 from . import messages as m
 from .config import BagFrameIds, BagTopics
 from .errors import BagError, BagTruncatedError
-from .tf_buffer import TransformBuffer
 
 NS_PER_S = m.NS_PER_S
 
@@ -447,7 +447,8 @@ class BagFrames:
                 self.warnings.append(f"{t} has type {reader.topics[t].msgtype}, not {m.TF_MESSAGE}: ignored")
         if self.gt_mode == "topic":
             small.append(self.gt_topic)
-        self.tf = TransformBuffer(int(cfg.tf_max_gap_s * NS_PER_S), int(cfg.tf_tolerance_s * NS_PER_S))
+        self.tf = TransformTree(cache_s=None, coverage=Coverage.from_seconds(cfg.tf_max_gap_s, cfg.tf_tolerance_s))
+        self._rejected_tf: set[tuple[str, str]] = set()
         self.camera_infos: list[tuple[int, str, Camera]] = []
         gt_stamps, gt_poses, gt_frames = [], [], set()
         self.truncation: BagTruncatedError | None = None
@@ -460,17 +461,9 @@ class BagFrames:
                     t, parent, child, T = m.stamped_pose_from_msg(obj, msg.msgtype)
                     gt_stamps.append(t or msg.log_time_ns)
                     gt_poses.append(T)
-                    gt_frames.add((m.normalize_frame_id(parent), m.normalize_frame_id(child)))
+                    gt_frames.add((normalize_frame_id(parent), normalize_frame_id(child)))
                 else:
-                    static = msg.topic == tp.tf_static
-                    for tr in obj.transforms:
-                        self.tf.add(
-                            tr.header.frame_id,
-                            tr.child_frame_id,
-                            m.stamp_to_ns(tr.header.stamp) or msg.log_time_ns,
-                            m.parent_from_child_from_transform_msg(tr.transform),
-                            static=static,
-                        )
+                    self._add_transforms(obj, msg)
         except BagTruncatedError as e:
             self.truncation = e  # images before the cut are still delivered, then this is raised
         if not self.camera_infos:
@@ -532,7 +525,7 @@ class BagFrames:
         return "topic"
 
     def _check_gt_tf(self, gt: GroundTruthConfig) -> None:
-        missing = [f for f in (gt.tf_parent, gt.tf_child) if m.normalize_frame_id(f) not in self.tf.frames]
+        missing = [f for f in (gt.tf_parent, gt.tf_child) if normalize_frame_id(f) not in self.tf.frames()]
         if missing:
             raise BagError(
                 f"{self.reader.path}: no ground truth: {'frames' if len(missing) > 1 else 'frame'} "
@@ -544,7 +537,19 @@ class BagFrames:
                 f"{self.reader.path}: no ground truth: TF frames {gt.tf_parent!r} and {gt.tf_child!r} are not connected; "
                 f"transforms in the bag: {self.tf.describe()}"
             )
-        self.gt_parent_frame = m.normalize_frame_id(gt.tf_parent)
+        self.gt_parent_frame = normalize_frame_id(gt.tf_parent)
+
+    def _add_transforms(self, obj, msg: BagMessage) -> None:
+        static = msg.topic == self.config.topics.tf_static
+        for tr in obj.transforms:
+            parent, child = tr.header.frame_id, tr.child_frame_id
+            try:
+                T = m.parent_from_child_from_transform_msg(tr.transform)
+                self.tf.set_transform(parent, child, m.stamp_to_ns(tr.header.stamp) or msg.log_time_ns, T, static)
+            except ValueError as e:  # once per edge, as the node's listener does
+                if (parent, child) not in self._rejected_tf:
+                    self._rejected_tf.add((parent, child))
+                    self.warnings.append(f"ignoring a transform on {msg.topic}: {e}")
 
     def _add_camera_info(self, obj, msg: BagMessage) -> None:
         stamp = m.stamp_to_ns(obj.header.stamp) or msg.log_time_ns
@@ -552,13 +557,13 @@ class BagFrames:
             cam = m.camera_from_camera_info(obj, source=f"{self.config.topics.camera_info} at {_fmt_time(stamp)}")
         except ValueError as e:
             raise BagError(f"{self.reader.path}: unusable camera info: {e}") from None
-        self.camera_infos.append((stamp, m.normalize_frame_id(obj.header.frame_id), cam))
+        self.camera_infos.append((stamp, normalize_frame_id(obj.header.frame_id), cam))
 
     def _setup_odometry(self) -> bool:
         cfg, fr = self.config, self.config.frames
         if not cfg.use_odometry:
             return False
-        if fr.odom not in self.tf.frames or fr.base not in self.tf.frames:
+        if fr.odom not in self.tf.frames() or fr.base not in self.tf.frames():
             return False
         if self.tf.path(fr.odom, fr.base) is None:
             self.warnings.append(f"TF frames {fr.odom!r} and {fr.base!r} are not connected: no odometry")
@@ -608,9 +613,9 @@ class BagFrames:
         fr = self.config.frames
         if frame_id == fr.base:
             return np.eye(4)
-        T = self.tf.lookup(fr.base, frame_id, None)  # static extrinsic
+        T = self.tf.lookup_or_none(fr.base, frame_id, None)  # static extrinsic
         if T is None:
-            T = self.tf.lookup(fr.base, frame_id, stamp_ns)
+            T = self.tf.lookup_or_none(fr.base, frame_id, stamp_ns)
         if T is None:
             raise BagError(
                 f"{self.reader.path}: the bag has odometry ({fr.odom} -> {fr.base}) but no transform from {fr.base!r} "
@@ -621,20 +626,15 @@ class BagFrames:
 
     def _ground_truth_at(self, stamp_ns: int, frame_id: str) -> np.ndarray | None:
         gt = self.gt_config
-        max_gap, tol = int(gt.max_gap_s * NS_PER_S), int(gt.tolerance_s * NS_PER_S)
+        cover = Coverage.from_seconds(gt.max_gap_s, gt.tolerance_s)
         if self.gt_mode == "topic":
-            T = self.gt_track.at(stamp_ns, max_gap, tol)
+            T = self.gt_track.at(stamp_ns, cover.max_gap_ns, cover.tolerance_ns)
         else:
-            saved = (self.tf.max_gap_ns, self.tf.tolerance_ns)
-            self.tf.max_gap_ns, self.tf.tolerance_ns = max_gap, tol
-            try:
-                T = self.tf.lookup(gt.tf_parent, gt.tf_child, stamp_ns)
-            finally:
-                self.tf.max_gap_ns, self.tf.tolerance_ns = saved
+            T = self.tf.lookup_or_none(gt.tf_parent, gt.tf_child, stamp_ns, cover)
         if T is None or not gt.body_frame:
             return T
         if frame_id not in self._gt_body_from_optical:
-            B = self.tf.lookup(gt.body_frame, frame_id, None)
+            B = self.tf.lookup_or_none(gt.body_frame, frame_id, None)
             if B is None:
                 raise BagError(
                     f"{self.reader.path}: ground truth is the pose of {gt.body_frame!r} but the bag has no static "
@@ -655,7 +655,7 @@ class BagFrames:
             except ValueError as e:
                 raise BagError(f"{self.reader.path}: {where}: {e}") from None
             info_frame, cam = self._camera_at(stamp)
-            frame_id = m.normalize_frame_id(obj.header.frame_id) or info_frame or fr.camera_optical
+            frame_id = normalize_frame_id(obj.header.frame_id) or info_frame or fr.camera_optical
             if (cam.width, cam.height) != (rgb.shape[1], rgb.shape[0]):
                 raise BagError(
                     f"{self.reader.path}: {where} is {rgb.shape[1]}x{rgb.shape[0]} but its camera info on "
@@ -663,7 +663,7 @@ class BagFrames:
                 )
             odom_from_base = base_from_optical = None
             if self._odometry:
-                odom_from_base = self.tf.lookup(fr.odom, fr.base, stamp)
+                odom_from_base = self.tf.lookup_or_none(fr.odom, fr.base, stamp)
                 if frame_id not in self._extrinsics:
                     self._extrinsics[frame_id] = self._base_from_optical(frame_id, stamp)
                 base_from_optical = self._extrinsics[frame_id]
