@@ -1,16 +1,18 @@
 """rosbag2 bags without ROS: write a bag from a posed dataset, read one as camera
-frames (images, CameraInfo, odometry from /tf, ground truth)."""
+frames (images, CameraInfo, odometry from /tf, ground truth).
+
+Modules: :mod:`.storage` (open a bag, iterate its raw messages) and :mod:`.salvage`
+(what a cut-off file still holds); :mod:`.messages` (decode and encode messages:
+images, CameraInfo, poses, TF); :mod:`.poses` (camera poses from a pose topic or a TF
+pair); :mod:`.reader` (a bag as typed camera frames); :mod:`.writer`
+(``bag-from-dataset``).
+"""
 
 from .config import BagFrameIds, BagTopics
 from .errors import BagError, BagTruncatedError
-from .reader import (
-    BagFrame,
-    BagFrames,
-    BagReadConfig,
-    BagReader,
-    GroundTruthConfig,
-    read_frames,
-)
+from .poses import GroundTruthConfig, PoseSource
+from .reader import BagFrame, BagFrames, BagReadConfig, read_frames
+from .storage import BagReader
 from .writer import (
     BagFromDatasetConfig,
     OdometryConfig,
@@ -30,6 +32,7 @@ __all__ = [
     "BagTruncatedError",
     "GroundTruthConfig",
     "OdometryConfig",
+    "PoseSource",
     "read_frames",
     "simulate_odometry",
     "write_bag_from_dataset",

@@ -34,7 +34,7 @@ from pathlib import Path
 from ..bags import messages as m
 from ..bags.config import BagTopics
 from ..bags.errors import BagError
-from ..bags.reader import BagReader
+from ..bags.storage import BagReader
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -359,7 +359,7 @@ def _map_localization(map_path: str | Path, overrides: dict | None = None) -> di
     None for a method without them."""
     from ..config_io import to_dict
     from ..map_bundle import read_manifest
-    from ..methods.registry import map_method_config
+    from ..map_loading import map_method_config
 
     loc = getattr(map_method_config(read_manifest(map_path), overrides), "localization", None)
     return None if loc is None else to_dict(loc)
@@ -381,7 +381,7 @@ def evaluate_bag_live(
     """The live half of ``eval-bag --live``: start the node (unless ``node_running``),
     replay the bag into it, record its statuses to ``out_dir/recorded``, and write
     ``out_dir/results.json`` and ``report.html`` from them (same format as offline)."""
-    from ..bags.reader import BagFrames
+    from ..bags import BagFrames
     from ..config_io import to_dict
     from ..eval.eval_bag import (
         REPORT_NAME,
