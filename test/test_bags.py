@@ -1,4 +1,5 @@
-"""rosbag2 bags without ROS: dataset -> bag -> frames, simulated odometry, bad bags.
+"""rosbag2 bags without ROS: dataset -> bag -> frames (and -> a dataset again),
+simulated odometry, bad bags.
 
 One small procedural scene (160x120, 24 frames: ~1.4 MB of images, so an MCAP bag of it
 has two chunks and a cut in the second one leaves the first readable) is generated per
@@ -35,7 +36,7 @@ from neural_reloc.bags import (
     write_bag_from_dataset,
 )
 from neural_reloc.bags import messages as m
-from neural_reloc.data import load_dataset
+from neural_reloc.data import DatasetError, detect_format, load_dataset
 from neural_reloc.data.procedural import (
     ProceduralSceneConfig,
     generate_procedural_scene,
@@ -434,6 +435,52 @@ def test_compressed_images_and_bgr_are_read_as_rgb(bags, dataset, tmp_path):
     bgr_msg.encoding = "16UC1"
     with pytest.raises(ValueError, match="encoding '16UC1' is not supported"):
         m.rgb_from_image_msg(bgr_msg)
+
+
+# ================================================================== a bag as a dataset
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_bag_loads_like_the_dataset_it_was_written_from(dataset, bags, storage, tmp_path, monkeypatch):
+    """load_dataset on a bag (its directory or the bare storage file), options at their
+    defaults: the source dataset's names, poses, intrinsics, images and the bag's stamps."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for path in (bags[storage], storage_file(bags[storage])):
+        assert detect_format(path) == ("rosbag2", path)
+        data = load_dataset(path)
+        assert data.source == f"bag {path}"
+        assert data.names == dataset.names
+        np.testing.assert_allclose(data.c2w_opengl, dataset.c2w_opengl, atol=1e-9)
+        assert data.cameras == [dataset.camera(k) for k in range(len(dataset))]
+        for k in (0, 7, len(dataset) - 1):
+            np.testing.assert_array_equal(data.image(k), dataset.image(k))
+        assert list(data.timestamps_ns) == [START_NS + k * 100_000_000 for k in range(len(dataset))]
+        assert data.split == {"train": list(range(len(dataset)))}
+    # unpacked once per bag (and path) into the user's cache; a second load reuses the PNGs
+    cached = sorted((tmp_path / "cache" / "neural_reloc" / "bag_images").iterdir())
+    assert len(cached) == 2 and all(len(list(d.glob("*.png"))) == len(dataset) for d in cached)
+    again = load_dataset(bags[storage])
+    assert [str(p) for p in again.image_paths] == [str(p) for p in load_dataset(bags[storage]).image_paths]
+
+
+def test_bag_dataset_options_and_errors(dataset, bags, tmp_path):
+    own = tmp_path / "pngs"
+    data = load_dataset(bags["mcap"], images_dir=own, every_nth=2, test_every=3, pose_topic="/ground_truth/camera_pose")
+    assert data.names == dataset.names[::2] and data.image_paths[1] == own / "000002.png"
+    assert data.split == {"train": [0, 2, 3, 5, 6, 8, 9, 11], "test": [1, 4, 7, 10]}
+    assert data.extras["bag"] == {"images_dir": str(own), "used": 12, "held_out": 4, "skipped_without_pose": 0}
+    # the poses from the TF pair instead: the same
+    via_tf = load_dataset(bags["mcap"], images_dir=own, tf_parent="map", tf_child="gt_camera_optical_frame")
+    np.testing.assert_allclose(via_tf.c2w_opengl, dataset.c2w_opengl, atol=1e-9)
+    # another bag unpacked into the same folder replaces the PNGs (smaller images here)
+    write_bag_from_dataset(dataset, tmp_path / "small", BagFromDatasetConfig(max_image_size=80, max_frames=5))
+    small = load_dataset(tmp_path / "small", images_dir=own)
+    assert small.camera(4) == dataset.camera(4).resized(80, 60)
+    np.testing.assert_array_equal(small.image(4), dataset.with_max_size(80).image(4))
+    with pytest.raises(DatasetError, match="unknown bag option.*pose_topc"):
+        load_dataset(bags["mcap"], pose_topc="/x")
+    with pytest.raises(ValueError, match="tf_parent and tf_child must be set together"):
+        load_dataset(bags["mcap"], tf_parent="map")
+    with pytest.raises(BagError, match="no ground truth: topic '/pose' is not in the bag"):
+        load_dataset(bags["mcap"], images_dir=own, pose_topic="/pose")
 
 
 # ================================================================== executables

@@ -6,6 +6,7 @@ from .loaders import (
     load_colmap,
     load_dataset,
     load_llff,
+    load_rosbag2,
     load_seven_scenes,
     load_transforms_json,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "load_colmap",
     "load_dataset",
     "load_llff",
+    "load_rosbag2",
     "load_seven_scenes",
     "load_transforms_json",
 ]

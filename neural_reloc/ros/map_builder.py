@@ -7,9 +7,10 @@ exits: 0 when the map is written, 2 with one ``error: ...`` line when an input i
 
 The same code path as the CLI: :func:`neural_reloc.cli._load_config` for the method
 config (file + overrides), :func:`neural_reloc.data.load_dataset` and
-:func:`neural_reloc.mapping.build_map`. A bag is first unpacked into posed images
-(:func:`posed_images_from_bag`, ROS-free, through :mod:`neural_reloc.bags`) next to the
-output map.
+:func:`neural_reloc.mapping.build_map`. ``data`` may be a bag too (the dataset loader's
+rosbag2 format, its topics at their defaults); ``bag`` reads one with the node's bag
+parameters through the same loader (:mod:`neural_reloc.bags.dataset`, ROS-free),
+unpacking its images next to the output map.
 
 Everything above :class:`MapBuilderNode` is ROS-free.
 """
@@ -23,8 +24,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .config import MapBuilderConfig
 
@@ -100,68 +99,27 @@ def format_progress(record: dict) -> str:
 
 # ------------------------------------------------------------------ inputs
 def posed_images_from_bag(cfg: MapBuilderConfig, work_dir: Path, log: Callable[[str], None] = print):
-    """Unpack a bag's posed images (every ``every_nth``) into ``work_dir`` as PNGs and
-    return them as :class:`~neural_reloc.data.posed_images.PosedImages` (poses from the
-    pose topic or the TF pair; images without a pose are skipped and counted)."""
-    import cv2
+    """The bag's posed images through the rosbag2 dataset loader (what ``data:=`` does
+    with a bag, here with the node's bag parameters), unpacked into ``work_dir``."""
+    from ..bags.dataset import BagDatasetConfig, posed_images_from_bag as load
 
-    from ..bags import BagReadConfig, BagTopics, GroundTruthConfig, read_frames
-    from ..data.posed_images import DatasetError, PosedImages
-    from ..geometry.frames import opengl_c2w_from_opencv_c2w
-
-    if bool(cfg.tf_parent) != bool(cfg.tf_child):
-        raise ValueError("tf_parent and tf_child must be set together (the TF pair that gives the camera pose)")
-    if cfg.pose_topic and cfg.tf_parent:
-        raise ValueError("set pose_topic or tf_parent/tf_child, not both")
-    read_cfg = BagReadConfig(
-        topics=BagTopics(image=cfg.image_topic, camera_info=cfg.camera_info_topic), use_odometry=False
+    bag_cfg = BagDatasetConfig(
+        image_topic=cfg.image_topic,
+        camera_info_topic=cfg.camera_info_topic,
+        pose_topic=cfg.pose_topic,
+        tf_parent=cfg.tf_parent,
+        tf_child=cfg.tf_child,
+        pose_body_frame=cfg.pose_body_frame,
+        every_nth=cfg.every_nth,
+        test_every=cfg.test_every,
     )
-    gt = GroundTruthConfig(
-        topic=cfg.pose_topic, tf_parent=cfg.tf_parent, tf_child=cfg.tf_child, body_frame=cfg.pose_body_frame
+    data = load(cfg.bag, bag_cfg, work_dir / "images")
+    info = data.extras["bag"]
+    log(
+        f"{cfg.bag}: {info['used']} posed images ({info['held_out']} held out), "
+        f"{info['skipped_without_pose']} skipped without a pose"
     )
-    images_dir = work_dir / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    names, paths, cameras, poses, stamps = [], [], [], [], []
-    skipped = 0
-    for bf in read_frames(cfg.bag, read_cfg, gt):
-        if bf.index % cfg.every_nth:
-            continue
-        if bf.gt_map_from_optical is None:
-            skipped += 1
-            continue
-        name = f"{bf.index:06d}.png"
-        path = images_dir / name
-        bgr = cv2.cvtColor(bf.frame.image_rgb, cv2.COLOR_RGB2BGR)
-        if not path.is_file() or cv2.imread(str(path), cv2.IMREAD_COLOR).shape != bgr.shape:
-            tmp = path.with_suffix(".tmp.png")
-            if not cv2.imwrite(str(tmp), bgr):
-                raise OSError(f"cannot write {tmp}")
-            tmp.replace(path)
-        names.append(name)
-        paths.append(path)
-        cameras.append(bf.frame.camera)
-        poses.append(opengl_c2w_from_opencv_c2w(bf.gt_map_from_optical))
-        stamps.append(bf.stamp_ns)
-    if not names:
-        raise DatasetError(
-            f"{cfg.bag}: no image with a pose (skipped {skipped} without one); check image_topic, pose_topic "
-            "or tf_parent/tf_child"
-        )
-    n = len(names)
-    test = [i for i in range(n) if cfg.test_every and i % cfg.test_every == cfg.test_every // 2]
-    split = {"train": [i for i in range(n) if i not in set(test)]}
-    if test:
-        split["test"] = test
-    log(f"{cfg.bag}: {n} posed images ({len(test)} held out), {skipped} skipped without a pose")
-    return PosedImages(
-        names=names,
-        image_paths=paths,
-        cameras=cameras,
-        c2w_opengl=np.stack(poses),
-        split=split,
-        timestamps_ns=np.array(stamps, dtype=np.int64),
-        source=f"bag {cfg.bag}",
-    )
+    return data
 
 
 def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log: Callable[[str], None]) -> dict:
@@ -169,7 +127,8 @@ def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log:
     from ..cli import _load_config
     from ..data import load_dataset
     from ..device import resolve_device
-    from ..mapping import build_map, describe_map
+    from ..map_loading import describe_map
+    from ..mapping import build_map
 
     if not cfg.out:
         raise ValueError("out is empty: set it to the map directory to write")

@@ -9,6 +9,7 @@ from ..posed_images import DatasetError, PosedImages
 from .cambridge import load_cambridge
 from .colmap import load_colmap
 from .llff import load_llff
+from .rosbag2 import is_rosbag2, load_rosbag2
 from .seven_scenes import load_seven_scenes
 from .transforms_json import load_transforms_json
 
@@ -18,6 +19,7 @@ LOADERS: dict[str, Callable[..., PosedImages]] = {
     "seven_scenes": load_seven_scenes,
     "cambridge": load_cambridge,
     "llff": load_llff,
+    "rosbag2": load_rosbag2,
 }
 
 
@@ -38,6 +40,7 @@ LOOKED_FOR = (
     "a 7-Scenes scene (TrainSplit.txt/TestSplit.txt or seq-*/frame-*.pose.txt)",
     "a Cambridge Landmarks scene (dataset_train.txt, reconstruction.nvm)",
     "an LLFF scene (poses_bounds.npy)",
+    "a rosbag2 bag (a folder with metadata.yaml or one .mcap/.db3 file, or a .mcap/.db3 file)",
 )
 
 
@@ -58,6 +61,8 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
             return "seven_scenes", path.parent
         if path.stem in ("cameras", "images", "points3D") and path.suffix in (".bin", ".txt"):
             return "colmap", path.parent
+        if is_rosbag2(path):
+            return "rosbag2", path
     else:
         if (path / "transforms.json").is_file() or (path / "transforms_train.json").is_file():
             return "transforms_json", path
@@ -72,6 +77,8 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
             return "cambridge", path
         if (path / "poses_bounds.npy").is_file():
             return "llff", path
+        if is_rosbag2(path):
+            return "rosbag2", path
     raise DatasetError(
         f"{path}: unknown dataset layout; looked for " + "; ".join(LOOKED_FOR)
     )
@@ -83,9 +90,10 @@ def load_dataset(path: str | Path, format: str | None = None, **kwargs) -> Posed
     ``format`` forces a loader (one of :data:`LOADERS`); ``kwargs`` go to the loader
     (e.g. ``split_file``, ``images_dir``, ``factor``, ``focal_length``). Detection order:
     transforms.json (nerfstudio/instant-ngp/Blender), COLMAP (the folder itself,
-    ``sparse/0`` or ``sparse``), 7-Scenes, Cambridge, LLFF; so an LLFF folder that also
-    ships ``sparse/0`` loads the COLMAP model (exact intrinsics) unless
-    ``format="llff"``.
+    ``sparse/0`` or ``sparse``), 7-Scenes, Cambridge, LLFF, rosbag2 (its options, e.g.
+    ``pose_topic``, are :class:`~neural_reloc.bags.dataset.BagDatasetConfig`'s); so an
+    LLFF folder that also ships ``sparse/0`` loads the COLMAP model (exact intrinsics)
+    unless ``format="llff"``.
     """
     if format is not None:
         if format not in LOADERS:
