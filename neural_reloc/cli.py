@@ -74,15 +74,30 @@ def cmd_build_map(args) -> int:
         evaluate=not args.no_eval,
         max_eval_views=args.max_eval_views,
     )
-    from .mapping import describe_map
+    from .map_loading import describe_map
 
     info = describe_map(out)
     print(json.dumps({"map": str(out), "size_mb": info["size_mb"], "training": info["training"], "metrics": info["metrics"]}, indent=1))
     return 0
 
 
+def cmd_add_method(args) -> int:
+    from .data import load_dataset
+    from .device import resolve_device
+    from .map_loading import describe_map
+    from .mapping import add_method
+
+    cfg = _load_config(args.method, args.config, args.set or [])
+    data = load_dataset(args.data) if args.data else None
+    out = add_method(args.map, args.method, data, config=cfg, device=resolve_device(args.device),
+                     progress=_progress(), out_dir=args.out)
+    info = describe_map(out)
+    print(json.dumps({"map": str(out), "size_mb": info["size_mb"], "components": info["components"]}, indent=1))
+    return 0
+
+
 def cmd_info(args) -> int:
-    from .mapping import describe_map
+    from .map_loading import describe_map
 
     print(json.dumps(describe_map(args.map), indent=1, default=str))
     return 0
@@ -95,7 +110,7 @@ def cmd_render(args) -> int:
     from .data import load_dataset
     from .device import resolve_device
     from .map_bundle import read_map
-    from .mapping import load_neural_map
+    from .map_loading import load_neural_map
     from .nerf.train import psnr
 
     device = resolve_device(args.device)
@@ -186,11 +201,12 @@ def cmd_bag_from_dataset(args) -> int:
     return 0
 
 
-def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None):
+def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None, map_path: str):
     """Take the relocalization node's settings from its ROS parameter file (e.g.
-    config/relocalize.yaml): ``tracking`` and the topics/frames into ``cfg``,
-    ``localization`` as relocalizer overrides (``--reloc-set`` wins). Returns the
-    overrides as a nested dict."""
+    config/relocalize.yaml): ``tracking`` and the topics/frames into ``cfg``, the
+    settings under the method's name (its ``method`` parameter, else the map's default)
+    as relocalizer overrides (``--reloc-set`` wins). Returns the overrides as a nested
+    dict."""
     from .config_io import ConfigError, from_dict, load_yaml, parse_dotted
     from .tracking import TrackingConfig
 
@@ -211,7 +227,11 @@ def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None)
             setattr(obj, attr, params[key])
     if "odom_frame" in params and not params["odom_frame"]:
         cfg.bag.use_odometry = False
-    overrides = {"localization": dict(params["localization"])} if isinstance(params.get("localization"), dict) else {}
+    from .map_bundle import read_manifest
+    from .map_loading import map_default_method
+
+    method = params.get("method") or map_default_method(read_manifest(map_path))
+    overrides = {"localization": dict(params[method])} if isinstance(params.get(method), dict) else {}
     for key, value in parse_dotted(reloc_overrides or []).items():
         if isinstance(value, dict) and isinstance(overrides.get(key), dict):
             overrides[key].update(value)
@@ -237,7 +257,7 @@ def cmd_eval_bag(args) -> int:
     gt, bag = cfg.ground_truth, cfg.bag
     reloc_overrides = args.reloc_set or None
     if args.node_params:
-        reloc_overrides = _apply_node_params(cfg, args.node_params, reloc_overrides)
+        reloc_overrides = _apply_node_params(cfg, args.node_params, reloc_overrides, args.map)
     if args.gt_topic:
         gt.topic, gt.tf_parent, gt.tf_child = args.gt_topic, "", ""
     if args.gt_tf:
@@ -306,7 +326,7 @@ def cmd_localize(args) -> int:
     from .data import load_dataset
     from .eval.io import write_json_atomic
     from .localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records
-    from .methods.registry import load_relocalizer
+    from .map_loading import load_relocalizer
 
     reloc = load_relocalizer(args.map, args.device, args.set or None)
     data = load_dataset(args.data)
@@ -378,7 +398,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .methods.registry import available_methods
+    from .methods.registry import available_methods, get_method
 
     p = argparse.ArgumentParser(prog="neural-reloc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -398,6 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-eval-views", type=int, default=0, help="evaluate at most this many held-out views")
     add_device(b)
     b.set_defaults(func=cmd_build_map)
+
+    am = sub.add_parser("add-method", help="train one more method's component on an existing map (its field stays as it is)")
+    am.add_argument("method", choices=[m for m in available_methods() if get_method(m).add_to_map is not None])
+    am.add_argument("--map", required=True, help="map directory (build-map)")
+    am.add_argument("--data", help="the mapping images the component is trained on (the map's own dataset)")
+    am.add_argument("--out", help="write the map with the new component here (default: replace --map, atomically)")
+    am.add_argument("--config", help="YAML config of the method")
+    am.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.cnn_steps=300")
+    add_device(am)
+    am.set_defaults(func=cmd_add_method)
 
     r = sub.add_parser("render", help="render a map at reference views or a dataset's views")
     r.add_argument("--map", required=True)

@@ -1,12 +1,22 @@
 """The map bundle: one directory per map, written atomically, loaded safely.
 
-Layout::
+A map is a neural field plus method components trained on top of it ("one map, many
+methods"). Layout (format version 2)::
 
     my_map/
-      manifest.json          format version, method, config, scene normalization,
+      manifest.json          format version, default method, scene normalization,
                              reference views (intrinsics + OpenGL c2w), training-data
-                             fingerprint, metrics, and the size + sha256 of every file
-      weights.safetensors    all tensors (no pickle: loading cannot execute code)
+                             fingerprint, ``field`` (its config, file, training, metrics),
+                             ``components`` (per method: its config, version, file,
+                             training), and the size + sha256 of every file
+      field.safetensors      the neural field's tensors (``map.*``; none for a map
+                             without a field, e.g. the classical baseline's)
+      <method>.safetensors   each component's tensors (its CNN, heads of the field
+                             ``map.field.heads.*``, retrieval index...)
+
+All tensors are safetensors (no pickle: loading cannot execute code). Version 1 maps
+(one ``weights.safetensors``, one method) are read as a field plus that method's
+component, and rewritten as version 2 by ``neural-reloc add-method``.
 
 A build writes everything into a hidden sibling directory and renames it into place
 last, so a build killed at any moment leaves either the previous map or none — never
@@ -28,9 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MAP_FORMAT_VERSION = 1
+MAP_FORMAT_VERSION = 2
+#: Versions this neural_reloc reads (1: single-method maps, upgraded when read).
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
+#: The single weights file of a version 1 map.
 WEIGHTS_NAME = "weights.safetensors"
+FIELD_FILE = "field.safetensors"
+#: Tensor-name prefix of the neural field, and of the heads components add to it.
+FIELD_PREFIX = "map."
+HEADS_PREFIX = "map.field.heads."
 #: Tensors with more elements than this are stored as float16 (grid features); they
 #: are converted back to float32 on load. Small tensors (MLPs) stay float32.
 HALF_PRECISION_MIN_ELEMENTS = 1 << 20
@@ -68,7 +85,16 @@ class MapBundle:
 
     @property
     def method(self) -> str:
+        """The default method (the one the map was built with)."""
         return self.manifest["method"]
+
+    @property
+    def components(self) -> dict[str, dict]:
+        return self.manifest["components"]
+
+    @property
+    def has_field(self) -> bool:
+        return self.manifest.get("field") is not None
 
     @property
     def references(self) -> ReferenceViews:
@@ -101,18 +127,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_map(
-    out_dir: str | Path,
-    *,
-    method: str,
-    modules: dict[str, torch.nn.Module | dict[str, torch.Tensor]],
-    config: dict,
-    scene: dict,
-    references: ReferenceViews,
-    fingerprint: str,
-    extra: dict | None = None,
-) -> Path:
-    """Write a map atomically; ``modules`` maps a prefix to a module or a state dict."""
+def component_file(method: str) -> str:
+    return f"{method}.safetensors"
+
+
+def flatten_modules(modules: dict[str, torch.nn.Module | dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Prefix -> module or state dict, as one ``prefix.key`` -> tensor dict (CPU)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, mod in modules.items():
+        state = mod.state_dict() if isinstance(mod, torch.nn.Module) else mod
+        for k, v in state.items():
+            tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
+    return tensors
+
+
+def split_field(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(the field's tensors, the rest): the field is ``map.*`` without the heads that
+    components add to it."""
+    field = {k: v for k, v in tensors.items() if k.startswith(FIELD_PREFIX) and not k.startswith(HEADS_PREFIX)}
+    return field, {k: v for k, v in tensors.items() if k not in field}
+
+
+def write_bundle(out_dir: str | Path, manifest: dict, files: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """Write a map atomically: each ``files`` entry (file name -> tensors) as
+    safetensors (large float tensors as float16), then ``manifest`` with the size and
+    sha256 of every file, into a hidden sibling directory renamed into place last."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -120,32 +159,21 @@ def write_map(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        tensors: dict[str, torch.Tensor] = {}
-        for prefix, mod in modules.items():
-            state = mod.state_dict() if isinstance(mod, torch.nn.Module) else mod
-            for k, v in state.items():
-                t = v.detach().cpu().contiguous()
+        listed = {}
+        for name, tensors in files.items():
+            _check_file_name(name, tmp)
+            out = {}
+            for k, t in tensors.items():
+                t = t.detach().cpu().contiguous()
                 if t.is_floating_point() and t.numel() >= HALF_PRECISION_MIN_ELEMENTS:
                     t = t.half()
-                tensors[f"{prefix}.{k}"] = t
-        weights = tmp / WEIGHTS_NAME
-        save_file(tensors, str(weights), metadata={"format": "neural_reloc", "version": str(MAP_FORMAT_VERSION)})
-        with open(weights, "rb") as f:
-            os.fsync(f.fileno())
-        from . import __version__
-
-        manifest = {
-            "format_version": MAP_FORMAT_VERSION,
-            "method": method,
-            "created_unix": time.time(),
-            "neural_reloc_version": __version__,
-            "config": config,
-            "scene": scene,
-            "reference_views": references.to_dict(),
-            "training_data_fingerprint": fingerprint,
-            "files": {WEIGHTS_NAME: {"bytes": weights.stat().st_size, "sha256": sha256_file(weights)}},
-            **(extra or {}),
-        }
+                out[k] = t
+            path = tmp / name
+            save_file(out, str(path), metadata={"format": "neural_reloc", "version": str(MAP_FORMAT_VERSION)})
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            listed[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        manifest = {**manifest, "format_version": MAP_FORMAT_VERSION, "files": listed}
         man = tmp / MANIFEST_NAME
         with open(man, "w") as f:
             json.dump(manifest, f, indent=1)
@@ -166,12 +194,92 @@ def write_map(
     return out_dir
 
 
+def write_map(
+    out_dir: str | Path,
+    *,
+    method: str,
+    modules: dict[str, torch.nn.Module | dict[str, torch.Tensor]],
+    config: dict,
+    scene: dict,
+    references: ReferenceViews,
+    fingerprint: str,
+    extra: dict | None = None,
+    field_config: dict | None = None,
+    component: bool = True,
+    component_version: int = 1,
+) -> Path:
+    """Write a freshly built map atomically: its field (``map.*`` of ``modules``, with
+    ``field_config``) and, with ``component``, the method's component (everything
+    else: heads, CNN, index...; ``config`` is the method's whole config). ``extra``:
+    more manifest entries (``training``, ``metrics``...), shared by the field and the
+    component of a one-command build."""
+    from . import __version__
+
+    extra = dict(extra or {})
+    field_t, rest = split_field(flatten_modules(modules))
+    now = time.time()
+    files: dict[str, dict[str, torch.Tensor]] = {}
+    field = None
+    if field_t:
+        files[FIELD_FILE] = field_t
+        field = {"config": field_config if field_config is not None else config, "file": FIELD_FILE,
+                 "training": extra.get("training", {}), "metrics": extra.get("metrics", {})}
+    elif field_config is not None:
+        raise ValueError("a field config was given but the modules have no field tensors (map.*)")
+    components = {}
+    if component:
+        files[component_file(method)] = rest
+        components[method] = {"method": method, "version": component_version, "config": config,
+                              "file": component_file(method), "created_unix": now,
+                              "training": extra.get("training", {})}
+    elif rest:
+        raise ValueError(f"{sorted(rest)[:3]}...: tensors outside the field but no component to hold them")
+    manifest = {
+        "format_version": MAP_FORMAT_VERSION,
+        "method": method,
+        "created_unix": now,
+        "neural_reloc_version": __version__,
+        "config": config,
+        "scene": scene,
+        "reference_views": references.to_dict(),
+        "training_data_fingerprint": fingerprint,
+        "field": field,
+        "components": components,
+        **extra,
+    }
+    return write_bundle(out_dir, manifest, files)
+
+
+def _check_file_name(name: str, root: Path) -> None:
+    """A file a manifest names must be a plain name inside the bundle."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise MapError(f"{root / MANIFEST_NAME}: file entry {name!r} is not a plain file name inside the map")
+
+
+def upgrade_manifest_v1(manifest: dict) -> dict:
+    """A version 1 manifest (one method, one ``weights.safetensors``) as version 2, in
+    memory: the field (when the method trained one) plus the method's component, both
+    read from the one file."""
+    m = dict(manifest)
+    method = m["method"]
+    has_field = m.get("scene", {}).get("mode") != "none"
+    m["field"] = ({"config": m.get("map_config", m["config"]), "file": WEIGHTS_NAME,
+                   "training": m.get("training", {}), "metrics": m.get("metrics", {})} if has_field else None)
+    field_only = method == "nerf"
+    m["components"] = {} if field_only else {
+        method: {"method": method, "version": 1, "config": m["config"], "file": WEIGHTS_NAME,
+                 "created_unix": m.get("created_unix"), "training": m.get("training", {})}
+    }
+    m["upgraded_from_format_version"] = 1
+    return m
+
+
 def read_manifest(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise MapError(f"map not found: {path}")
     if not path.is_dir():
-        raise MapError(f"{path}: a map is a directory (with {MANIFEST_NAME} and {WEIGHTS_NAME}), this is a file")
+        raise MapError(f"{path}: a map is a directory (with {MANIFEST_NAME} and its .safetensors files), this is a file")
     man = path / MANIFEST_NAME
     if not man.is_file():
         raise MapError(f"{man}: missing — {path} is not a neural_reloc map (or a build that never finished)")
@@ -182,19 +290,30 @@ def read_manifest(path: str | Path) -> dict:
     if not isinstance(manifest, dict) or "format_version" not in manifest:
         raise MapError(f"{man}: no format_version; not a neural_reloc map manifest")
     v = manifest["format_version"]
-    if v != MAP_FORMAT_VERSION:
+    if v not in READABLE_FORMAT_VERSIONS:
         raise MapError(
-            f"{man}: map format version {v}, but this neural_reloc reads version {MAP_FORMAT_VERSION}; "
-            "rebuild the map with `neural-reloc build-map`"
+            f"{man}: map format version {v}, but this neural_reloc reads versions "
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}; rebuild the map with `neural-reloc build-map`"
         )
-    for key in ("method", "config", "scene", "reference_views", "files"):
+    required = ("method", "config", "scene", "reference_views", "files") + (("field", "components") if v >= 2 else ())
+    for key in required:
         if key not in manifest:
             raise MapError(f"{man}: required field {key!r} is missing")
+    if v == 1:
+        manifest = upgrade_manifest_v1(manifest)
+    for name in manifest["files"]:
+        _check_file_name(name, path)
+    needed = {c["file"] for c in manifest["components"].values()} | (
+        {manifest["field"]["file"]} if manifest["field"] else set())
+    unlisted = sorted(needed - set(manifest["files"]))
+    if unlisted:
+        raise MapError(f"{man}: {', '.join(unlisted)} used by the map but not listed (with its checksum) in 'files'")
     return manifest
 
 
 def read_map(path: str | Path, expected_method: str | tuple[str, ...] | None = None, verify: bool = True) -> MapBundle:
-    """Load and verify a map. ``expected_method`` rejects maps of another method."""
+    """Load and verify a map (every file the manifest lists: size and sha256).
+    ``expected_method`` rejects maps without (one of) that method's component."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -202,10 +321,13 @@ def read_map(path: str | Path, expected_method: str | tuple[str, ...] | None = N
     manifest = read_manifest(path)
     if expected_method is not None:
         allowed = (expected_method,) if isinstance(expected_method, str) else tuple(expected_method)
-        if manifest["method"] not in allowed:
+        have = set(manifest["components"]) | ({"nerf"} if manifest["field"] else set())
+        if not have & set(allowed):
             raise MapError(
-                f"{path / MANIFEST_NAME}: this is a {manifest['method']!r} map, expected {' or '.join(map(repr, allowed))}"
+                f"{path / MANIFEST_NAME}: this map has {', '.join(sorted(have)) or 'nothing'}, "
+                f"expected {' or '.join(map(repr, allowed))}"
             )
+    tensors: dict[str, torch.Tensor] = {}
     for name, meta in manifest["files"].items():
         f = path / name
         if not f.is_file():
@@ -215,13 +337,28 @@ def read_map(path: str | Path, expected_method: str | tuple[str, ...] | None = N
             raise MapError(f"{f}: {size} bytes but the manifest says {meta['bytes']}: truncated or corrupt")
         if verify and sha256_file(f) != meta["sha256"]:
             raise MapError(f"{f}: checksum mismatch: the file is corrupt")
-    weights = path / WEIGHTS_NAME
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MapError(f"{weights}: cannot be read as safetensors ({e})") from e
+        try:
+            tensors.update(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise MapError(f"{f}: cannot be read as safetensors ({e})") from e
     tensors = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in tensors.items()}
     return MapBundle(path=path, manifest=manifest, tensors=tensors)
+
+
+def component_tensors(bundle: MapBundle, method: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``method``'s component: its file's, less the field's (a version 1
+    map keeps both in one file)."""
+    from safetensors.torch import load_file
+
+    entry = bundle.components[method]
+    names = set(load_file(str(bundle.path / entry["file"])).keys())
+    if bundle.manifest.get("field") and entry["file"] == bundle.manifest["field"]["file"]:
+        names = set(split_field({k: None for k in names})[1])
+    return {k: bundle.tensors[k] for k in names}
+
+
+def field_tensors(bundle: MapBundle) -> dict[str, torch.Tensor]:
+    return split_field(bundle.tensors)[0] if bundle.has_field else {}
 
 
 def map_size_bytes(path: str | Path) -> int:

@@ -17,11 +17,8 @@ import torch
 
 from .config_io import to_dict
 from .data.posed_images import PosedImages
-from .map_bundle import MapBundle, MapError, ReferenceViews, map_size_bytes, read_manifest, read_map, write_map
+from .map_bundle import MapError, ReferenceViews, map_size_bytes, read_manifest, write_map
 from .methods.registry import get_method
-from .nerf.config import NeuralMapConfig
-from .nerf.neural_map import NeuralMap
-from .nerf.scene import SceneNormalization
 from .nerf.train import evaluate_views
 
 
@@ -31,6 +28,13 @@ def partial_dir(out_dir: Path) -> Path:
 
 def _identity(data: PosedImages, method: str, cfg: Any) -> dict:
     return {"method": method, "config": to_dict(cfg), "fingerprint": data.fingerprint()}
+
+
+def build_config_key(config: dict) -> dict:
+    """What of a method config decides a build: all but the ``localization`` section
+    (run-time settings, stored with the map as its defaults but never a reason to
+    retrain it)."""
+    return {k: v for k, v in config.items() if k != "localization"}
 
 
 def build_map(
@@ -56,10 +60,14 @@ def build_map(
             man = read_manifest(out_dir)
             if (
                 man.get("method") == method
-                and man.get("config") == ident["config"]
+                and build_config_key(man.get("config", {})) == build_config_key(ident["config"])
                 and man.get("training_data_fingerprint") == ident["fingerprint"]
             ):
-                log(f"map {out_dir} is up to date (same data and config): skipping the build")
+                if man.get("config") != ident["config"]:
+                    log(f"map {out_dir} is up to date (same data and build settings; its stored localization "
+                        "settings differ from these, pass them at run time): skipping the build")
+                else:
+                    log(f"map {out_dir} is up to date (same data and config): skipping the build")
                 return out_dir
             log(f"map {out_dir} exists but was built from other data or config: rebuilding")
         except MapError as e:
@@ -97,6 +105,9 @@ def build_map(
         scene=trainer.scene.to_dict(),
         references=references,
         fingerprint=ident["fingerprint"],
+        field_config=to_dict(spec.map_config(cfg)),
+        component=spec.relocalizer_factory is not None,
+        component_version=spec.version,
         extra={
             "map_config": to_dict(spec.map_config(cfg)),
             "training": {
@@ -134,6 +145,7 @@ def _build_without_training(spec, data, train, out_dir, cfg, ident, device, prog
         scene=built.scene,
         references=built.references,
         fingerprint=ident["fingerprint"],
+        component_version=spec.version,
         extra={
             "training": {
                 "train_s": round(train_s, 2),
@@ -151,44 +163,89 @@ def _build_without_training(spec, data, train, out_dir, cfg, ident, device, prog
     return out_dir
 
 
-def load_neural_map(bundle: MapBundle | str | Path, device: torch.device | str = "cpu") -> NeuralMap:
-    """The :class:`NeuralMap` of a map bundle (any method with one), on ``device``, in eval mode."""
-    from .config_io import from_dict
+def add_method(
+    map_dir: str | Path,
+    method: str,
+    data: PosedImages | None,
+    config: Any | None = None,
+    device: torch.device | str = "cpu",
+    progress: Callable | None = None,
+    log: Callable[[str], None] = print,
+    out_dir: str | Path | None = None,
+) -> Path:
+    """Train ``method``'s component on the existing map's frozen field and write the
+    map (atomically; to ``out_dir``, default in place) with it beside the components
+    it already has; returns where it wrote. A map that already has this component with
+    the same build settings is left as it is."""
+    from .map_bundle import (
+        FIELD_FILE,
+        component_file,
+        component_tensors,
+        field_tensors,
+        flatten_modules,
+        read_map,
+        split_field,
+        write_bundle,
+    )
 
-    if not isinstance(bundle, MapBundle):
-        bundle = read_map(bundle)
+    spec = get_method(method)
+    if spec.add_to_map is None:
+        raise ValueError(f"method {method!r} cannot be added to an existing map: build one with "
+                         f"`neural-reloc build-map --method {method}`")
+    map_dir = Path(map_dir)
+    out_dir = Path(out_dir) if out_dir is not None else map_dir
+    bundle = read_map(map_dir)
     man = bundle.manifest
-    spec = get_method(man["method"])
-    if spec.trainer_factory is None:
-        raise MapError(f"{bundle.path}: a {spec.name!r} map has no neural map (nothing to render)")
-    cfg = from_dict(NeuralMapConfig, man.get("map_config", man["config"]))
-    scene = SceneNormalization.from_dict(man["scene"])
-    refs = bundle.references
-    model = NeuralMap(cfg, scene, num_images=len(refs.names))
-    if spec.attach_heads is not None:
-        spec.attach_heads(model, man["config"])
-    state = bundle.module_state("map")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise MapError(f"{bundle.path}: weights do not match the map's config: {e}") from e
-    return model.to(device).eval()
-
-
-def describe_map(path: str | Path) -> dict:
-    """Summary of a map for ``neural-reloc info``."""
-    man = read_manifest(path)
-    tr = man.get("training", {})
-    return {
-        "path": str(path),
-        "method": man["method"],
-        "format_version": man["format_version"],
-        "neural_reloc_version": man.get("neural_reloc_version"),
-        "created_unix": man.get("created_unix"),
-        "size_mb": round(map_size_bytes(path) / 1e6, 2),
-        "scene": man["scene"],
-        "reference_views": len(man["reference_views"]["names"]),
-        "training": {k: v for k, v in tr.items() if k != "history"},
-        "metrics": {k: v for k, v in man.get("metrics", {}).items() if k != "per_view"},
-        "training_data_fingerprint": man.get("training_data_fingerprint"),
+    cfg = config if config is not None else spec.config_factory()
+    existing = man["components"].get(method)
+    if existing is not None and build_config_key(existing["config"]) == build_config_key(to_dict(cfg)):
+        log(f"map {map_dir} already has a {method} component with these build settings: nothing to do")
+        if out_dir != map_dir:
+            write_bundle(out_dir, {k: v for k, v in man.items() if k not in ("files", "format_version")},
+                         _current_files(bundle))
+        return out_dir
+    if data is None:
+        raise ValueError(f"add-method {method}: give the mapping images (--data) the component is trained on")
+    train = data.subset("train") if "train" in data.split else data
+    if train.fingerprint() != man.get("training_data_fingerprint"):
+        log(f"note: {data.source} is not the data {map_dir} was built from (other fingerprint); its poses must be "
+            "in the map's frame")
+    work = partial_dir(out_dir).with_name(partial_dir(out_dir).name + f"-{method}")
+    t0 = time.perf_counter()
+    modules, info = spec.add_to_map(bundle, train, cfg, torch.device(device), work, progress=progress, log=log)
+    train_s = time.perf_counter() - t0
+    _, comp = split_field(flatten_modules(modules))  # the field is frozen: its file is kept as it is
+    others = {k for name in man["components"] if name != method for k in component_tensors(bundle, name)}
+    clash = sorted(set(comp) & others)
+    if clash:
+        raise ValueError(f"method {method!r}: tensor names {clash[:3]} are already used by another component of the map")
+    files = {n: t for n, t in _current_files(bundle).items() if n != component_file(method)}
+    files[component_file(method)] = comp
+    manifest = {k: v for k, v in man.items() if k not in ("files", "format_version", "upgraded_from_format_version")}
+    if bundle.has_field:
+        manifest["field"] = {**man["field"], "file": FIELD_FILE}
+        assert FIELD_FILE in files and files[FIELD_FILE].keys() == field_tensors(bundle).keys()
+    manifest["components"] = {n: {**c, "file": component_file(n)} for n, c in man["components"].items() if n != method}
+    stored = to_dict(cfg)
+    if bundle.has_field and "map" in stored:  # the field it was trained on, not a default one
+        stored["map"] = man["field"]["config"]
+    manifest["components"][method] = {
+        "method": method, "version": spec.version, "config": stored, "file": component_file(method),
+        "created_unix": time.time(),
+        "training": {"train_s": round(train_s, 2), "device": str(device), "dataset": data.source,
+                     "num_train_images": len(train), **info},
     }
+    write_bundle(out_dir, manifest, files)
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"added {method} to {out_dir} ({map_size_bytes(out_dir) / 1e6:.1f} MB) after {train_s:.0f} s of training")
+    return out_dir
+
+
+def _current_files(bundle) -> dict:
+    """A bundle's tensors as version 2 files: the field, then each component."""
+    from .map_bundle import FIELD_FILE, component_file, component_tensors, field_tensors
+
+    files = {FIELD_FILE: field_tensors(bundle)} if bundle.has_field else {}
+    for name in bundle.components:
+        files[component_file(name)] = component_tensors(bundle, name)
+    return files

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config_fields import setting
 from .geometry.camera import Camera
 from .geometry.se3 import check_pose, invert_pose, pose_error
 from .methods.base import LocalizationResult, PosePrior, Relocalizer
@@ -38,16 +39,30 @@ NS_PER_S = 1_000_000_000
 class TrackingConfig:
     """Prior selection and fix acceptance (mirrored by config/relocalize.yaml)."""
 
-    use_odometry: bool = True  # carry the fix forward with odom->base_link motion
-    use_last_fix: bool = True  # without odometry, start from the last fix
-    use_retrieval_when_lost: bool = True  # else frames without a prior fail
-    lost_after_failures: int = 3  # failures in a row before falling back to retrieval
-    max_fix_age_s: float = 60.0  # an older fix is not trusted as a prior (0: no limit)
-    # Confidence needed for a result to become the fix (and, on the node, for Nav2).
-    accept_min_inliers: int = 30
-    accept_min_inlier_ratio: float = 0.2
-    accept_max_position_std_m: float = 0.25
-    accept_max_yaw_std_deg: float = 10.0
+    use_odometry: bool = setting(True, "Carry the fix forward with odom->base_link motion.")
+    use_last_fix: bool = setting(True, "Without odometry, start from the last fix.")
+    use_retrieval_when_lost: bool = setting(
+        True, "When lost (or before the first fix), let the relocalizer find its own prior (retrieval over the "
+        "map); false: frames without a prior fail."
+    )
+    lost_after_failures: int = setting(3, "Failures in a row before falling back to retrieval.",
+                                       range=(1, 1_000_000))
+    max_fix_age_s: float = setting(60.0, "An older fix is not trusted as a prior (0: no limit).", range=(0.0, 1e6))
+    accept_min_inliers: int = setting(
+        30, "A result needs at least this many PnP inliers to become the fix (and, in Nav2 mode, to be sent "
+        "to Nav2).", range=(0, 1_000_000)
+    )
+    accept_min_inlier_ratio: float = setting(
+        0.2, "A result needs at least this inlier ratio to become the fix.", range=(0.0, 1.0)
+    )
+    accept_max_position_std_m: float = setting(
+        0.25, "A result needs a position standard deviation (largest axis, from its covariance) of at most this "
+        "many metres to become the fix; a result without a covariance never does.", range=(0.0, 1e9)
+    )
+    accept_max_yaw_std_deg: float = setting(
+        10.0, "A result needs a yaw standard deviation of at most this many degrees to become the fix.",
+        range=(0.0, 180.0)
+    )
 
 
 @dataclass
@@ -63,8 +78,11 @@ class Frame:
     base_from_optical: np.ndarray | None = None
 
 
-def _pose_std(cov: np.ndarray) -> tuple[float, float]:
-    """Position std (m, largest axis) and yaw std (deg) of a ROS 6x6 covariance."""
+def _pose_std(cov: np.ndarray | None) -> tuple[float, float]:
+    """Position std (m, largest axis) and yaw std (deg) of a ROS 6x6 covariance
+    (infinite for an unknown one: None)."""
+    if cov is None:
+        return math.inf, math.inf
     cov = np.asarray(cov, dtype=np.float64)
     if cov.shape != (6, 6) or not np.all(np.isfinite(cov)):
         return math.inf, math.inf
@@ -170,6 +188,8 @@ class RelocalizationSession:
             base_from_optical = frame.base_from_optical if frame.base_from_optical is not None else np.eye(4)
             map_from_base = map_from_optical @ invert_pose(base_from_optical)
             self.map_from_odom = map_from_base @ invert_pose(frame.odom_from_base)
+        else:  # an older fix's map->odom must not outlive this newer fix
+            self.map_from_odom = None
         return True
 
     def prior_delta(self, result: LocalizationResult) -> tuple[float, float]:

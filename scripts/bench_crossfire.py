@@ -30,8 +30,8 @@ def main() -> int:
         localize_dataset,
         summarize_records,
     )
-    from neural_reloc.mapping import describe_map
-    from neural_reloc.methods.registry import load_relocalizer
+    from neural_reloc.map_loading import describe_map
+    from neural_reloc.map_loading import load_relocalizer
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--map", required=True)

@@ -26,7 +26,7 @@ def main() -> int:
     from neural_reloc.device import resolve_device
     from neural_reloc.geometry.camera import Camera
     from neural_reloc.map_bundle import read_map
-    from neural_reloc.mapping import load_neural_map
+    from neural_reloc.map_loading import load_neural_map
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--map", required=True)

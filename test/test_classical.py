@@ -30,7 +30,8 @@ from neural_reloc.methods.classical.retrieval import top_k, train_vocabulary, vl
 from neural_reloc.methods.classical.storage import PREFIX, ClassicalMap
 from neural_reloc.methods.classical.tracks import build_tracks
 from neural_reloc.methods.classical.triangulation import triangulate_tracks
-from neural_reloc.methods.registry import MethodSpec, load_relocalizer
+from neural_reloc.map_loading import load_relocalizer
+from neural_reloc.methods.registry import MethodSpec
 
 TEST_DATA_DIR = Path(__file__).resolve().parents[1] / ".cache" / "test-data"
 
@@ -225,7 +226,7 @@ def relocalizer(classical_map) -> ClassicalRelocalizer:
 
 
 def test_info_describes_the_map(classical_map):
-    from neural_reloc.mapping import describe_map
+    from neural_reloc.map_loading import describe_map
 
     info = describe_map(classical_map[0])
     assert info["method"] == "classical" and info["scene"] == {"mode": "none"}
@@ -371,7 +372,8 @@ def test_map_round_trips_through_the_bundle(classical_map, relocalizer, tmp_path
 
 
 def test_build_is_skipped_when_up_to_date_and_redone_when_the_config_changes(classical_map, tmp_path):
-    from neural_reloc.mapping import build_map, load_neural_map
+    from neural_reloc.map_loading import load_neural_map
+    from neural_reloc.mapping import build_map
 
     path, data = classical_map
     out = tmp_path / "map"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from neural_reloc.config_io import to_dict
 from neural_reloc.methods.crossfire import CrossfireConfig
 from neural_reloc.methods.crossfire import matching
-from neural_reloc.methods.crossfire.matching import match_coarse_to_fine, mutual_nearest_neighbours, subpixel_offsets
+from neural_reloc.methods.common.matching import match_coarse_to_fine, mutual_nearest_neighbours, subpixel_offsets
 from neural_reloc.methods.crossfire.trainer import DESCRIPTOR_HEAD, attach_descriptor_head
 from neural_reloc.nerf.config import EncodingConfig, FieldConfig, NeuralMapConfig
 from neural_reloc.nerf.neural_map import NeuralMap, RayBatch
@@ -267,7 +267,7 @@ def test_guided_matching_runs_in_the_last_iteration_only(crossfire_map, relocali
 # ------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def relocalizer(crossfire_map):
-    from neural_reloc.methods.registry import load_relocalizer
+    from neural_reloc.map_loading import load_relocalizer
 
     return load_relocalizer(crossfire_map[0], "cpu")
 
@@ -328,7 +328,7 @@ def test_failure_has_a_reason(crossfire_map, relocalizer):
 
 def test_cnn_precision_option(crossfire_map, relocalizer):
     from neural_reloc.device import inference_dtype
-    from neural_reloc.methods.registry import load_relocalizer
+    from neural_reloc.map_loading import load_relocalizer
 
     assert inference_dtype("float32", "cpu") == torch.float32
     assert inference_dtype("bfloat16", "cpu") == torch.bfloat16

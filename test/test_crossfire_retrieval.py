@@ -104,7 +104,7 @@ def test_index_written_before_poses_maps_rows_to_reference_views():
 
 @pytest.fixture(scope="module")
 def relocalizer(crossfire_map):
-    from neural_reloc.methods.registry import load_relocalizer
+    from neural_reloc.map_loading import load_relocalizer
 
     return load_relocalizer(crossfire_map[0], "cpu")
 

@@ -433,19 +433,21 @@ def test_node_parameter_file_gives_the_evaluation_the_nodes_settings(tmp_path):
                 "image_topic": "/front/image",
                 "odom_frame": "",
                 "tracking": {"lost_after_failures": 7, "accept_min_inliers": 50},
-                "localization": {"max_iterations": 4, "pnp": {"seed": 3}},
+                "method": "crossfire",
+                "crossfire": {"max_iterations": 4, "pnp": {"seed": 3}},
+                "classical": {"min_inliers": 99},  # another method's settings: not taken
             }
         }
     }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     cfg = EvalBagConfig()
-    overrides = _apply_node_params(cfg, str(tmp_path / "p.yaml"), ["localization.max_iterations=2"])
+    overrides = _apply_node_params(cfg, str(tmp_path / "p.yaml"), ["localization.max_iterations=2"], "unused")
     assert cfg.tracking == TrackingConfig(lost_after_failures=7, accept_min_inliers=50)
     assert cfg.bag.topics.image == "/front/image" and cfg.bag.use_odometry is False
     assert overrides == {"localization": {"max_iterations": 2, "pnp": {"seed": 3}}}  # --reloc-set wins
     (tmp_path / "q.yaml").write_text("tracking: {}\n")
     with pytest.raises(ValueError, match="not a ROS parameter file"):
-        _apply_node_params(EvalBagConfig(), str(tmp_path / "q.yaml"), None)
+        _apply_node_params(EvalBagConfig(), str(tmp_path / "q.yaml"), None, "unused")
 
 
 def test_localize_summary_per_iteration_hand_case():

@@ -147,23 +147,26 @@ def test_replay_into_a_node_and_record_its_statuses(small_bag, tmp_path, ros_env
     assert all(r["success"] and r["prior_source"] == "odometry" and r["t_err_m"] is not None for r in records)
 
 
-def test_live_node_gets_the_maps_localization_settings(tmp_path):
-    """The node's parameters override a map's localization settings, so eval-bag --live
-    hands it the map's own (what the offline run uses), then the user's overrides."""
+def test_live_node_gets_the_method_and_only_the_users_settings(tmp_path):
+    """eval-bag --live names the map's method on the node and passes only the settings
+    the user gave, under the method's name: the node, like the offline run, keeps the
+    map's stored settings for everything else (a node default never overrides them)."""
     from neural_reloc.eval.eval_bag import EvalBagConfig
-    from neural_reloc.map_bundle import MAP_FORMAT_VERSION, MANIFEST_NAME
+    from neural_reloc.map_bundle import MANIFEST_NAME
     from neural_reloc.ros.bag_replay import node_params_for
 
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({
-        "format_version": MAP_FORMAT_VERSION, "method": "crossfire", "scene": {}, "reference_views": {}, "files": {},
+        "format_version": 1, "method": "crossfire", "scene": {}, "reference_views": {},
+        "files": {"weights.safetensors": {"bytes": 0, "sha256": "0"}},
         "config": {"localization": {"render_samples": 24, "pnp": {"reprojection_threshold_px": 2.0}}},
     }))
-    params = node_params_for(EvalBagConfig(), "cpu", ["localization.max_iterations=2"], tmp_path)
-    assert params["localization.render_samples"] == 24  # the map's, not this version's default
-    assert params["localization.pnp.reprojection_threshold_px"] == 2.0
-    assert params["localization.max_iterations"] == 2  # the override wins
-    assert params["localization.min_similarity"] == 0.5  # a field the map leaves to the default
-    assert "localization.render_samples" not in node_params_for(EvalBagConfig(), "cpu")
+    params = node_params_for(EvalBagConfig(), "cpu", ["localization.max_iterations=2", "localization.pnp.seed=3"], tmp_path)
+    assert params["method"] == "crossfire"
+    assert params["crossfire.max_iterations"] == 2 and params["crossfire.pnp.seed"] == 3
+    assert not [k for k in params if k.startswith(("crossfire.render_samples", "localization."))]
+    assert not [k for k in node_params_for(EvalBagConfig(), "cpu", None, tmp_path) if k.startswith("crossfire.")]
+    with pytest.raises(ValueError, match="only localization"):
+        node_params_for(EvalBagConfig(), "cpu", ["train.cnn_steps=3"], tmp_path)
 
 
 def test_live_node_agrees_with_offline_frame_by_frame(crossfire_map, tmp_path, ros_env):

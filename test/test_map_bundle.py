@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from neural_reloc.map_bundle import (
+    FIELD_FILE,
     MANIFEST_NAME,
     WEIGHTS_NAME,
     MapError,
@@ -25,24 +26,36 @@ from neural_reloc.map_bundle import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _write(path: Path, method: str = "nerf", value: float = 1.0) -> Path:
+def _write(path: Path, method: str = "crossfire", value: float = 1.0) -> Path:
+    """A field (``map.*``) and, unless the method is the field-only "nerf", the
+    method's component (``big.*``, a head ``map.field.heads.*``)."""
     mod = torch.nn.Linear(4, 3)
     with torch.no_grad():
         mod.weight.fill_(value)
     refs = ReferenceViews(["a.png"], [{"width": 4, "height": 3}], np.eye(4)[None])
     big = {"grid": torch.full((1 << 20,), value)}  # stored as fp16
+    head = {"weight": torch.full((2, 2), value)}
+    modules = {"map": mod} if method == "nerf" else {"map": mod, "big": big, "map.field.heads.h": head}
     return write_map(
-        path, method=method, modules={"map": mod, "big": big}, config={"x": 1}, scene={"mode": "bounded"},
-        references=refs, fingerprint="abc",
+        path, method=method, modules=modules, config={"x": 1}, scene={"mode": "bounded"},
+        references=refs, fingerprint="abc", field_config={"f": 2}, component=method != "nerf",
     )
 
 
 def test_roundtrip_and_half_precision(tmp_path):
     p = _write(tmp_path / "m", value=0.5)
     b = read_map(p)
-    assert b.method == "nerf" and b.references.names == ["a.png"]
+    assert b.method == "crossfire" and b.references.names == ["a.png"]
     assert torch.all(b.module_state("map")["weight"] == 0.5)
     assert b.tensors["big.grid"].dtype == torch.float32  # fp16 on disk, float in memory
+    # one file for the field, one per component, each listed with its checksum
+    assert sorted(f.name for f in p.iterdir()) == ["crossfire.safetensors", FIELD_FILE, MANIFEST_NAME]
+    assert set(b.manifest["files"]) == {"crossfire.safetensors", FIELD_FILE}
+    assert b.manifest["field"]["config"] == {"f": 2} and list(b.components) == ["crossfire"]
+    from neural_reloc.map_bundle import component_tensors, field_tensors
+
+    assert set(field_tensors(b)) == {"map.weight", "map.bias"}
+    assert set(component_tensors(b, "crossfire")) == {"big.grid", "map.field.heads.h.weight"}
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")], "no temp dirs left behind"
 
 
@@ -79,15 +92,15 @@ def test_missing_map_and_file_instead_of_dir(tmp_path):
 
 def test_truncated_weights_named(tmp_path):
     p = _write(tmp_path / "m")
-    w = p / WEIGHTS_NAME
+    w = p / "crossfire.safetensors"
     w.write_bytes(w.read_bytes()[:1000])
-    with pytest.raises(MapError, match=rf"{WEIGHTS_NAME}.*truncated"):
+    with pytest.raises(MapError, match=r"crossfire.safetensors.*truncated"):
         read_map(p)
 
 
 def test_corrupt_weights_checksum(tmp_path):
     p = _write(tmp_path / "m")
-    w = p / WEIGHTS_NAME
+    w = p / FIELD_FILE
     data = bytearray(w.read_bytes())
     data[-10] ^= 0xFF
     w.write_bytes(bytes(data))
@@ -107,7 +120,7 @@ def test_corrupt_manifest_named(tmp_path):
 
 def test_wrong_version_and_method(tmp_path):
     p = _write(tmp_path / "m", method="nerf")
-    with pytest.raises(MapError, match="'nerf' map, expected 'crossfire'"):
+    with pytest.raises(MapError, match="this map has nerf, expected 'crossfire'"):
         read_map(p, expected_method="crossfire")
     man = json.loads((p / MANIFEST_NAME).read_text())
     man["format_version"] = 99
@@ -127,13 +140,48 @@ def test_weights_load_without_executing_code(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     payload = pickle.dumps(Evil())
-    (p / WEIGHTS_NAME).write_bytes(payload)
+    (p / FIELD_FILE).write_bytes(payload)
     man = json.loads((p / MANIFEST_NAME).read_text())
-    man["files"][WEIGHTS_NAME] = {"bytes": len(payload), "sha256": __import__("hashlib").sha256(payload).hexdigest()}
+    man["files"][FIELD_FILE] = {"bytes": len(payload), "sha256": __import__("hashlib").sha256(payload).hexdigest()}
     (p / MANIFEST_NAME).write_text(json.dumps(man))
     with pytest.raises(MapError, match="safetensors"):
         read_map(p)
     assert not marker.exists()
+
+
+def test_version_1_map_reads_as_field_plus_component(tmp_path):
+    """A map written before components existed (one weights.safetensors, format 1)
+    loads as its field plus its method's component, with the same tensors."""
+    from safetensors.torch import save_file
+
+    from neural_reloc.map_bundle import component_tensors, field_tensors, sha256_file
+
+    p = tmp_path / "v1"
+    p.mkdir()
+    save_file({"map.w": torch.ones(2), "map.field.heads.descriptor.w": torch.ones(3), "cnn.w": torch.ones(4)},
+              str(p / WEIGHTS_NAME))
+    (p / MANIFEST_NAME).write_text(json.dumps({
+        "format_version": 1, "method": "crossfire", "config": {"map": {"a": 1}}, "map_config": {"a": 1},
+        "scene": {"mode": "bounded"}, "reference_views": {"names": [], "cameras": [], "c2w_opengl": []},
+        "files": {WEIGHTS_NAME: {"bytes": (p / WEIGHTS_NAME).stat().st_size, "sha256": sha256_file(p / WEIGHTS_NAME)}},
+    }))
+    b = read_map(p)
+    assert b.manifest["field"]["config"] == {"a": 1} and list(b.components) == ["crossfire"]
+    assert set(field_tensors(b)) == {"map.w"}
+    assert set(component_tensors(b, "crossfire")) == {"map.field.heads.descriptor.w", "cnn.w"}
+
+
+def test_every_file_a_map_uses_is_listed_and_inside_it(tmp_path):
+    p = _write(tmp_path / "m")
+    man = json.loads((p / MANIFEST_NAME).read_text())
+    bypass = {**man, "files": {}}  # dropping the checksums must not skip the check
+    (p / MANIFEST_NAME).write_text(json.dumps(bypass))
+    with pytest.raises(MapError, match="not listed"):
+        read_map(p)
+    outside = {**man, "files": {**man["files"], "../../etc/hostname": {"bytes": 1, "sha256": "0"}}}
+    (p / MANIFEST_NAME).write_text(json.dumps(outside))
+    with pytest.raises(MapError, match="not a plain file name inside the map"):
+        read_map(p)
 
 
 # ------------------------------------------------------------ build, resume, CLI

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from neural_reloc.methods.crossfire.config import LocalizationConfig
 from neural_reloc.ros import params
 from neural_reloc.ros.config import MapBuilderConfig, NodeConfig, validate_node_config
 from neural_reloc.tracking import TrackingConfig
@@ -43,7 +41,8 @@ def _load(path: Path, node: str) -> dict:
 def test_yaml_equals_dataclass_defaults(node):
     cls, path = FILES[node]
     values = _load(path, node)
-    specs = params.parameter_specs(cls())
+    specs = [s for s in (params.node_parameter_specs() if cls is NodeConfig else params.parameter_specs(cls()))
+             if not s.unset]  # the methods' settings are written commented out (unset)
     assert list(values) == [s.name for s in specs], f"{path}: keys differ from {cls.__name__}'s fields"
     for spec in specs:
         value = values[spec.name]
@@ -61,11 +60,27 @@ def test_node_config_nests_the_core_configs():
     values = _load(FILES["relocalization_node"][1], "relocalization_node")
     cfg = params.config_from_values(values)
     assert cfg == NodeConfig()
-    assert cfg.tracking == TrackingConfig() and cfg.localization == LocalizationConfig()
+    assert cfg.tracking == TrackingConfig()
     tracking = {f"tracking.{f.name}" for f in dataclasses.fields(TrackingConfig)}
     assert tracking <= set(values)
-    assert "localization.pnp.reprojection_threshold_px" in values
+    assert not [k for k in values if k.startswith(("localization.", "crossfire.", "classical."))]
     assert validate_node_config(cfg) is cfg
+
+
+def test_every_relocalizing_method_has_its_settings_commented_in_the_yaml():
+    """Each registered method's LocalizationConfig is documented in relocalize.yaml under
+    its name, commented out: uncommented, a line is a valid parameter of that method."""
+    from neural_reloc.methods.registry import get_method, relocalizing_methods
+
+    text = FILES["relocalization_node"][1].read_text()
+    specs = params.method_parameter_specs()
+    assert {s.name.split(".")[0] for s in specs} == set(relocalizing_methods()) >= {"crossfire", "classical"}
+    for method in relocalizing_methods():
+        names = [s.name for s in specs if s.name.startswith(method + ".")]
+        loc_fields = params.parameter_specs(get_method(method).localization_config(), f"{method}.")
+        assert names == [s.name for s in loc_fields]
+        assert all(s.unset and s.read_only for s in specs)
+    assert "    # crossfire:" in text and "    #   min_inliers: 12" in text
 
 
 @pytest.mark.parametrize("node", sorted(FILES))
@@ -83,18 +98,24 @@ def test_every_parameter_has_a_description_and_sane_metadata(node):
             assert s.default in s.choices, s.name
     if cls is MapBuilderConfig:
         assert all(s.read_only for s in specs)
+    else:
+        method_specs = params.method_parameter_specs()
+        assert not [s.name for s in method_specs if len(s.description) < 10]
+        for s in method_specs:
+            if s.range is not None and s.kind in ("int", "float"):
+                assert s.range[0] <= s.default <= s.range[1], s.name
 
 
 def test_read_only_flags_of_the_relocalization_node():
-    by_name = {s.name: s for s in params.parameter_specs()}
+    by_name = {s.name: s for s in params.node_parameter_specs()}
     for name in ("image_topic", "camera_info_topic", "map_frame", "odom_frame", "device", "autostart", "image_qos"):
         assert by_name[name].read_only, name
-    assert all(s.read_only for n, s in by_name.items() if n.startswith("localization."))
+    assert all(s.read_only and s.unset for n, s in by_name.items() if n.startswith("crossfire."))
     # Safe to change live: the map (reloaded atomically), tracking thresholds, Nav2.
     for name in ("map_path", "tracking.accept_min_inliers", "nav2_mode", "nav2_min_interval_s", "pose_of"):
         assert not by_name[name].read_only, name
     assert by_name["image_qos"].choices == ("sensor_data", "reliable")
-    assert by_name["localization.pnp.refine_loss"].choices  # from geometry.pnp.POSELIB_LOSSES
+    assert by_name["crossfire.pnp.refine_loss"].choices  # from geometry.pnp.POSELIB_LOSSES
 
 
 def test_config_from_values_is_strict_and_validation_names_the_parameter():
@@ -110,24 +131,6 @@ def test_config_from_values_is_strict_and_validation_names_the_parameter():
     spec = {s.name: s for s in params.parameter_specs()}["image_qos"]
     assert "must be one of" in params.check_value(spec, "fast")
     assert params.check_value(spec, "reliable") == ""
-
-
-def test_field_comments_trailing_and_block():
-    @dataclass
-    class Example:
-        # block comment line one
-        # and line two
-        a: int = 1
-        b: float = 2.0  # trailing comment
-        c: str = "x"
-        d: int = 3  # d's own comment, # with a hash
-
-    comments = params.field_comments(Example)
-    assert comments == {
-        "a": "block comment line one and line two",
-        "b": "trailing comment",
-        "d": "d's own comment, # with a hash",
-    }
 
 
 def test_yaml_floats_are_read_back_as_floats():
@@ -149,12 +152,18 @@ def test_descriptors_on_a_real_node_with_the_shipped_yaml():
 
     path = FILES["relocalization_node"][1]
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, args=["--ros-args", "--params-file", str(path), "-p", "map_path:=/tmp/some_map"])
+    rclpy.init(context=ctx, args=["--ros-args", "--params-file", str(path), "-p", "map_path:=/tmp/some_map",
+                                  "-p", "crossfire.min_inliers:=30", "-p", "crossfire.pnp.seed:=4"])
     try:
         node = Node("relocalization_node", context=ctx)
         specs = params.declare_parameters(node)
         cfg = params.config_from_node(node, specs)
         assert cfg.map_path == "/tmp/some_map" and cfg.tracking == TrackingConfig()
+        # Only the method settings a user set exist (the rest keep the map's values).
+        assert params.method_overrides_from_node(node, specs, "crossfire") == {
+            "localization": {"min_inliers": 30, "pnp": {"seed": 4}}}
+        assert params.method_overrides_from_node(node, specs, "classical") == {}
+        assert params.methods_with_settings(node, specs) == ["crossfire"]
         descriptors = node.describe_parameters([s.name for s in specs])
         for spec, d in zip(specs, descriptors):
             assert d.description == spec.description and d.description

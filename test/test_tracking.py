@@ -222,12 +222,6 @@ def test_use_odometry_false_ignores_odometry():
     assert_prior(reloc.last_prior, "given", FIX_A)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracking.py observe(): an accepted fix on a frame without odometry leaves the "
-    "map_from_odom of an older fix in place, so the next frame with odometry gets that older "
-    "fix carried forward instead of the newest fix (even when the older one is past max_fix_age_s)",
-)
 @pytest.mark.parametrize(
     "max_fix_age_s, t_old, t_new, t_next",
     [(60.0, 0.0, 100.0, 110.0), (TrackingConfig().max_fix_age_s, 0.0, 1.0, 2.0)],

@@ -429,7 +429,7 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict:
     """All steps for every dataset; returns the summary written to ``OUT/benchmark.json``."""
-    from ..methods.registry import load_relocalizer
+    from ..map_loading import load_relocalizer
 
     validate_config(cfg)
     out = Path(out)

@@ -116,7 +116,7 @@ def evaluate_bag(
             frames = BagFrames(reader, cfg.bag, cfg.ground_truth)
             results["input"] = frames.describe()
             if relocalizer is None:
-                from ..methods.registry import load_relocalizer
+                from ..map_loading import load_relocalizer
 
                 relocalizer = load_relocalizer(map_path, device, reloc_overrides)
             results["method"] = relocalizer.method

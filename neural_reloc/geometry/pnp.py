@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config_fields import setting
 from .camera import Camera
 
 #: Floor on the per-coordinate residual standard deviation (pixels) used to scale the
@@ -77,35 +78,40 @@ MIN_POINTS_LOWER_BOUND = 4
 class PnPConfig:
     """Settings of :func:`pnp_ransac`; every poselib option is passed explicitly."""
 
-    # Inlier threshold on the reprojection error, in pixels of the camera passed in.
-    reprojection_threshold_px: float = 4.0
-    # RANSAC iteration cap (poselib default: 100000).
-    max_iterations: int = 10000
-    # RANSAC runs at least this many iterations (poselib default: 1000).
-    min_iterations: int = 100
-    # Stop when a better model would be found with less than 1 - this probability.
-    success_probability: float = 0.9999
-    # poselib's adaptive stopping multiplies the textbook iteration count by this
-    # (poselib's default, written out so it is not silently inherited).
-    dyn_num_trials_mult: float = 3.0
-    # Bundle adjustment of the final pose on the inliers (poselib's LO inside RANSAC
-    # always runs; this switches the post-RANSAC refinement).
-    refine: bool = True
-    # Robust loss of that refinement, one of POSELIB_LOSSES.
-    refine_loss: str = "CAUCHY"
-    # Scale of the robust loss, pixels (poselib's default would be half the threshold).
-    refine_loss_scale_px: float = 1.0
-    # Bundle adjustment iteration cap (poselib's default).
-    refine_max_iterations: int = 100
-    # RANSAC sampler seed: same inputs and seed -> bit-identical result.
-    seed: int = 0
-    # Fewer correspondences (or inliers) than this -> failure. At least 4.
-    min_points: int = 4
-    # RANSAC (hypotheses and their scoring, with poselib's LO) runs on at most this many
-    # correspondences, a seeded random subset; the inlier set (and the refinement, if
-    # on) then use all of them. 0 = all. RANSAC's time grows with the points scored, its accuracy
-    # hardly does past a few hundred.
-    max_ransac_points: int = 0
+    reprojection_threshold_px: float = setting(
+        4.0, "Inlier threshold on the reprojection error, in pixels of the camera passed in.", range=(1e-3, 1e3)
+    )
+    max_iterations: int = setting(10000, "RANSAC iteration cap (poselib default: 100000).", range=(1, 10_000_000))
+    min_iterations: int = setting(100, "RANSAC runs at least this many iterations (poselib default: 1000).",
+                                  range=(0, 10_000_000))
+    success_probability: float = setting(
+        0.9999, "RANSAC stops when a better model would be found with less than 1 - this probability.",
+        range=(0.0, 1.0),
+    )
+    dyn_num_trials_mult: float = setting(
+        3.0, "poselib's adaptive stopping multiplies the textbook iteration count by this (poselib's default, "
+        "written out so it is not silently inherited).", range=(0.0, 1e3),
+    )
+    refine: bool = setting(
+        True, "Bundle adjustment of the final pose on the inliers (poselib's local optimization inside RANSAC "
+        "always runs; this switches the post-RANSAC refinement)."
+    )
+    refine_loss: str = setting("CAUCHY", "Robust loss of that refinement.", choices=POSELIB_LOSSES)
+    refine_loss_scale_px: float = setting(
+        1.0, "Scale of the robust loss, pixels (poselib's default would be half the threshold).", range=(1e-6, 1e3)
+    )
+    refine_max_iterations: int = setting(100, "Bundle adjustment iteration cap (poselib's default).",
+                                         range=(0, 100_000))
+    seed: int = setting(0, "RANSAC sampler seed: same inputs and seed give a bit-identical result.",
+                        range=(0, 2**31 - 1))
+    min_points: int = setting(4, "Fewer correspondences (or inliers) than this: failure. At least 4.",
+                              range=(4, 1_000_000))
+    max_ransac_points: int = setting(
+        0, "RANSAC (hypotheses and their scoring, with poselib's local optimization) runs on at most this many "
+        "correspondences, a seeded random subset; the inlier set (and the refinement, if on) then use all of "
+        "them. 0: all. RANSAC's time grows with the points scored, its accuracy hardly does past a few hundred.",
+        range=(0, 1_000_000),
+    )
 
     def __post_init__(self) -> None:
         self.validate()

@@ -34,9 +34,13 @@ class MethodSpec:
     #: (data, config, device, work_dir, progress, log) -> trainer with .fit(),
     #: .modules_to_save(), .scene, .model (a method with a neural map).
     trainer_factory: Callable[..., Any] | None = None
-    #: (MapBundle, device, config overrides dict) -> Relocalizer; None if the method
-    #: only builds a neural map.
+    #: (MapBundle, device, config overrides dict, method=name) -> Relocalizer; None if
+    #: the method only builds a neural map.
     relocalizer_factory: Callable[..., Any] | None = None
+    #: The dataclass of the method config's ``localization`` section (its fields carry
+    #: descriptions and ranges: the CLI, config/*.yaml, the ROS parameters and eval-bag
+    #: derive from it); None for a method without a relocalizer.
+    localization_config: type | None = None
     #: The NeuralMapConfig inside the method config.
     map_config: Callable[[Any], Any] = lambda cfg: cfg
     #: (NeuralMap, method config dict) -> None: adds the method's field heads before
@@ -47,18 +51,32 @@ class MethodSpec:
     #: :class:`BuiltMap`. ``mapping.build_map`` keeps its up-to-date check and writes
     #: the bundle with the build time and image counts, as for trained maps.
     build: Callable[..., BuiltMap] | None = None
+    #: Version of the component's stored format (in the map's manifest).
+    version: int = 1
+    #: For ``neural-reloc add-method``: (bundle, train_data, config, device, work_dir,
+    #: progress, log) -> (modules dict, info dict) training the component on the map's
+    #: frozen field; None: the method cannot be added to an existing map.
+    add_to_map: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.trainer_factory is None) == (self.build is None):
             raise ValueError(f"method {self.name!r}: give exactly one of trainer_factory and build")
+        if (self.relocalizer_factory is None) != (self.localization_config is None):
+            raise ValueError(f"method {self.name!r}: a relocalizer_factory needs its localization_config and back")
 
 
 _METHODS: dict[str, MethodSpec] = {}
 
 
 def register(spec: MethodSpec) -> MethodSpec:
+    """Add a method (its package's ``__init__`` calls this: the one registration line)."""
     _METHODS[spec.name] = spec
     return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests that register a throwaway one clean up with this)."""
+    _METHODS.pop(name, None)
 
 
 def get_method(name: str) -> MethodSpec:
@@ -73,6 +91,11 @@ def available_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def relocalizing_methods() -> list[str]:
+    """The registered methods that relocalize (have a relocalizer), sorted."""
+    return [m for m in available_methods() if _METHODS[m].relocalizer_factory is not None]
+
+
 def _load_builtin() -> None:
     # Importing a method module registers it.
     from . import nerf_only  # noqa: F401
@@ -83,37 +106,3 @@ def _load_builtin() -> None:
         if "crossfire" not in str(e):
             raise
     from . import classical  # noqa: F401
-
-
-def map_method_config(manifest: dict, overrides: dict | None = None):
-    """A map's method config: its method's config class filled from the manifest
-    (fields the map predates keep this version's defaults), then ``overrides``."""
-    from ..config_io import from_dict, merge
-
-    spec = get_method(manifest["method"])
-    cfg = from_dict(type(spec.config_factory()), manifest["config"])
-    return merge(cfg, overrides) if overrides else cfg
-
-
-def load_relocalizer(map_path, device=None, overrides: dict | list[str] | None = None):
-    """The :class:`~neural_reloc.methods.base.Relocalizer` of a map bundle.
-
-    ``overrides``: localization settings as a nested dict or ``key=value`` strings
-    relative to the method config (e.g. ``["localization.max_iterations=2"]``).
-    Raises :class:`~neural_reloc.map_bundle.MapError` for unreadable maps and
-    ``ValueError`` for maps whose method cannot relocalize.
-    """
-    from ..config_io import parse_dotted
-    from ..device import resolve_device
-    from ..map_bundle import read_map
-
-    bundle = read_map(map_path)
-    spec = get_method(bundle.manifest["method"])
-    if spec.relocalizer_factory is None:
-        raise ValueError(
-            f"{map_path}: the map's method {spec.name!r} has no relocalizer; "
-            f"build the map with --method {' or '.join(m for m in available_methods() if get_method(m).relocalizer_factory) or 'crossfire'}"
-        )
-    if isinstance(overrides, list):
-        overrides = parse_dotted(overrides)
-    return spec.relocalizer_factory(bundle, resolve_device(device), overrides or {})

@@ -378,7 +378,29 @@ class NeuralMapTrainer:
             payload["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         atomic_torch_save(payload, self.checkpoint_path())
 
+    def adopt_field(self, bundle) -> None:
+        """Start from a map's trained field (``neural-reloc add-method``): its weights and
+        scene normalization; :meth:`fit` then trains no field steps, only what a
+        subclass adds on top. The map must come from data with as many images."""
+        from ..map_bundle import MapError, field_tensors
+
+        state = {k[len("map."):]: v.to(self.device) for k, v in field_tensors(bundle).items()}
+        try:
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise MapError(f"{bundle.path}: its field does not fit these training images and config "
+                           f"({len(self.data)} images): {e}") from e
+        missing = [k for k in missing if not k.startswith("field.heads.")]
+        if missing or unexpected:
+            raise MapError(f"{bundle.path}: field weights missing {missing[:3]} / unexpected {unexpected[:3]}")
+        self.scene = SceneNormalization.from_dict(bundle.manifest["scene"])
+        self.model.scene = self.scene
+        self.state.step = self.cfg.train.steps
+        self.field_adopted = True
+
     def try_resume(self) -> bool:
+        if getattr(self, "field_adopted", False):
+            return False
         p = self.checkpoint_path()
         if not p.is_file():
             return False

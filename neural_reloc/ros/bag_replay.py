@@ -309,14 +309,16 @@ def stop_node(proc, timeout_s: float = 20.0) -> int | None:
 
 # ---------------------------------------------------------------------- live evaluation
 def node_params_for(
-    cfg, device: str | None = None, reloc_overrides: dict | list[str] | None = None, map_path: str | Path | None = None
+    cfg, device: str | None = None, reloc_overrides: dict | list[str] | None = None, map_path: str | Path | None = None,
+    method: str | None = None,
 ) -> dict:
     """Node parameters that make the node decide as ``eval-bag`` with ``cfg``
     (an :class:`~neural_reloc.eval.eval_bag.EvalBagConfig`) does.
 
-    With ``map_path`` the node also gets the map's own localization settings (its
-    manifest's, which the offline run uses): the node's parameters override the map's,
-    and its defaults are those of this version, not of the version that built the map.
+    The method (``method``, default: ``map_path``'s default) and only the localization
+    settings given in ``reloc_overrides`` (relative to the method config, e.g.
+    ``localization.max_iterations=2``) are passed, under the method's name: everything
+    else keeps the map's stored settings on the node, as in the offline run.
     """
     from ..config_io import parse_dotted, to_dict
 
@@ -338,31 +340,29 @@ def node_params_for(
     params.update({f"tracking.{k}": v for k, v in tracking.items()})
     if isinstance(reloc_overrides, list):
         reloc_overrides = parse_dotted(reloc_overrides)
-    if map_path is not None:
-        map_localization = _map_localization(map_path, reloc_overrides)
-        if map_localization is not None:
-            reloc_overrides = {**(reloc_overrides or {}), "localization": map_localization}
+    reloc_overrides = dict(reloc_overrides or {})
+    if method is None and map_path is not None:
+        from ..map_bundle import read_manifest
+        from ..map_loading import map_default_method
+
+        method = map_default_method(read_manifest(map_path))
+    if method:
+        params["method"] = method
+    other = sorted(set(reloc_overrides) - {"localization"})
+    if other:
+        raise ValueError(f"relocalizer overrides {other}: the node takes only localization.* settings")
+    if reloc_overrides and not method:
+        raise ValueError("relocalizer overrides need the method (give the map or method)")
 
     def flatten(prefix: str, d: dict) -> None:
         for k, v in d.items():
             if isinstance(v, dict):
                 flatten(f"{prefix}{k}.", v)
             else:
-                params[f"{prefix}{k}"] = v
+                params[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
 
-    flatten("", reloc_overrides or {})
+    flatten(f"{method}.", reloc_overrides.get("localization", {}))
     return params
-
-
-def _map_localization(map_path: str | Path, overrides: dict | None = None) -> dict | None:
-    """The localization settings the offline run uses with a map (with ``overrides``);
-    None for a method without them."""
-    from ..config_io import to_dict
-    from ..map_bundle import read_manifest
-    from ..map_loading import map_method_config
-
-    loc = getattr(map_method_config(read_manifest(map_path), overrides), "localization", None)
-    return None if loc is None else to_dict(loc)
 
 
 def evaluate_bag_live(

@@ -1,21 +1,22 @@
 """Settings of the relocalization node, ROS-free (mirrored 1:1 by config/relocalize.yaml).
 
 :class:`NodeConfig` holds what only the node needs (topics, frames, QoS, TF, Nav2,
-diagnostics) and nests the core's own configs: ``tracking`` (the
+diagnostics) and nests the core's ``tracking`` config (the
 :class:`~neural_reloc.tracking.TrackingConfig` of the session the node and the bag
-evaluator share) and ``localization`` (the method's ``LocalizationConfig``, passed to
-the relocalizer as overrides when the map is loaded). Every field of this module carries
-its ROS parameter description, range or choices, and whether it is read-only (unsafe to
-change on a running node) in its metadata; :mod:`neural_reloc.ros.params` declares the
-parameters from them and from the comments of the core dataclasses.
+evaluator share). The localization settings are not here: each registered method's
+``LocalizationConfig`` becomes the parameters under its name (``crossfire.min_inliers``),
+declared unset, so that only what a user sets overrides the map's stored settings (see
+:mod:`neural_reloc.ros.params`). Every field carries its ROS parameter description,
+range or choices, and whether it is read-only (unsafe to change on a running node) in
+its metadata (:func:`neural_reloc.config_fields.setting`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from ..methods.crossfire.config import LocalizationConfig
+from ..config_fields import setting, setting_problems
 from ..tracking import TrackingConfig
 
 #: Image QoS presets (``image_qos``): best-effort "sensor data" (matches best-effort and
@@ -26,63 +27,54 @@ EXTRINSIC_SOURCE_CHOICES = ("tf", "parameter")
 DEVICE_HELP = "auto (CUDA if present), cpu or cuda[:N]"
 
 
-def _param(default, description: str, *, range=None, choices=None, read_only: bool = False, **kw):
-    meta = {"description": description, "read_only": read_only}
-    if range is not None:
-        meta["range"] = range
-    if choices is not None:
-        meta["choices"] = tuple(choices)
-    if isinstance(default, list):
-        return field(default_factory=lambda d=tuple(default): list(d), metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
-
-
 @dataclass
 class NodeConfig:
     """Parameters of ``relocalization_node``; nested configs become dotted names."""
 
     # -- map -------------------------------------------------------------------------
-    map_path: str = _param(
+    map_path: str = setting(
         "",
         "Map bundle directory (written by neural-reloc build-map or the map_builder node). "
         "Required. Setting it on a running node loads the new map (the old one stays if "
         "that fails) and restarts tracking.",
     )
-    method: str = _param(
+    method: str = setting(
         "",
-        "Relocalization method the map must have been built with, e.g. crossfire; empty: "
-        "whatever the map says. A mismatch fails configure.",
+        "Relocalization method: one of the map's methods (neural-reloc info lists them), e.g. "
+        "crossfire; empty: the map's default. Its settings are the parameters under its name "
+        "(e.g. crossfire.min_inliers); those left unset keep the map's stored values. A method "
+        "the map does not have fails configure.",
         read_only=True,
     )
-    device: str = _param("auto", f"Device the map is loaded onto: {DEVICE_HELP}.", read_only=True)
-    autostart: bool = _param(
+    device: str = setting("auto", f"Device the map is loaded onto: {DEVICE_HELP}.", read_only=True)
+    autostart: bool = setting(
         False,
         "Configure and activate by itself at startup (run without a lifecycle manager); "
         "with a bad map_path it retries when map_path is set again.",
         read_only=True,
     )
-    continuous: bool = _param(
+    continuous: bool = setting(
         True,
         "Localize incoming frames continuously (always the newest one); false: only on "
         "~/relocalize calls and on /initialpose.",
     )
     # -- topics and QoS --------------------------------------------------------------
-    image_topic: str = _param("/camera/image_raw", "sensor_msgs/Image input.", read_only=True)
-    camera_info_topic: str = _param("/camera/camera_info", "sensor_msgs/CameraInfo input.", read_only=True)
-    initialpose_topic: str = _param(
+    image_topic: str = setting("/camera/image_raw", "sensor_msgs/Image input.", read_only=True)
+    camera_info_topic: str = setting("/camera/camera_info", "sensor_msgs/CameraInfo input.", read_only=True)
+    initialpose_topic: str = setting(
         "/initialpose",
         "geometry_msgs/PoseWithCovarianceStamped of base_frame in map_frame: a prior for "
         "the next frame (e.g. from RViz); in Nav2 mode confident fixes are also published here.",
         read_only=True,
     )
-    image_qos: str = _param(
+    image_qos: str = setting(
         "sensor_data",
         "QoS of the image and camera_info subscriptions: sensor_data (best effort, matches "
         "every publisher) or reliable.",
         choices=IMAGE_QOS_CHOICES,
         read_only=True,
     )
-    image_qos_depth: int = _param(
+    image_qos_depth: int = setting(
         1,
         "History depth of the image subscription. The node always localizes the newest "
         "frame and drops older ones while busy, so 1 is enough.",
@@ -90,101 +82,91 @@ class NodeConfig:
         read_only=True,
     )
     # -- frames (REP-105) ------------------------------------------------------------
-    map_frame: str = _param("map", "Fixed frame of the map (the frame of every published pose).", read_only=True)
-    odom_frame: str = _param(
+    map_frame: str = setting("map", "Fixed frame of the map (the frame of every published pose).", read_only=True)
+    odom_frame: str = setting(
         "odom",
         "Odometry frame: odom->base_link from TF carries the fix between frames, and the "
         "node publishes map->odom. Empty: no odometry, the node publishes map->camera.",
         read_only=True,
     )
-    base_frame: str = _param("base_link", "Robot body frame (REP-105 base_link).", read_only=True)
-    camera_frame: str = _param(
+    base_frame: str = setting("base_link", "Robot body frame (REP-105 base_link).", read_only=True)
+    camera_frame: str = setting(
         "",
         "Camera optical frame (REP-103: x right, y down, z forward) of the images; empty: "
         "the images' header.frame_id.",
         read_only=True,
     )
-    pose_of: str = _param(
+    pose_of: str = setting(
         "camera",
         "Frame whose pose ~/pose and ~/pose_with_covariance carry: camera (the optical "
         "frame) or base (base_frame, through the camera extrinsic).",
         choices=POSE_OF_CHOICES,
     )
     # -- camera extrinsic --------------------------------------------------------------
-    extrinsic_source: str = _param(
+    extrinsic_source: str = setting(
         "tf",
         "Where base_frame -> camera comes from: tf (looked up, normally a static "
         "transform) or parameter (base_from_camera_xyz / _quat_xyzw).",
         choices=EXTRINSIC_SOURCE_CHOICES,
     )
-    # (_param gives lists a default_factory, so the default is not shared)
-    base_from_camera_xyz: list[float] = _param(  # noqa: RUF009
+    # (setting gives lists a default_factory, so the default is not shared)
+    base_from_camera_xyz: list[float] = setting(  # noqa: RUF009
         [0.0, 0.0, 0.0], "Camera position in base_frame, metres (extrinsic_source: parameter)."
     )
-    base_from_camera_quat_xyzw: list[float] = _param(  # noqa: RUF009
+    base_from_camera_quat_xyzw: list[float] = setting(  # noqa: RUF009
         [0.0, 0.0, 0.0, 1.0], "Camera orientation in base_frame, quaternion x y z w (extrinsic_source: parameter)."
     )
-    base_from_camera_is_optical: bool = _param(
+    base_from_camera_is_optical: bool = setting(
         True,
         "The extrinsic parameters give the optical frame (x right, y down, z forward); "
         "false: the camera body frame (x forward, y left, z up).",
     )
     # -- TF ----------------------------------------------------------------------------
-    publish_tf: bool = _param(True, "Publish map->odom (or map->camera without odom_frame) on /tf.")
-    tf_lookup_timeout_s: float = _param(
+    publish_tf: bool = setting(True, "Publish map->odom (or map->camera without odom_frame) on /tf.")
+    tf_lookup_timeout_s: float = setting(
         0.1, "How long to wait for odom->base_link at an image stamp before using the frame without odometry.",
         range=(0.0, 10.0),
     )
-    tf_cache_s: float = _param(10.0, "Seconds of TF history kept for lookups.", range=(1.0, 3600.0), read_only=True)
-    transform_tolerance_s: float = _param(
+    tf_cache_s: float = setting(10.0, "Seconds of TF history kept for lookups.", range=(1.0, 3600.0), read_only=True)
+    transform_tolerance_s: float = setting(
         0.1,
         "map->odom is republished stamped now + this (as AMCL does), so that lookups at "
         "the newest odometry succeed.",
         range=(0.0, 10.0),
     )
-    tf_republish_period_s: float = _param(
+    tf_republish_period_s: float = setting(
         0.1, "Period of the map->odom republication, seconds.", range=(0.01, 10.0), read_only=True
     )
     # -- Nav2 --------------------------------------------------------------------------
-    nav2_mode: bool = _param(
+    nav2_mode: bool = setting(
         False,
         "Publish confident fixes (tracking.accept_* thresholds) as base_frame poses on "
         "initialpose_topic, with the x, y and yaw variances AMCL reads.",
     )
-    nav2_min_interval_s: float = _param(
+    nav2_min_interval_s: float = setting(
         5.0, "At most one Nav2 initial pose per this many seconds.", range=(0.0, 3600.0)
     )
-    nav2_min_position_std_m: float = _param(
+    nav2_min_position_std_m: float = setting(
         0.05, "Lower bound on the x/y standard deviation sent to Nav2 (AMCL needs spread).", range=(0.0, 10.0)
     )
-    nav2_min_yaw_std_deg: float = _param(
+    nav2_min_yaw_std_deg: float = setting(
         2.0, "Lower bound on the yaw standard deviation sent to Nav2.", range=(0.0, 180.0)
     )
     # -- diagnostics and services ---------------------------------------------------
-    diagnostics_period_s: float = _param(
+    diagnostics_period_s: float = setting(
         1.0, "Period of /diagnostics, seconds (also the window of the reported rates).", range=(0.1, 60.0),
         read_only=True,
     )
-    relocalize_timeout_s: float = _param(
+    relocalize_timeout_s: float = setting(
         10.0, "~/relocalize waits at most this long for the frame to be localized.", range=(0.1, 600.0)
     )
     # -- the core's configs --------------------------------------------------------------
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
-
-
-#: Nested core configs whose fields are read-only (the relocalizer is built with them
-#: when the map is loaded; change them by restarting the node or reloading the map).
-READ_ONLY_SECTIONS = ("localization",)
 
 
 def validate_node_config(cfg: NodeConfig) -> NodeConfig:
     """Raise ValueError naming every parameter whose value is not allowed."""
-    problems = []
-    for f in fields(cfg):
-        choices = f.metadata.get("choices")
-        if choices and getattr(cfg, f.name) not in choices:
-            problems.append(f"{f.name}={getattr(cfg, f.name)!r} must be one of {', '.join(choices)}")
+    problems = setting_problems(cfg)
     if len(cfg.base_from_camera_xyz) != 3 or not all(math.isfinite(v) for v in cfg.base_from_camera_xyz):
         problems.append(f"base_from_camera_xyz={list(cfg.base_from_camera_xyz)} must be 3 finite numbers")
     q = list(cfg.base_from_camera_quat_xyzw)
@@ -212,50 +194,50 @@ class MapBuilderConfig:
 
     ALL_READ_ONLY = True
 
-    data: str = _param(
+    data: str = setting(
         "",
         "Posed dataset to build from (any format neural-reloc build-map reads: "
         "transforms.json, COLMAP, 7-Scenes, Cambridge, LLFF). Set this or bag.",
     )
-    bag: str = _param(
+    bag: str = setting(
         "",
         "Bag (rosbag2, sqlite3 or mcap) to build from: images, CameraInfo and the camera pose "
         "from pose_topic or the TF pair tf_parent -> tf_child. Set this or data.",
     )
-    out: str = _param("", "Map bundle directory to write (a finished identical map is reused).")
-    method: str = _param("crossfire", "Map-building method (neural-reloc build-map --method).")
-    config_file: str = _param(
+    out: str = setting("", "Map bundle directory to write (a finished identical map is reused).")
+    method: str = setting("crossfire", "Map-building method (neural-reloc build-map --method).")
+    config_file: str = setting(
         "", "YAML method config, or a ROS parameter file (build-map --config); empty: the method's defaults."
     )
-    overrides: str = _param(
+    overrides: str = setting(
         "", "Whitespace-separated config overrides key.path=value (build-map --set), e.g. 'map.train.steps=500'."
     )
-    steps: int = _param(0, "Training steps (build-map --steps); 0: the config's.", range=(0, 100_000_000))
-    max_size: int = _param(
+    steps: int = setting(0, "Training steps (build-map --steps); 0: the config's.", range=(0, 100_000_000))
+    max_size: int = setting(
         0, "Longest image side used for training, px (build-map --max-size); 0: the config's.", range=(0, 100_000)
     )
-    device: str = _param("auto", f"Training device: {DEVICE_HELP}.")
-    evaluate: bool = _param(True, "Evaluate the map on the held-out test views after building.")
-    max_eval_views: int = _param(0, "Evaluate at most this many held-out views (0: all).", range=(0, 1_000_000))
+    device: str = setting("auto", f"Training device: {DEVICE_HELP}.")
+    evaluate: bool = setting(True, "Evaluate the map on the held-out test views after building.")
+    max_eval_views: int = setting(0, "Evaluate at most this many held-out views (0: all).", range=(0, 1_000_000))
     # -- bag input --------------------------------------------------------------------
-    image_topic: str = _param("/camera/image_raw", "Bag input: sensor_msgs/Image (or CompressedImage) topic.")
-    camera_info_topic: str = _param("/camera/camera_info", "Bag input: sensor_msgs/CameraInfo topic.")
-    pose_topic: str = _param(
+    image_topic: str = setting("/camera/image_raw", "Bag input: sensor_msgs/Image (or CompressedImage) topic.")
+    camera_info_topic: str = setting("/camera/camera_info", "Bag input: sensor_msgs/CameraInfo topic.")
+    pose_topic: str = setting(
         "",
         "Bag input: camera optical frame pose in map (PoseStamped, PoseWithCovarianceStamped, "
         "TransformStamped or Odometry); empty: the bag default /ground_truth/camera_pose unless "
         "tf_parent and tf_child are set.",
     )
-    tf_parent: str = _param("", "Bag input: camera poses as the TF transform tf_parent -> tf_child (map frame).")
-    tf_child: str = _param("", "Bag input: the child frame of that TF transform (the camera pose).")
-    pose_body_frame: str = _param(
+    tf_parent: str = setting("", "Bag input: camera poses as the TF transform tf_parent -> tf_child (map frame).")
+    tf_child: str = setting("", "Bag input: the child frame of that TF transform (the camera pose).")
+    pose_body_frame: str = setting(
         "",
         "Bag input: the frame the poses are of when not the images' optical frame (e.g. "
         "base_link); the bag's static TF to the camera is applied.",
     )
-    every_nth: int = _param(1, "Bag input: use every n-th image.", range=(1, 100_000))
-    test_every: int = _param(
+    every_nth: int = setting(1, "Bag input: use every n-th image.", range=(1, 100_000))
+    test_every: int = setting(
         0, "Bag input: hold out every k-th used image as a test view for evaluation (0: none).", range=(0, 100_000)
     )
-    progress_period_s: float = _param(2.0, "Progress (log and ~/progress) at most this often, seconds.",
+    progress_period_s: float = setting(2.0, "Progress (log and ~/progress) at most this often, seconds.",
                                       range=(0.1, 3600.0))

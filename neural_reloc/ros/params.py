@@ -1,13 +1,14 @@
 """ROS parameters generated from the config dataclasses, so YAML == dataclass defaults.
 
 :func:`parameter_specs` flattens a config dataclass (``NodeConfig`` with its nested
-``tracking`` and ``localization.pnp`` ...) into dotted parameter names with type,
-default, description, range, choices and read-only flag. Descriptions come from the
-field metadata of :class:`~neural_reloc.ros.config.NodeConfig` and, for the core's
-dataclasses (which stay ROS-free), from the comment on or above each field in their
-source, completed by :data:`EXTRA_DESCRIPTIONS`; ranges of core fields are in
-:data:`CORE_RANGES`. Everything here but :func:`declare_parameters` and
-:func:`config_from_node` is ROS-free.
+``tracking`` ...) into dotted parameter names with type, default, description, range,
+choices and read-only flag, all from the fields' metadata
+(:func:`neural_reloc.config_fields.setting`). :func:`method_parameter_specs` adds each
+registered method's localization settings under the method's name
+(``crossfire.min_inliers``), declared *unset*: only the values a user sets (YAML, -p)
+exist, and only those override the map's stored settings when it is loaded
+(:func:`method_overrides_from_node`). Everything here but :func:`declare_parameters`,
+:func:`config_from_node` and :func:`method_overrides_from_node` is ROS-free.
 
 ``python -m neural_reloc.ros.params`` prints the parameter file
 (config/relocalize.yaml is that output; test/test_ros_params.py checks they agree).
@@ -15,21 +16,16 @@ source, completed by :data:`EXTRA_DESCRIPTIONS`; ranges of core fields are in
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import io
 import math
 import sys
 import textwrap
-import tokenize
 import typing
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from ..config_io import from_dict, to_dict
-from .config import READ_ONLY_SECTIONS, MapBuilderConfig, NodeConfig
+from .config import MapBuilderConfig, NodeConfig
 
 NODE_NAME = "relocalization_node"
 MAP_BUILDER_NAME = "map_builder"
@@ -39,129 +35,22 @@ PARAMETER_FILES = {
     MAP_BUILDER_NAME: (MapBuilderConfig, "build_map.yaml"),
 }
 
-#: Descriptions of core config fields that have no comment of their own in their
-#: source (or share one with their neighbours); these take precedence over comments.
-EXTRA_DESCRIPTIONS = {
-    "tracking.accept_min_inliers": "A result needs at least this many PnP inliers to become the fix "
-    "(and, in Nav2 mode, to be sent to Nav2).",
-    "tracking.accept_min_inlier_ratio": "A result needs at least this inlier ratio to become the fix.",
-    "tracking.accept_max_position_std_m": "A result needs a position standard deviation (largest axis, "
-    "from its covariance) of at most this many metres to become the fix.",
-    "tracking.accept_max_yaw_std_deg": "A result needs a yaw standard deviation of at most this many "
-    "degrees to become the fix.",
-    "localization.refine_margin": "Coarse-to-fine matching: a coarse match is refined to the best "
-    "full-resolution query cell within its block +- this many cells.",
-    "localization.match_short_side": "Short side of the matching resolution (see match_long_side).",
-    "localization.max_iterations": "Render -> match -> PnP rounds at most per frame.",
-    "localization.converged_rotation_deg": "Stop iterating when the pose rotated less than this (degrees) "
-    "and moved less than converged_translation_rel.",
-    "localization.min_matches": "Fewer 2D-3D matches than this: the frame fails.",
-    "localization.min_inliers": "Fewer PnP inliers than this: the frame fails.",
-    "localization.min_inlier_ratio": "A frame is localized only if a descriptor round's PnP reaches this inlier ratio; otherwise it fails as unsure.",
-    "localization.max_prior_rotation_deg": "A result rotated further than this from its prior is implausible (degrees).",
-}
-
-_PROBABILITY = (0.0, 1.0)
-_NONNEG = (0.0, 1e9)
-#: Ranges of core config fields (node fields carry theirs in their metadata).
-CORE_RANGES: dict[str, tuple] = {
-    "tracking.lost_after_failures": (1, 1_000_000),
-    "tracking.max_fix_age_s": (0.0, 1e6),
-    "tracking.accept_min_inliers": (0, 1_000_000),
-    "tracking.accept_min_inlier_ratio": _PROBABILITY,
-    "tracking.accept_max_position_std_m": _NONNEG,
-    "tracking.accept_max_yaw_std_deg": (0.0, 180.0),
-    "localization.match_long_side": (8, 4096),
-    "localization.match_short_side": (8, 4096),
-    "localization.min_similarity": (-1.0, 1.0),
-    "localization.render_stride": (1, 64),
-    "localization.early_render_stride": (0, 64),
-    "localization.guided_radius_cells": (0, 4096),
-    "localization.render_samples": (1, 1024),
-    "localization.render_head_samples": (0, 1024),
-    "localization.render_coarse_samples": (0, 4096),
-    "localization.max_iterations": (1, 100),
-    "localization.converged_translation_rel": _NONNEG,
-    "localization.converged_rotation_deg": (0.0, 180.0),
-    "localization.min_matches": (0, 1_000_000),
-    "localization.min_inliers": (0, 1_000_000),
-    "localization.min_inlier_ratio": _PROBABILITY,
-    "localization.start_min_inlier_ratio": _PROBABILITY,
-    "localization.max_prior_translation_rel": _NONNEG,
-    "localization.max_prior_rotation_deg": (0.0, 180.0),
-    "localization.retrieval_long_side": (8, 4096),
-    "localization.pnp.reprojection_threshold_px": (1e-3, 1e3),
-    "localization.pnp.max_iterations": (1, 10_000_000),
-    "localization.pnp.min_iterations": (0, 10_000_000),
-    "localization.pnp.success_probability": _PROBABILITY,
-    "localization.pnp.dyn_num_trials_mult": (0.0, 1e3),
-    "localization.pnp.refine_loss_scale_px": (1e-6, 1e3),
-    "localization.pnp.refine_max_iterations": (0, 100_000),
-    "localization.pnp.seed": (0, 2**31 - 1),
-    "localization.pnp.min_points": (4, 1_000_000),
-    "localization.pnp.max_ransac_points": (0, 1_000_000),
-}
-
-
-def _core_choices() -> dict[str, tuple[str, ...]]:
-    from ..device import PRECISIONS
-    from ..geometry import pnp
-
-    losses = getattr(pnp, "POSELIB_LOSSES", None)
-    choices = {"localization.cnn_precision": PRECISIONS}
-    if losses:
-        choices["localization.pnp.refine_loss"] = tuple(losses)
-    return choices
-
 
 @dataclass(frozen=True)
 class ParamSpec:
-    name: str  # dotted, e.g. "localization.pnp.seed"
+    name: str  # dotted, e.g. "crossfire.pnp.seed"
     kind: str  # bool, int, float, str, float_list
     default: Any
     description: str
     range: tuple | None = None
     choices: tuple[str, ...] | None = None
     read_only: bool = False
-
-
-# ------------------------------------------------------------------ descriptions
-@cache
-def field_comments(cls: type) -> dict[str, str]:
-    """The comment of each dataclass field in ``cls``'s source: the one at the end of
-    its line, else the block of comment lines right above it."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    comments: dict[int, str] = {}
-    code_lines: set[int] = set()
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
-            code_lines.add(tok.start[0])
-    out: dict[str, str] = {}
-    body = ast.parse(source).body[0].body
-    for node in body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        trailing = comments.get(node.end_lineno) if node.end_lineno in code_lines else None
-        if trailing:
-            out[node.target.id] = trailing
-            continue
-        block = []
-        line = node.lineno - 1
-        while line in comments and line not in code_lines:
-            block.insert(0, comments[line])
-            line -= 1
-        if block:
-            out[node.target.id] = " ".join(block)
-    return out
+    #: Declared without a value (a method's setting): unset unless a user sets it.
+    unset: bool = False
 
 
 def _sentence(text: str) -> str:
-    """A source comment as a description: capitalized, ending with a full stop."""
+    """A description as one sentence or more: capitalized, ending with a full stop."""
     text = " ".join(text.split())
     if not text:
         return ""
@@ -183,39 +72,58 @@ def _kind(tp: Any, value: Any, name: str) -> str:
     raise TypeError(f"parameter {name}: type {tp} has no ROS parameter equivalent")
 
 
-def parameter_specs(cfg: Any | None = None) -> list[ParamSpec]:
-    """Every parameter of ``cfg`` (default: ``NodeConfig()``), dotted names in field order."""
+def parameter_specs(cfg: Any | None = None, prefix: str = "", *, read_only: bool | None = None,
+                    unset: bool = False) -> list[ParamSpec]:
+    """Every parameter of ``cfg`` (default: ``NodeConfig()``), dotted names in field
+    order, under ``prefix``; ``read_only`` forces the flag for all of them (default: each
+    field's own, or all for a config with ``ALL_READ_ONLY``)."""
     cfg = NodeConfig() if cfg is None else cfg
-    choices = _core_choices()
+    if read_only is None and getattr(cfg, "ALL_READ_ONLY", False):
+        read_only = True
     specs: list[ParamSpec] = []
 
-    def walk(obj: Any, prefix: str, read_only_section: bool) -> None:
+    def walk(obj: Any, prefix: str) -> None:
         hints = typing.get_type_hints(type(obj))
-        comments = field_comments(type(obj))
         for f in dataclasses.fields(obj):
             name = prefix + f.name
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
-                walk(value, name + ".", read_only_section or name in READ_ONLY_SECTIONS)
+                walk(value, name + ".")
                 continue
             meta = f.metadata
-            description = _sentence(
-                meta.get("description") or EXTRA_DESCRIPTIONS.get(name) or comments.get(f.name, "")
-            )
             specs.append(
                 ParamSpec(
                     name=name,
                     kind=_kind(hints[f.name], value, name),
                     default=list(value) if isinstance(value, (list, tuple)) else value,
-                    description=description,
-                    range=meta.get("range", CORE_RANGES.get(name)),
-                    choices=meta.get("choices", choices.get(name)),
-                    read_only=bool(meta.get("read_only", False)) or read_only_section,
+                    description=_sentence(meta.get("description", "")),
+                    range=meta.get("range"),
+                    choices=meta.get("choices"),
+                    read_only=bool(meta.get("read_only", False)) if read_only is None else read_only,
+                    unset=unset,
                 )
             )
 
-    walk(cfg, "", bool(getattr(cfg, "ALL_READ_ONLY", False)))
+    walk(cfg, prefix)
     return specs
+
+
+def method_parameter_specs(methods: list[str] | None = None) -> list[ParamSpec]:
+    """The localization settings of every registered method that relocalizes (or of
+    ``methods``), as unset, read-only parameters under the method's name: the map is
+    loaded with them, so they change with the map, not on a running node."""
+    from ..methods.registry import get_method, relocalizing_methods
+
+    specs: list[ParamSpec] = []
+    for name in relocalizing_methods() if methods is None else methods:
+        cls = get_method(name).localization_config
+        specs += parameter_specs(cls(), f"{name}.", read_only=True, unset=True)
+    return specs
+
+
+def node_parameter_specs() -> list[ParamSpec]:
+    """Everything ``relocalization_node`` declares: its own parameters, then the methods'."""
+    return parameter_specs(NodeConfig()) + method_parameter_specs()
 
 
 def config_from_values(values: dict[str, Any], cls: type = NodeConfig):
@@ -235,8 +143,10 @@ def check_value(spec: ParamSpec, value: Any) -> str:
     lengths (rclpy itself enforces the type and the range of the descriptor)."""
     if spec.choices and value not in spec.choices:
         return f"{spec.name}={value!r} must be one of {', '.join(spec.choices)}"
-    if spec.kind == "float_list" and len(list(value)) != len(spec.default):
+    if spec.kind == "float_list" and not spec.unset and len(list(value)) != len(spec.default):
         return f"{spec.name} must have {len(spec.default)} numbers, got {list(value)}"
+    if spec.kind == "float_list" and spec.range and any(not spec.range[0] <= v <= spec.range[1] for v in value):
+        return f"{spec.name}={list(value)}: every number must be in [{spec.range[0]}, {spec.range[1]}]"
     return ""
 
 
@@ -268,27 +178,39 @@ def _yaml_float(v: float) -> str:
 
 
 def render_yaml(node_name: str = NODE_NAME) -> str:
-    """The parameter file of a node (see PARAMETER_FILES), descriptions as comments."""
+    """The parameter file of a node (see PARAMETER_FILES), descriptions as comments; a
+    method's settings (unset parameters) are written commented out with their defaults:
+    uncommented, they override the map's stored values."""
     cls, filename = PARAMETER_FILES[node_name]
-    specs = parameter_specs(cls())
+    specs = node_parameter_specs() if cls is NodeConfig else parameter_specs(cls())
     lines = [
         f"# Parameters of the neural_reloc {node_name} node (ROS 2 parameter file).",
-        f"# Generated from neural_reloc/ros/config.py ({cls.__name__}) and the core configs",
-        f"# it nests: python -m neural_reloc.ros.params {node_name} > config/{filename}",
+        f"# Generated from neural_reloc/ros/config.py ({cls.__name__}), the core configs it",
+        f"# nests and the methods' localization configs: python -m neural_reloc.ros.params {node_name} > config/{filename}",
         "# test/test_ros_params.py checks that this file equals the dataclass defaults.",
         "# Read-only parameters (marked [read-only]) can only be set at startup.",
         f"{node_name}:",
         "  ros__parameters:",
     ]
     open_sections: list[str] = []
+    in_methods = False
     for spec in specs:
+        if spec.unset and not in_methods:
+            in_methods = True
+            lines += [
+                "    # -- method settings: each method's localization settings, under its name.",
+                "    # Unset, a setting keeps the value stored in the map (what it was built and",
+                "    # evaluated with); uncomment a line to override it. The defaults shown are",
+                "    # those of a map built with this version's defaults.",
+            ]
         parts = spec.name.split(".")
         sections, key = parts[:-1], parts[-1]
+        hash_ = "# " if spec.unset else ""
         common = 0
         while common < min(len(sections), len(open_sections)) and sections[common] == open_sections[common]:
             common += 1
         for depth in range(common, len(sections)):
-            lines.append("    " + "  " * depth + f"{sections[depth]}:")
+            lines.append("    " + hash_ + "  " * depth + f"{sections[depth]}:")
         open_sections = sections
         indent = "    " + "  " * len(sections)
         note = spec.description
@@ -299,8 +221,8 @@ def render_yaml(node_name: str = NODE_NAME) -> str:
         if spec.read_only:
             note += " [read-only]"
         for text in textwrap.wrap(note, width=max(40, 88 - len(indent) - 2), break_on_hyphens=False):
-            lines.append(f"{indent}# {text}")
-        lines.append(f"{indent}{key}: {_yaml_scalar(spec.kind, spec.default)}")
+            lines.append(f"    {hash_}{indent[4:]}# {text}")
+        lines.append(f"    {hash_}{indent[4:]}{key}: {_yaml_scalar(spec.kind, spec.default)}")
     return "\n".join(lines) + "\n"
 
 
@@ -340,10 +262,21 @@ def declare_parameters(node, specs: list[ParamSpec] | None = None) -> list[Param
         InvalidParameterValueException,
     )
 
-    specs = parameter_specs() if specs is None else specs
+    from rclpy.parameter import Parameter
+
+    specs = node_parameter_specs() if specs is None else specs
+    unset_types = {
+        "bool": Parameter.Type.BOOL, "int": Parameter.Type.INTEGER, "float": Parameter.Type.DOUBLE,
+        "str": Parameter.Type.STRING, "float_list": Parameter.Type.DOUBLE_ARRAY,
+    }
     for spec in specs:
         try:
-            node.declare_parameter(spec.name, spec.default, descriptor_of(spec))
+            if spec.unset:  # declared typed but without a value: set only by a user
+                node.declare_parameter(spec.name, unset_types[spec.kind], descriptor_of(spec))
+                if node.get_parameter_or(spec.name, None).type_ == Parameter.Type.NOT_SET:
+                    continue
+            else:
+                node.declare_parameter(spec.name, spec.default, descriptor_of(spec))
         except InvalidParameterTypeException as e:
             raise ValueError(
                 f"parameter {spec.name}: expected a {spec.kind} (e.g. {_yaml_scalar(spec.kind, spec.default)}): {e}"
@@ -357,10 +290,41 @@ def declare_parameters(node, specs: list[ParamSpec] | None = None) -> list[Param
 
 
 def config_from_node(node, specs: list[ParamSpec], changed: dict[str, Any] | None = None, cls: type = NodeConfig):
-    """The node's current config (``changed``: values about to be set, by name)."""
-    values = {s.name: node.get_parameter(s.name).value for s in specs}
-    values.update(changed or {})
+    """The node's current config (``changed``: values about to be set, by name); the
+    methods' (unset) parameters are not part of it."""
+    names = {s.name for s in specs if not s.unset}
+    values = {n: node.get_parameter(n).value for n in names}
+    values.update({k: v for k, v in (changed or {}).items() if k in names})
     return config_from_values(values, cls)
+
+
+def method_overrides_from_node(node, specs: list[ParamSpec], method: str) -> dict:
+    """The settings of ``method`` a user set on the node, as localization overrides
+    (``{"localization": {...}}``, nested) for the map's relocalizer; ``{}`` when none."""
+    prefix = method + "."
+    nested: dict = {}
+    for s in specs:
+        if not (s.unset and s.name.startswith(prefix)):
+            continue
+        p = node.get_parameter_or(s.name, None)
+        if p.value is None:
+            continue
+        node_ = nested
+        parts = s.name[len(prefix):].split(".")
+        for part in parts[:-1]:
+            node_ = node_.setdefault(part, {})
+        node_[parts[-1]] = list(p.value) if isinstance(p.value, (list, tuple)) else p.value
+    return {"localization": nested} if nested else {}
+
+
+def methods_with_settings(node, specs: list[ParamSpec]) -> list[str]:
+    """The methods whose settings a user set on the node (to warn about unused ones)."""
+    out = []
+    for s in specs:
+        method = s.name.split(".", 1)[0]
+        if s.unset and method not in out and node.get_parameter_or(s.name, None).value is not None:
+            out.append(method)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,7 +351,10 @@ __all__ = [
     "config_from_values",
     "declare_parameters",
     "descriptor_of",
-    "field_comments",
+    "method_overrides_from_node",
+    "method_parameter_specs",
+    "methods_with_settings",
+    "node_parameter_specs",
     "parameter_specs",
     "render_yaml",
     "to_dict",

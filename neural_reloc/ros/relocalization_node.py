@@ -54,7 +54,6 @@ from std_srvs.srv import Trigger
 
 from neural_reloc.msg import RelocalizationStatus
 
-from ..config_io import to_dict
 from ..geometry.camera import Camera
 from ..geometry.frames import (
     map_from_optical_from_map_from_base,
@@ -74,7 +73,14 @@ from .logic import (
     diagnostic_level,
     nav2_covariance,
 )
-from .params import NODE_NAME, check_value, config_from_node, declare_parameters
+from .params import (
+    NODE_NAME,
+    check_value,
+    config_from_node,
+    declare_parameters,
+    method_overrides_from_node,
+    methods_with_settings,
+)
 from .tf_buffer import TfBroadcaster, TransformLookupError, make_transform_lookup
 
 #: The same failure (digits ignored) is logged at most once per this many seconds.
@@ -302,18 +308,23 @@ class RelocalizationNode(LifecycleNode):
 
     def _load_session(self, cfg: NodeConfig) -> RelocalizationSession:
         from ..map_bundle import read_manifest
-        from ..methods.registry import load_relocalizer
+        from ..map_loading import load_relocalizer, map_default_method
 
         if not cfg.map_path:
             raise ValueError("map_path is empty: set it to a map bundle directory (neural-reloc build-map --out)")
-        method = read_manifest(cfg.map_path).get("method", "")
-        if cfg.method and method != cfg.method:
-            raise ValueError(f"the map was built with method {method!r}, but parameter method is {cfg.method!r}")
+        method = cfg.method or map_default_method(read_manifest(cfg.map_path))
+        # Only the settings a user set override the map's stored ones.
+        overrides = method_overrides_from_node(self, self._specs, method)
+        for other in methods_with_settings(self, self._specs):
+            if other != method:
+                self.get_logger().warning(f"parameters under {other}. are ignored: the method is {method}")
         t0 = time.perf_counter()
-        relocalizer = load_relocalizer(
-            cfg.map_path, device=cfg.device, overrides={"localization": to_dict(cfg.localization)}
+        relocalizer = load_relocalizer(cfg.map_path, device=cfg.device, overrides=overrides, method=method)
+        self.get_logger().info(
+            f"loaded map {cfg.map_path} (method {method}"
+            + (f", settings set here: {overrides['localization']}" if overrides else "")
+            + f") in {time.perf_counter() - t0:.1f} s"
         )
-        self.get_logger().info(f"loaded map {cfg.map_path} in {time.perf_counter() - t0:.1f} s")
         return RelocalizationSession(relocalizer, cfg.tracking)
 
     # ================================================================== parameters

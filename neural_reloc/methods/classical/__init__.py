@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..registry import MethodSpec, register
 from .build import build_classical_map
-from .config import ClassicalConfig
+from .config import ClassicalConfig, LocalizationConfig
 from .relocalizer import ClassicalRelocalizer, make_relocalizer
 
 register(
@@ -30,6 +30,7 @@ register(
         config_factory=ClassicalConfig,
         build=build_classical_map,
         relocalizer_factory=make_relocalizer,
+        localization_config=LocalizationConfig,
     )
 )
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as default
 
+from ...config_fields import setting, with_default
 from ...geometry.pnp import PnPConfig
+from ..common.config import LocalizationConfigBase
 
 
 @dataclass
@@ -105,25 +107,24 @@ class RetrievalConfig:
 
 
 @dataclass
-class LocalizationConfig:
-    # With a prior pose, the query is matched to this many mapping images nearest to it
-    # (camera-centre distance among those within matching.max_view_angle_deg of its
-    # viewing direction) instead of retrieved ones.
-    num_prior_neighbors: int = 5
-    # Lowe's ratio test of query-to-mapping-image matches (mutual nearest neighbours).
-    ratio_threshold: float = 0.8
-    # Fewer 2D-3D correspondences than this: fail without PnP.
-    min_matches: int = 20
-    # Fewer PnP inliers than this: fail. The guard against confident wrong poses:
-    # measured on the 320x240 procedural scene, images of another procedural scene, noise
-    # and blurred noise got at most 24 2D-3D matches and 4 inliers (with these checks
-    # off), the scene's own held-out views 60-650 inliers or too few matches.
-    min_inliers: int = 20
-    # A smaller fraction of inliers among the 2D-3D correspondences: fail (the garbage
-    # images above reached 0.17-0.36 on their few matches, real views 0.9 and more).
-    min_inlier_ratio: float = 0.2
-    # PnP + RANSAC; its reprojection threshold is in pixels of the query image.
-    pnp: PnPConfig = default(default_factory=lambda: PnPConfig(reprojection_threshold_px=4.0))
+class LocalizationConfig(LocalizationConfigBase):
+    """The classical pipeline's localization settings (measurements behind the
+    defaults: NOTES.md)."""
+
+    num_prior_neighbors: int = setting(
+        5, "With a prior pose, the query is matched to this many mapping images nearest to it (camera-centre "
+        "distance among those within matching.max_view_angle_deg of its viewing direction) instead of "
+        "retrieved ones.", range=(1, 100_000),
+    )
+    ratio_threshold: float = setting(
+        0.8, "Lowe's ratio test of query-to-mapping-image matches (mutual nearest neighbours).", range=(0.0, 1.0)
+    )
+    min_inliers: int = with_default(LocalizationConfigBase, "min_inliers", 20)
+    min_inlier_ratio: float = with_default(LocalizationConfigBase, "min_inlier_ratio", 0.2)
+    pnp: PnPConfig = setting(
+        PnPConfig(reprojection_threshold_px=4.0), "PnP + RANSAC; its reprojection threshold is in pixels of "
+        "the query image."
+    )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from ...geometry.frames import opencv_w2c_from_opengl_c2w
 from ...geometry.pnp import pnp_ransac
 from ...map_bundle import MapBundle, ReferenceViews
 from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
-from ..registry import map_method_config
+from ...map_loading import map_method_config
 from .config import ClassicalConfig
 from .features import Features, SiftExtractor
 from .matching import mutual_nn_ratio, torch_threads
@@ -56,7 +56,7 @@ class ClassicalRelocalizer(Relocalizer):
     @classmethod
     def from_bundle(cls, bundle: MapBundle, device=None, overrides: dict | None = None) -> ClassicalRelocalizer:
         """The relocalizer of a classical map bundle (``device`` is unused: CPU)."""
-        cfg = map_method_config(bundle.manifest, overrides)
+        cfg = map_method_config(bundle.manifest, overrides, method=cls.method)
         refs = bundle.references
         cmap = ClassicalMap.from_tensors(bundle.module_state(PREFIX), len(refs.names), where=str(bundle.path))
         return cls(cmap, cfg, refs)
@@ -154,7 +154,7 @@ class ClassicalRelocalizer(Relocalizer):
         return result
 
 
-def make_relocalizer(bundle: MapBundle, device=None, overrides: dict | None = None) -> ClassicalRelocalizer:
+def make_relocalizer(bundle: MapBundle, device=None, overrides: dict | None = None, method: str = "classical") -> ClassicalRelocalizer:
     return ClassicalRelocalizer.from_bundle(bundle, device, overrides)
 
 

@@ -15,9 +15,28 @@ Moreau et al. (../shared/papers/crossfire.md). One model per file:
 from __future__ import annotations
 
 from ..registry import MethodSpec, register
-from .config import CrossfireConfig
+from .config import CrossfireConfig, LocalizationConfig
 from .relocalizer import CrossfireRelocalizer, make_relocalizer
 from .trainer import CrossfireTrainer, attach_descriptor_head
+
+
+def _add_to_map(bundle, data, cfg: CrossfireConfig, device, work_dir, progress=None, log=print):
+    """CROSSFIRE on an existing map's frozen field (``add-method crossfire``): the staged
+    schedule's CNN and descriptor-head stages, then the retrieval index."""
+    import dataclasses
+
+    from ...config_io import from_dict
+    from ...nerf.config import NeuralMapConfig
+
+    t = cfg.train
+    if t.schedule != "staged" or t.descriptor_grad_to_field:
+        raise ValueError("add-method crossfire trains on the map's frozen field: it needs train.schedule=staged "
+                         "and train.descriptor_grad_to_field=false")
+    cfg = dataclasses.replace(cfg, map=from_dict(NeuralMapConfig, bundle.manifest["field"]["config"]))
+    trainer = CrossfireTrainer(data, cfg, device, work_dir, progress=progress, log=log)
+    trainer.adopt_field(bundle)
+    trainer.fit()
+    return trainer.modules_to_save(), {}
 
 
 def _attach_heads(model, config: dict) -> None:
@@ -33,8 +52,10 @@ register(
         config_factory=CrossfireConfig,
         trainer_factory=CrossfireTrainer,
         relocalizer_factory=make_relocalizer,
+        localization_config=LocalizationConfig,
         map_config=lambda cfg: cfg.map,
         attach_heads=_attach_heads,
+        add_to_map=_add_to_map,
     )
 )
 

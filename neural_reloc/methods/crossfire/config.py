@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as default
 
+from ...config_fields import setting
+from ...device import PRECISIONS
 from ...geometry.pnp import PnPConfig
+from ..common.config import IterativeLocalizationConfig
 from ...nerf.config import EncodingConfig, NeuralMapConfig
 
 
@@ -109,135 +112,125 @@ class CrossfireTrainConfig:
     field_time_budget_s: float = 0.0  # as cnn_time_budget_s, for this stage
 
 
+_CELLS = (0, 4096)
+_PNP_IN_CELLS = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+
+
 @dataclass
-class LocalizationConfig:
-    # Matching resolution of rendered/extracted descriptor maps (long side, short side);
-    # the query image is resized to 4x this for the CNN.
-    match_long_side: int = 160
-    match_short_side: int = 120
-    # Mutual nearest neighbours with cosine similarity above this.
-    min_similarity: float = 0.5
-    # Coarse-to-fine matching (see matching.py): descriptors are rendered at the centres
-    # of render_stride x render_stride blocks of the match grid and matched (mutual NN)
-    # to the query map pooled the same way, then refined to the best full-resolution
-    # query cell within the block +- refine_margin cells. 1 = the paper's dense
-    # mutual-NN matching (all-pairs; ~10x slower on a CPU at 160x120). 4: the flow
-    # refinement below sets the precision, the descriptor rounds only need to bring the
-    # pose into its basin (on the room, stride 2 in the last round gave the same result
-    # at twice the render cost, NOTES.md).
-    render_stride: int = 4
-    # The render_stride of the iterations before the last (0 = render_stride
-    # throughout): a quarter of the cost where the pose is still rough.
-    early_render_stride: int = 4
-    refine_margin: int = 1
-    # Guided matching in the last iteration, when an earlier one gave a pose: the coarse
-    # mutual NN runs only over the rendered/query blocks about this many matching-grid
-    # cells apart along each axis or less (rounded up to whole blocks, see matching.py),
-    # 10% of the 160-cell width: ~4x cheaper than over all pairs at render_stride 2 (6.5
-    # vs 27 ms on 2 cores). 0 = over all pairs in every iteration (the paper).
-    guided_radius_cells: int = 16
-    # Refine each match to sub-cell precision (a parabola through the similarities of
-    # the matched cell and its neighbours, per axis). Off: no measured gain with
-    # early_render_stride, and the continuous offsets carry last-bit float differences
-    # between processes into PnP (the live node then drifts from the offline run).
-    subpixel_refinement: bool = False
-    render_samples: int = 12  # fine samples per ray when rendering for localization
-    # Coarse proposal samples per ray (read from the density grid, no network) when
-    # rendering for localization; 0 = the map's sampler.num_coarse (128). 64: the
-    # render a third cheaper on a CPU and, over 4 RANSAC seeds, no less accurate
-    # (procedural 0.81-0.87 vs 0.92-0.95 cm, fox 1.60-1.74 vs 1.68-1.99 cm median).
-    render_coarse_samples: int = 64
-    # The descriptor head runs at the k heaviest of them per ray (weights rescaled to the
-    # ray's opacity, as train.surface_samples in training); 0 = at every sample.
-    render_head_samples: int = 4
-    # Rendered pixels with less accumulated opacity than this have no reliable depth.
-    min_accumulation: float = 0.5
-    max_iterations: int = 2
-    # Stop iterating when the pose moved less than both of these.
-    converged_translation_rel: float = 0.001  # fraction of the scene extent
-    converged_rotation_deg: float = 0.1
-    min_matches: int = 20
-    min_inliers: int = 12
-    # A frame is localized only if at least one descriptor round's PnP reaches this
-    # inlier ratio (min_inliers too); otherwise it fails as unsure.
-    min_inlier_ratio: float = 0.1
-    # A descriptor round whose PnP reaches only this looser ratio is a starting point for
-    # the next round (from a prior 0.3-1 m off the first round often has 5-10% inliers
-    # and the second, from its estimate, many more), not an estimate: success still
-    # needs a round at min_inlier_ratio.
-    start_min_inlier_ratio: float = 0.05
-    # A result that moves this far from the prior is implausible (fraction of extent).
-    max_prior_translation_rel: float = 0.5
-    max_prior_rotation_deg: float = 90.0
-    # PnP runs in the descriptor-map camera (match_long_side pixels wide), so the
-    # reprojection threshold is in matching-grid cells, whatever the image size.
-    # 1 cell: measured on the procedural held-out views (priors 0.3 m / 15 deg), 2 cells
-    # gave the same median (0.97 cm) but a worst frame of 3.2 cm / 0.92 deg, 1 cell 2.3 cm
-    # / 0.66 deg, all 24 localized either way.
-    # RANSAC on at most 500 of the matches (the last iteration has ~2000; the refinement
-    # and the inliers use all): PnP 19 instead of 27 ms per frame, the same accuracy
-    # (procedural 0.87 vs 0.83 cm, fox 1.51 vs 1.40 cm median, seed 0).
-    pnp: PnPConfig = default(
-        default_factory=lambda: PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+class LocalizationConfig(IterativeLocalizationConfig):
+    """CROSSFIRE's localization settings (measurements behind the defaults: NOTES.md)."""
+
+    match_long_side: int = setting(
+        160, "Long side of the matching resolution of rendered and extracted descriptor maps; the query image "
+        "is resized to 4x this for the CNN.", range=(8, 4096),
     )
-    # Refinement by the map's colours after the descriptor iterations (refinement.py):
-    # render RGB and points at the estimate, optical flow (DIS) from the render to the
-    # query, PnP; this many rounds (0 = off, the paper's descriptor matching only).
-    # Descriptor matches are quantized to matching cells and, on smooth surfaces, often
-    # a few cells off; flow is sub-pixel where the image has texture.
-    flow_refinement_iterations: int = 3
-    # Long side (pixels) of the render and of the query for the flow (the query's own
-    # size if smaller).
-    flow_refinement_long_side: int = 160
-    # Flow is used where the render's grey-level gradient is at least this (levels per
-    # pixel, Sobel / 8).
-    flow_min_gradient: float = 4.0
-    # Flow is used where forward and backward flow agree within this (pixels).
-    flow_consistency_px: float = 0.5
-    # At most this many flow correspondences go to PnP (a seeded random subset).
-    flow_max_points: int = 2000
-    # A refinement round is kept only with at least min_inliers and this inlier ratio.
-    flow_min_inlier_ratio: float = 0.3
-    # PnP of the refinement: threshold in pixels of the refinement camera.
-    flow_pnp: PnPConfig = default(
-        default_factory=lambda: PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+    match_short_side: int = setting(120, "Short side of the matching resolution (see match_long_side).",
+                                    range=(8, 4096))
+    min_similarity: float = setting(0.5, "Mutual nearest neighbours need a cosine similarity above this.",
+                                    range=(-1.0, 1.0))
+    render_stride: int = setting(
+        4, "Coarse-to-fine matching: descriptors are rendered at the centres of render_stride x render_stride "
+        "blocks of the match grid, matched (mutual NN) to the query map pooled the same way, then refined to "
+        "the best full-resolution query cell of the block +- refine_margin. 1: the paper's dense mutual NN.",
+        range=(1, 64),
     )
-    # Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees
-    # 4x this), of rendered reference views (at build time) and of the query.
-    retrieval_long_side: int = 40
-    # Without a prior, the best this many retrieved reference views are hypotheses: each
-    # gets a first render-match-PnP round and the one with the most inliers goes on
-    # (hloc's top-k). 1 = the paper's top-1 retrieval prior.
-    retrieval_top_k: int = 3
-    # A retrieved view closer than both this (fraction of the scene extent) and
-    # retrieval_distinct_deg to a better-ranked hypothesis is skipped (it would give
-    # the same first round).
-    retrieval_distinct_rel: float = 0.05
-    # The rotation half of that test (degrees).
-    retrieval_distinct_deg: float = 20.0
-    # Retrieved views are verified before they become hypotheses: the best this many by
-    # global descriptor are matched to the query by their keyframes (descriptors and 3D
-    # points rendered at build time at the centres of keyframe_stride-cell blocks, no
-    # rendering at query time) and ranked by PnP inliers; a verified view starts from
-    # its PnP pose.
-    retrieval_shortlist: int = 20
-    # Keyframe block size in matching-grid cells; 0: no keyframes (retrieved views are
-    # ranked by global descriptor only).
-    keyframe_stride: int = 8
-    # PnP of that verification: threshold in matching-grid cells (half a block).
-    keyframe_pnp: PnPConfig = default(default_factory=lambda: PnPConfig(reprojection_threshold_px=4.0))
-    # Besides the mapping poses, the retrieval index holds each mapping pose panned by
-    # these angles (degrees, about the camera's vertical axis), rendered at build time:
-    # views where the mapping walk did not look.
-    retrieval_extra_yaw_deg: tuple[float, ...] = (-35.0, 35.0)
-    # Precision of the query CNN's 3x3 convolutions (its 1x1 head and the normalization
-    # stay float32): "float32", "bfloat16", or "auto" (bfloat16 on a CPU with native
-    # bfloat16, AMX / AVX512-BF16, float32 elsewhere, CUDA included). On this project's
-    # 2-core AMX CPU bfloat16 cuts the CNN from ~115 to ~47 ms at 640x480, and over 4
-    # RANSAC seeds it is as accurate as float32: procedural 0.73-0.84 vs 0.87-0.97 cm,
-    # fox 1.48-1.72 vs 1.51-1.77 cm median. A bfloat16 head, which rounds the
-    # descriptors themselves, cost fox accuracy: up to 2.33 cm median
-    cnn_precision: str = "auto"
+    early_render_stride: int = setting(
+        4, "The render_stride of the rounds before the last (0: render_stride throughout).", range=(0, 64)
+    )
+    refine_margin: int = setting(
+        1, "Coarse-to-fine matching: a coarse match is refined to the best full-resolution query cell within "
+        "its block +- this many cells.", range=_CELLS,
+    )
+    guided_radius_cells: int = setting(
+        16, "Guided matching in the last round, when an earlier one gave a pose: the coarse mutual NN runs only "
+        "over rendered/query blocks at most this many matching-grid cells apart along each axis (0: all pairs "
+        "in every round, the paper).", range=_CELLS,
+    )
+    subpixel_refinement: bool = setting(
+        False, "Refine each match to sub-cell precision (a parabola through the similarities of the matched "
+        "cell and its neighbours, per axis)."
+    )
+    render_samples: int = setting(12, "Fine samples per ray when rendering for localization.", range=(1, 1024))
+    render_coarse_samples: int = setting(
+        64, "Coarse proposal samples per ray (read from the density grid, no network) when rendering for "
+        "localization; 0: the map's sampler.num_coarse.", range=(0, 4096),
+    )
+    render_head_samples: int = setting(
+        4, "The descriptor head runs at the k heaviest fine samples per ray (weights rescaled to the ray's "
+        "opacity, as train.surface_samples in training); 0: at every sample.", range=(0, 1024),
+    )
+    min_accumulation: float = setting(
+        0.5, "Rendered pixels with less accumulated opacity than this have no reliable depth.", range=(0.0, 1.0)
+    )
+    pnp: PnPConfig = setting(
+        _PNP_IN_CELLS, "PnP + RANSAC of the descriptor rounds. It runs in the descriptor-map camera "
+        "(match_long_side pixels wide): the reprojection threshold is in matching-grid cells.",
+    )
+    flow_refinement_iterations: int = setting(
+        3, "Refinement by the map's colours after the descriptor rounds: render RGB and points at the estimate, "
+        "optical flow (DIS) from the render to the query, PnP; this many rounds (0: off, the paper's "
+        "descriptor matching only).", range=(0, 100),
+    )
+    flow_refinement_long_side: int = setting(
+        160, "Long side (pixels) of the render and the query for the flow (the query's own size if smaller).",
+        range=(8, 4096),
+    )
+    flow_min_gradient: float = setting(
+        4.0, "Flow is used where the render's grey-level gradient is at least this (levels per pixel, "
+        "Sobel / 8).", range=(0.0, 1e9),
+    )
+    flow_consistency_px: float = setting(
+        0.5, "Flow is used where forward and backward flow agree within this (pixels).", range=(0.0, 1e9)
+    )
+    flow_max_points: int = setting(
+        2000, "At most this many flow correspondences go to PnP (a seeded random subset).", range=(1, 10_000_000)
+    )
+    flow_min_inlier_ratio: float = setting(
+        0.3, "A refinement round is kept only with at least min_inliers and this inlier ratio.", range=(0.0, 1.0)
+    )
+    flow_pnp: PnPConfig = setting(
+        _PNP_IN_CELLS, "PnP of the flow refinement: threshold in pixels of the refinement camera."
+    )
+    retrieval_long_side: int = setting(
+        40, "Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees 4x this), of "
+        "rendered reference views (at build time) and of the query.", range=(8, 4096),
+    )
+    retrieval_top_k: int = setting(
+        3, "Without a prior, the best this many retrieved reference views are hypotheses: each gets a first "
+        "round and the one with the most inliers goes on (hloc's top-k; 1: the paper's top-1 prior).",
+        range=(1, 1000),
+    )
+    retrieval_distinct_rel: float = setting(
+        0.05, "A retrieved view closer than both this (fraction of the scene extent) and retrieval_distinct_deg "
+        "to a better-ranked hypothesis is skipped (it would give the same first round).", range=(0.0, 1e9),
+    )
+    retrieval_distinct_deg: float = setting(
+        20.0, "The rotation half of that test (degrees).", range=(0.0, 180.0)
+    )
+    retrieval_shortlist: int = setting(
+        20, "Retrieved views are verified before they become hypotheses: the best this many by global "
+        "descriptor are matched to the query by their keyframes (descriptors and 3D points rendered at build "
+        "time, no rendering at query time) and ranked by PnP inliers; a verified view starts from its PnP pose.",
+        range=(0, 100_000),
+    )
+    keyframe_stride: int = setting(
+        8, "Keyframe block size in matching-grid cells (0: no keyframes; retrieved views are ranked by global "
+        "descriptor only). Takes effect when the map is built.", range=(0, 4096),
+    )
+    keyframe_pnp: PnPConfig = setting(
+        PnPConfig(reprojection_threshold_px=4.0),
+        "PnP of the keyframe verification: threshold in matching-grid cells (half a block).",
+    )
+    retrieval_extra_yaw_deg: tuple[float, ...] = setting(
+        (-35.0, 35.0), "Besides the mapping poses, the retrieval index holds each mapping pose panned by these "
+        "angles (degrees, about the camera's vertical axis), rendered when the map is built: views where the "
+        "mapping walk did not look.", range=(-180.0, 180.0),
+    )
+    cnn_precision: str = setting(
+        "auto", "Precision of the query CNN's 3x3 convolutions (its 1x1 head and the normalization stay "
+        "float32): float32, bfloat16, or auto (bfloat16 on a CPU with native bfloat16, AMX / AVX512-BF16; "
+        "float32 elsewhere, CUDA included).", choices=PRECISIONS,
+    )
 
 
 @dataclass

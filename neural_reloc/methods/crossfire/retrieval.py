@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ..common.retrieval import RetrievalIndex, panned_c2w_opengl
 from .config import LocalizationConfig
 
 #: Spatial pyramid levels (cells per side) of the global descriptor.
@@ -47,65 +47,6 @@ def retrieval_input(image_rgb: np.ndarray, long_side: int, device) -> torch.Tens
     W, H = max(4, int(round(w * s / 4)) * 4), max(4, int(round(h * s / 4)) * 4)
     img = cv2.resize(image_rgb, (W, H), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(img).to(device).permute(2, 0, 1)[None].float() / 255.0
-
-
-class RetrievalIndex(nn.Module):
-    """Global descriptors (N, K) of rendered views, their poses (N, 4, 4) OpenCV
-    world-to-camera and the mapping view each came from (N,), stored in the bundle;
-    optionally each view's *keyframe*: descriptors (N, B, D) and world points (N, B, 3)
-    rendered at B block centres, which verify a retrieved view by matching without
-    rendering (zero descriptors where the render was transparent)."""
-
-    def __init__(self, num_views: int = 0, dim: int = 0, keyframe_blocks: int = 0, descriptor_dim: int = 0):
-        super().__init__()
-        self.register_buffer("descriptors", torch.zeros(num_views, dim))
-        self.register_buffer("w2c_opencv", torch.zeros(num_views, 4, 4, dtype=torch.float64))
-        self.register_buffer("reference", torch.zeros(num_views, dtype=torch.long))
-        self.register_buffer("keyframe_descriptors", torch.zeros(num_views, keyframe_blocks, descriptor_dim))
-        self.register_buffer("keyframe_points", torch.zeros(num_views, keyframe_blocks, 3))
-
-    @property
-    def has_keyframes(self) -> bool:
-        return self.keyframe_descriptors.shape[1] > 0
-
-    @classmethod
-    def from_state(cls, state: dict, reference_w2c_opencv: np.ndarray) -> "RetrievalIndex":
-        """An index from a bundle's state; an index written before poses were stored
-        has one row per mapping view, in order."""
-        n, dim = state["descriptors"].shape
-        if "keyframe_descriptors" not in state:  # written before keyframes existed
-            state = {**state, "keyframe_descriptors": torch.zeros(n, 0, 0), "keyframe_points": torch.zeros(n, 0, 3)}
-        _, blocks, ddim = state["keyframe_descriptors"].shape
-        index = cls(n, dim, blocks, ddim)
-        if "w2c_opencv" not in state:
-            if n != len(reference_w2c_opencv):
-                raise ValueError(f"retrieval index has {n} rows but the map has {len(reference_w2c_opencv)} reference views")
-            state = {**state, "w2c_opencv": torch.from_numpy(np.asarray(reference_w2c_opencv, np.float64)),
-                     "reference": torch.arange(n)}
-        index.load_state_dict({"descriptors": state["descriptors"].float(), "w2c_opencv": state["w2c_opencv"].double(),
-                               "reference": state["reference"].long(),
-                               "keyframe_descriptors": state["keyframe_descriptors"].float(),
-                               "keyframe_points": state["keyframe_points"].float()})
-        return index
-
-    @torch.no_grad()
-    def query(self, g: torch.Tensor, top_k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices and cosine scores of the ``top_k`` most similar views."""
-        if self.descriptors.shape[0] == 0:
-            raise ValueError("the map's retrieval index is empty")
-        sims = self.descriptors.to(g.dtype) @ g
-        k = min(top_k, sims.numel())
-        s, i = torch.topk(sims, k)
-        return i.cpu().numpy(), s.cpu().numpy()
-
-
-def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
-    """The camera turned by ``yaw_deg`` about its own vertical (OpenGL y) axis, in place."""
-    a = np.radians(yaw_deg)
-    R = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
-    out = np.array(c2w_opengl, dtype=np.float64, copy=True)
-    out[:3, :3] = out[:3, :3] @ R
-    return out
 
 
 @torch.no_grad()

@@ -1,0 +1,232 @@
+"""The iterate-correspondences-PnP loop every map-rendering method shares.
+
+:class:`IterativeRelocalizer` does what does not depend on how 2D-3D correspondences
+are found: input checks, stage clocks, hypotheses (the given prior, or the method's
+own retrieval), the first round from every hypothesis (the one with the most inliers
+goes on), further rounds from the last estimate until ``max_iterations`` or
+convergence, minimum counts, the confidence gate (success needs one round at
+``min_inlier_ratio``; ``start_min_inlier_ratio`` is enough to go on), an optional
+refinement, best-so-far (a later failed round does not void an earlier estimate),
+prior plausibility and the per-round history. A method implements
+:meth:`~IterativeRelocalizer.correspondences` (and optionally
+:meth:`~IterativeRelocalizer.prepare_query`, :meth:`~IterativeRelocalizer.retrieval_hypotheses`
+and :meth:`~IterativeRelocalizer.refine`).
+
+Poses: ``w2c_opencv`` (OpenCV world-to-camera) throughout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...device import synchronize
+from ...geometry.camera import Camera
+from ...geometry.pnp import PnPResult, pnp_ransac
+from ...geometry.se3 import invert_pose, pose_error
+from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
+from .config import IterativeLocalizationConfig
+
+
+class StageClock:
+    """Per-stage wall-clock milliseconds, summed over a frame; each reading waits for
+    the device's queued work, so a stage's time is its own."""
+
+    def __init__(self, device=None):
+        self.device = device
+        self.ms: dict[str, float] = defaultdict(float)
+
+    def now(self) -> float:
+        if self.device is not None:
+            synchronize(self.device)
+        return time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = self.now()
+        try:
+            yield
+        finally:
+            self.ms[name] += (self.now() - t0) * 1e3
+
+
+@dataclass
+class Correspondences:
+    """2D-3D correspondences of one round: pixel centres ``uv`` (N, 2) in ``camera``
+    (the camera PnP runs in), world points (N, 3); ``num_matches`` = N."""
+
+    uv: np.ndarray
+    points: np.ndarray
+    camera: Camera
+
+    @property
+    def num_matches(self) -> int:
+        return len(self.uv)
+
+
+def check_query(image_rgb: np.ndarray, camera: Camera) -> np.ndarray:
+    """The image as an RGB uint8 (H, W, 3) array of ``camera``'s size, else ValueError."""
+    image_rgb = np.asarray(image_rgb)
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
+    if (image_rgb.shape[1], image_rgb.shape[0]) != (camera.width, camera.height):
+        raise ValueError(
+            f"image is {image_rgb.shape[1]}x{image_rgb.shape[0]} but the camera is {camera.width}x{camera.height}"
+        )
+    return image_rgb
+
+
+class IterativeRelocalizer(Relocalizer):
+    """Base of relocalizers that find correspondences from a pose and iterate.
+
+    Subclasses set ``self.loc`` (an :class:`IterativeLocalizationConfig`),
+    ``self.extent`` (scene extent, metres, for the relative thresholds), ``self.device``
+    and :attr:`STAGES` (stage names in report order)."""
+
+    STAGES: tuple[str, ...] = ("retrieval", "extract", "correspondences", "pnp", "refine")
+    loc: IterativeLocalizationConfig
+    extent: float
+    device: Any = None
+
+    # ------------------------------------------------------------ hooks
+    def prepare_query(self, image_rgb: np.ndarray, camera: Camera, clock: StageClock) -> Any:
+        """Per-frame work done once (e.g. the query's feature map); passed to the hooks."""
+        return image_rgb
+
+    def retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Any) -> list[PosePrior]:
+        """Starting poses when no prior is given, best first; ValueError when the map
+        cannot give any (the frame then fails with that reason)."""
+        raise ValueError(f"method {self.method!r} has no retrieval of its own: give a prior")
+
+    def correspondences(self, query: Any, w2c_opencv: np.ndarray, round_index: int, clock: StageClock) -> Correspondences:
+        """2D-3D correspondences for the query seen from ``w2c_opencv`` (round
+        ``round_index``, 0-based; from round 1 on the pose is this frame's own estimate)."""
+        raise NotImplementedError
+
+    def refine(self, image_rgb: np.ndarray, camera: Camera, query: Any, best: tuple[PnPResult, int],
+               result: LocalizationResult, clock: StageClock) -> tuple[PnPResult, int]:
+        """Refine a confident estimate ``best`` = (PnP result, matches); append a history
+        record per accepted step. Default: none."""
+        return best
+
+    # ------------------------------------------------------------ the loop
+    def _round(self, query: Any, w2c_opencv: np.ndarray, round_index: int, clock: StageClock
+               ) -> tuple[PnPResult | None, IterationRecord, str]:
+        """One correspondences -> PnP round: the PnP result (None on failure), its
+        history record and why it failed ("" on success)."""
+        lc = self.loc
+        c = self.correspondences(query, w2c_opencv, round_index, clock)
+        n = c.num_matches
+        if n < lc.min_matches:
+            return None, IterationRecord(None, n, 0), f"{n} matches < min_matches={lc.min_matches}"
+        with clock.stage("pnp"):
+            pnp = pnp_ransac(c.uv, c.points, c.camera, lc.pnp)
+        if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.start_min_inlier_ratio:
+            why = pnp.reason or (
+                f"{pnp.num_inliers} inliers of {n} matches "
+                f"(min_inliers={lc.min_inliers}, start_min_inlier_ratio={lc.start_min_inlier_ratio})"
+            )
+            return None, IterationRecord(None, n, pnp.num_inliers), f"PnP failed: {why}"
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
+        return pnp, IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr), ""
+
+    def _confident(self, pnp: PnPResult) -> bool:
+        return pnp.num_inliers >= self.loc.min_inliers and pnp.inlier_ratio >= self.loc.min_inlier_ratio
+
+    def _converged(self, rec: IterationRecord) -> bool:
+        lc = self.loc
+        return rec.pose_update_m < lc.converged_translation_rel * self.extent and rec.pose_update_deg < lc.converged_rotation_deg
+
+    def localize(self, image_rgb: np.ndarray, camera: Camera, prior: PosePrior | None) -> LocalizationResult:
+        lc = self.loc
+        clock = StageClock(self.device)
+        image_rgb = check_query(image_rgb, camera)
+        result = LocalizationResult(success=False, method=self.method, prior=prior)
+        query = self.prepare_query(image_rgb, camera, clock)
+        if prior is None:
+            try:
+                with clock.stage("retrieval"):
+                    hypotheses = self.retrieval_hypotheses(image_rgb, camera, query)
+            except ValueError as e:
+                result.reason = f"no prior and no retrieval: {e}"
+                return self._finish(result, None, clock)
+        else:
+            hypotheses = [prior]
+
+        # First round from every hypothesis; the one with the most inliers goes on.
+        first = [self._round(query, h.w2c_opencv, 0, clock) for h in hypotheses]
+        ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
+        win = max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0
+        result.prior = hypotheses[win]
+        if len(hypotheses) > 1:
+            result.prior.detail["hypotheses"] = [
+                {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches}
+                for h, (_, rec, _) in zip(hypotheses, first)
+            ]
+        pnp, rec, why = first[win]
+        result.history.append(rec)
+        best = None
+        # Success needs one round at the full inlier ratio (see the config).
+        verified = pnp is not None and self._confident(pnp)
+        if pnp is None:
+            result.reason = f"iteration 1: {why}" + (
+                f" (best of {len(hypotheses)} retrieval hypotheses)" if len(hypotheses) > 1 else "")
+        else:
+            best = (pnp, rec.num_matches)
+        w2c = pnp.w2c_opencv if pnp is not None else None
+        for it in range(1, lc.max_iterations):
+            if best is None or self._converged(rec):
+                break
+            pnp, rec, why = self._round(query, w2c, it, clock)
+            result.history.append(rec)
+            if pnp is None:
+                result.reason = f"iteration {it + 1}: {why}"
+                break
+            best = (pnp, rec.num_matches)
+            w2c = pnp.w2c_opencv
+            verified = verified or self._confident(pnp)
+
+        if best is not None and not verified:
+            last = result.history[-1]
+            result.reason = (
+                f"unsure: no round reached min_inlier_ratio={lc.min_inlier_ratio} "
+                f"(last: {last.num_inliers} inliers of {last.num_matches} matches)"
+            )
+            best = None
+        if best is not None:
+            with clock.stage("refine"):
+                best = self.refine(image_rgb, camera, query, best, result, clock)
+        return self._finish(result, best, clock)
+
+    def _finish(self, result: LocalizationResult, best: tuple[PnPResult, int] | None, clock: StageClock) -> LocalizationResult:
+        lc = self.loc
+        result.iterations = len(result.history)
+        result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
+        if best is None:
+            if result.history:  # report what the last attempt got, for status/plots
+                result.num_matches = result.history[-1].num_matches
+                result.num_inliers = result.history[-1].num_inliers
+            return result
+        pnp, n_matches = best
+        result.w2c_opencv = pnp.w2c_opencv
+        result.covariance = pnp.covariance
+        result.num_matches = n_matches
+        result.num_inliers = pnp.num_inliers
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(result.prior.w2c_opencv))
+        if dt > lc.max_prior_translation_rel * self.extent or dr > lc.max_prior_rotation_deg:
+            result.reason = (
+                f"implausible: the estimate is {dt:.2f} m / {dr:.1f} deg from the prior "
+                f"(limits {lc.max_prior_translation_rel * self.extent:.2f} m / {lc.max_prior_rotation_deg} deg)"
+            )
+            return result
+        result.success = True
+        result.reason = ""
+        return result
+
+
+__all__ = ["Correspondences", "IterativeRelocalizer", "StageClock", "check_query"]

@@ -1,0 +1,130 @@
+"""Retrieval over a map's rendered reference views, for any method: the index, the
+choice of distinct hypotheses and their verification by keyframes.
+
+A method supplies the global descriptor (computed on the query and, at build time, on
+views rendered from the map) and the keyframe descriptors; this module stores them
+with each row's pose, ranks rows by cosine (:meth:`RetrievalIndex.query`), verifies a
+shortlist by matching the query's descriptor blocks to each row's keyframe + PnP
+(:func:`verify_by_keyframe`) and keeps the best ``k`` rows that are not near-duplicates
+of a better one (:func:`distinct_hypotheses`). Poses: ``w2c_opencv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...geometry.camera import Camera
+from ...geometry.pnp import PnPConfig, pnp_ransac
+from ...geometry.se3 import invert_pose, pose_error
+from .matching import mutual_nearest_neighbours
+
+
+class RetrievalIndex(nn.Module):
+    """Global descriptors (N, K) of rendered views, their poses (N, 4, 4) OpenCV
+    world-to-camera and the mapping view each came from (N,), stored in the bundle;
+    optionally each view's *keyframe*: descriptors (N, B, D) and world points (N, B, 3)
+    rendered at B block centres, which verify a retrieved view by matching without
+    rendering (zero descriptors where the render was transparent)."""
+
+    def __init__(self, num_views: int = 0, dim: int = 0, keyframe_blocks: int = 0, descriptor_dim: int = 0):
+        super().__init__()
+        self.register_buffer("descriptors", torch.zeros(num_views, dim))
+        self.register_buffer("w2c_opencv", torch.zeros(num_views, 4, 4, dtype=torch.float64))
+        self.register_buffer("reference", torch.zeros(num_views, dtype=torch.long))
+        self.register_buffer("keyframe_descriptors", torch.zeros(num_views, keyframe_blocks, descriptor_dim))
+        self.register_buffer("keyframe_points", torch.zeros(num_views, keyframe_blocks, 3))
+
+    @property
+    def has_keyframes(self) -> bool:
+        return self.keyframe_descriptors.shape[1] > 0
+
+    @classmethod
+    def from_state(cls, state: dict, reference_w2c_opencv: np.ndarray) -> "RetrievalIndex":
+        """An index from a bundle's state; an index written before poses were stored
+        has one row per mapping view, in order."""
+        n, dim = state["descriptors"].shape
+        if "keyframe_descriptors" not in state:  # written before keyframes existed
+            state = {**state, "keyframe_descriptors": torch.zeros(n, 0, 0), "keyframe_points": torch.zeros(n, 0, 3)}
+        _, blocks, ddim = state["keyframe_descriptors"].shape
+        index = cls(n, dim, blocks, ddim)
+        if "w2c_opencv" not in state:
+            if n != len(reference_w2c_opencv):
+                raise ValueError(f"retrieval index has {n} rows but the map has {len(reference_w2c_opencv)} reference views")
+            state = {**state, "w2c_opencv": torch.from_numpy(np.asarray(reference_w2c_opencv, np.float64)),
+                     "reference": torch.arange(n)}
+        index.load_state_dict({"descriptors": state["descriptors"].float(), "w2c_opencv": state["w2c_opencv"].double(),
+                               "reference": state["reference"].long(),
+                               "keyframe_descriptors": state["keyframe_descriptors"].float(),
+                               "keyframe_points": state["keyframe_points"].float()})
+        return index
+
+    @torch.no_grad()
+    def query(self, g: torch.Tensor, top_k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices and cosine scores of the ``top_k`` most similar views."""
+        if self.descriptors.shape[0] == 0:
+            raise ValueError("the map's retrieval index is empty")
+        sims = self.descriptors.to(g.dtype) @ g
+        k = min(top_k, sims.numel())
+        s, i = torch.topk(sims, k)
+        return i.cpu().numpy(), s.cpu().numpy()
+
+
+@dataclass
+class Candidate:
+    """A retrieved row: its global cosine ``score``, keyframe PnP ``inliers`` (0 when
+    not verified) and the pose a round starts from (the row's, or the verified PnP's)."""
+
+    row: int
+    score: float
+    inliers: int
+    w2c_opencv: np.ndarray
+
+
+def verify_by_keyframe(index: RetrievalIndex, cand: Candidate, blocks: torch.Tensor, camera: Camera, stride: int,
+                       min_similarity: float, min_matches: int, min_inliers: int, pnp: PnPConfig) -> Candidate:
+    """``cand`` scored by matching its keyframe to the query's unit descriptor ``blocks``
+    (the ``stride`` blocks of ``camera``, row-major) and PnP: with the PnP pose and its
+    inliers, or unchanged (0 inliers) when that fails."""
+    kd = index.keyframe_descriptors[cand.row]
+    ia, ib, _ = mutual_nearest_neighbours(kd, blocks, min_similarity)
+    if ia.numel() < min_matches:
+        return cand
+    uv = camera.pixel_centers(stride=stride).reshape(-1, 2)[ib.cpu().numpy()]
+    pts = index.keyframe_points[cand.row][ia].double().cpu().numpy()
+    res = pnp_ransac(uv, pts, camera, pnp)
+    if not res.success or res.num_inliers < min_inliers:
+        return cand
+    return Candidate(cand.row, cand.score, res.num_inliers, res.w2c_opencv)
+
+
+def distinct_hypotheses(candidates: list[Candidate], k: int, distinct_m: float, distinct_deg: float) -> list[Candidate]:
+    """The first ``k`` candidates (in the given order) each at least ``distinct_m`` or
+    ``distinct_deg`` from every one kept before it (a near-duplicate would give the
+    same first round)."""
+    kept: list[Candidate] = []
+    for cand in candidates:
+        c2w = invert_pose(cand.w2c_opencv)
+        near = (pose_error(c2w, invert_pose(other.w2c_opencv)) for other in kept)
+        if any(dt <= distinct_m and dr <= distinct_deg for dt, dr in near):
+            continue
+        kept.append(cand)
+        if len(kept) == k:
+            break
+    return kept
+
+
+def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
+    """The camera turned by ``yaw_deg`` about its own vertical (OpenGL y) axis, in place:
+    a reference view where the mapping walk did not look."""
+    a = np.radians(yaw_deg)
+    R = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+    out = np.array(c2w_opengl, dtype=np.float64, copy=True)
+    out[:3, :3] = out[:3, :3] @ R
+    return out
+
+
+__all__ = ["Candidate", "RetrievalIndex", "distinct_hypotheses", "panned_c2w_opengl", "verify_by_keyframe"]
