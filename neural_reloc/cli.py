@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
 
     b = sub.add_parser("build-map", help="train a map from posed images")
-    b.add_argument("--data", required=True, help="dataset: transforms.json, COLMAP, 7-Scenes, Cambridge or LLFF folder")
+    b.add_argument("--data", required=True, help="dataset: transforms.json, COLMAP, 7-Scenes, Cambridge or LLFF folder, "
+                   "or a rosbag2 (directory, .mcap or .db3; topics at the bag defaults)")
     b.add_argument("--out", required=True, help="map directory to write")
     b.add_argument("--method", default="nerf", choices=available_methods())
     b.add_argument("--config", help="YAML config (method config, or a ROS parameter file)")

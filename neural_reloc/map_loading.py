@@ -47,12 +47,14 @@ def component_entry(manifest: dict, method: str | None = None) -> dict:
 def map_method_config(manifest: dict, overrides: dict | None = None, method: str | None = None):
     """A component's method config: its method's config class filled from the manifest
     (fields the map predates keep this version's defaults), then ``overrides``."""
+    from .config_fields import check_settings
     from .config_io import from_dict, merge
 
     entry = component_entry(manifest, method)
     spec = get_method(entry["method"])
     cfg = from_dict(type(spec.config_factory()), entry["config"])
-    return merge(cfg, overrides) if overrides else cfg
+    cfg = merge(cfg, overrides) if overrides else cfg
+    return check_settings(cfg, f"{entry['method']} settings")
 
 
 def load_neural_map(bundle: MapBundle | str | Path, device: torch.device | str = "cpu"):

@@ -96,6 +96,33 @@ def relocalizing_methods() -> list[str]:
     return [m for m in available_methods() if _METHODS[m].relocalizer_factory is not None]
 
 
+#: Environment variable naming extra method modules (comma-separated, importable), each
+#: registering its method when imported: how a method outside this package (or a test's
+#: throwaway one) reaches the CLI, the nodes and eval-bag without editing this package.
+METHODS_ENV = "NEURAL_RELOC_METHODS"
+#: Entry-point group of installed method packages (``[project.entry-points."neural_reloc.methods"]``).
+ENTRY_POINT_GROUP = "neural_reloc.methods"
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import importlib
+    import os
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+    for name in filter(None, (m.strip() for m in os.environ.get(METHODS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"{METHODS_ENV}={os.environ[METHODS_ENV]!r}: cannot import method module {name!r}: {e}") from e
+
+
 def _load_builtin() -> None:
     # Importing a method module registers it.
     from . import nerf_only  # noqa: F401
@@ -106,3 +133,5 @@ def _load_builtin() -> None:
         if "crossfire" not in str(e):
             raise
     from . import classical  # noqa: F401
+
+    _load_plugins()

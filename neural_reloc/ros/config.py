@@ -197,7 +197,8 @@ class MapBuilderConfig:
     data: str = setting(
         "",
         "Posed dataset to build from (any format neural-reloc build-map reads: "
-        "transforms.json, COLMAP, 7-Scenes, Cambridge, LLFF). Set this or bag.",
+        "transforms.json, COLMAP, 7-Scenes, Cambridge, LLFF, or a rosbag2 with its topics at "
+        "their defaults). Set this or bag.",
     )
     bag: str = setting(
         "",
