@@ -14,33 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from .config_io import load_dataclass_config, load_method_config
+from .progress import progress_bar
+
 EXIT_USAGE = 2
-
-
-def _progress():
-    from tqdm import tqdm
-
-    def bar(it=None, desc="", initial=0, total=None, **kw):
-        return tqdm(it, desc=desc, initial=initial, total=total, dynamic_ncols=True, leave=False, **kw)
-
-    return bar
-
-
-def _load_config(method: str, config_file: str | None, overrides: list[str]):
-    from .config_io import from_dict, load_yaml, merge, parse_dotted
-    from .methods.registry import get_method
-
-    spec = get_method(method)
-    cfg = spec.config_factory()
-    if config_file:
-        data = load_yaml(config_file)
-        # A ROS parameter file (node_name: ros__parameters: {...}) is accepted too.
-        if len(data) == 1 and isinstance(next(iter(data.values())), dict) and "ros__parameters" in next(iter(data.values())):
-            data = next(iter(data.values()))["ros__parameters"]
-        cfg = from_dict(type(cfg), data)
-    if overrides:
-        cfg = merge(cfg, parse_dotted(overrides))
-    return cfg
 
 
 def cmd_build_map(args) -> int:
@@ -49,7 +26,7 @@ def cmd_build_map(args) -> int:
     from .mapping import build_map
 
     device = resolve_device(args.device)
-    cfg = _load_config(args.method, args.config, args.set or [])
+    cfg = load_method_config(args.method, args.config, args.set or [])
     data = load_dataset(args.data)
     if args.max_size or args.steps:
         from .config_io import ConfigError
@@ -70,7 +47,7 @@ def cmd_build_map(args) -> int:
         method=args.method,
         config=cfg,
         device=device,
-        progress=_progress(),
+        progress=progress_bar(),
         evaluate=not args.no_eval,
         max_eval_views=args.max_eval_views,
     )
@@ -87,10 +64,10 @@ def cmd_add_method(args) -> int:
     from .map_loading import describe_map
     from .mapping import add_method
 
-    cfg = _load_config(args.method, args.config, args.set or [])
+    cfg = load_method_config(args.method, args.config, args.set or [])
     data = load_dataset(args.data) if args.data else None
     out = add_method(args.map, args.method, data, config=cfg, device=resolve_device(args.device),
-                     progress=_progress(), out_dir=args.out)
+                     progress=progress_bar(), out_dir=args.out)
     info = describe_map(out)
     print(json.dumps({"map": str(out), "size_mb": info["size_mb"], "components": info["components"]}, indent=1))
     return 0
@@ -133,7 +110,7 @@ def cmd_render(args) -> int:
         views = views[: args.limit]
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
     report = []
-    bar = _progress()
+    bar = progress_bar()
     for name, cam, c2w, i, data in bar(views, desc="rendering"):
         if args.width:
             cam = cam.resized(args.width, int(round(cam.height * args.width / cam.width)))
@@ -162,27 +139,11 @@ def cmd_render(args) -> int:
     return 0
 
 
-def _dataclass_config(cls, config_file: str | None, overrides: list[str] | None):
-    """``cls()`` updated from a YAML file (plain, or a ROS parameter file) and
-    ``key.path=value`` overrides."""
-    from .config_io import from_dict, load_yaml, merge, parse_dotted
-
-    cfg = cls()
-    if config_file:
-        data = load_yaml(config_file)
-        if len(data) == 1 and isinstance(next(iter(data.values())), dict) and "ros__parameters" in next(iter(data.values())):
-            data = next(iter(data.values()))["ros__parameters"]
-        cfg = from_dict(cls, data)
-    if overrides:
-        cfg = merge(cfg, parse_dotted(overrides))
-    return cfg
-
-
 def cmd_bag_from_dataset(args) -> int:
     from .bags.writer import BagFromDatasetConfig, write_bag_from_dataset
     from .data import load_dataset
 
-    cfg = _dataclass_config(BagFromDatasetConfig, args.config, args.set)
+    cfg = load_dataclass_config(BagFromDatasetConfig, args.config, args.set)
     # command-line options win over the config file (set directly: no YAML typing)
     for attr, value in (
         ("storage", args.storage),
@@ -196,7 +157,7 @@ def cmd_bag_from_dataset(args) -> int:
     if args.seed is not None:
         cfg.odometry.seed = args.seed
     data = load_dataset(args.data)
-    summary = write_bag_from_dataset(data, args.out, cfg, overwrite=args.overwrite, progress=_progress())
+    summary = write_bag_from_dataset(data, args.out, cfg, overwrite=args.overwrite, progress=progress_bar())
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -253,7 +214,7 @@ def cmd_eval_bag(args) -> int:
         os.environ.setdefault("MKL_CBWR", REPRODUCIBLE_MKL_CBWR)
     from .eval.eval_bag import REPORT_NAME, RESULTS_NAME, EvalBagConfig, evaluate_bag
 
-    cfg = _dataclass_config(EvalBagConfig, args.config, args.set)
+    cfg = load_dataclass_config(EvalBagConfig, args.config, args.set)
     gt, bag = cfg.ground_truth, cfg.bag
     reloc_overrides = args.reloc_set or None
     if args.node_params:
@@ -344,7 +305,7 @@ def cmd_localize(args) -> int:
                   f"{rec['total_latency_ms']:.0f} ms  prior {rec['prior_source']}", flush=True)
 
     try:
-        localize_dataset(reloc, data, cfg, progress=_progress() if args.quiet else None, on_record=show)
+        localize_dataset(reloc, data, cfg, progress=progress_bar() if args.quiet else None, on_record=show)
     finally:
         summary = summarize_records(records)
         if args.out:
@@ -361,7 +322,7 @@ def cmd_benchmark(args) -> int:
     from .eval.benchmark import BenchmarkConfig, add_method_overrides, run_benchmark
     from .eval.benchmark_report import format_markdown
 
-    cfg = _dataclass_config(BenchmarkConfig, args.config, args.bench_set)
+    cfg = load_dataclass_config(BenchmarkConfig, args.config, args.bench_set)
     cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.priors is not None:
         cfg.priors = tuple(p.strip() for p in args.priors.split(",") if p.strip())
@@ -371,7 +332,7 @@ def cmd_benchmark(args) -> int:
         cfg.limit = args.limit
     add_method_overrides(cfg, args.set or [], args.reloc_set or [])
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - stdout keeps the table
-    summary = run_benchmark(args.data, args.out, cfg, device=resolve_device(args.device), progress=_progress(), log=log)
+    summary = run_benchmark(args.data, args.out, cfg, device=resolve_device(args.device), progress=progress_bar(), log=log)
     print(format_markdown(summary))
     print(f"results: {Path(args.out) / 'benchmark.json'}, report: {Path(args.out) / 'report.html'}")
     return 0
@@ -382,7 +343,7 @@ def cmd_make_scene(args) -> int:
     from .data.procedural.room import RoomSceneConfig, generate_room_scene
 
     cls = RoomSceneConfig if args.kind == "room" else ProceduralSceneConfig
-    cfg = _dataclass_config(cls, None, [f"seed={args.seed}", *(args.set or [])])
+    cfg = load_dataclass_config(cls, None, [f"seed={args.seed}", *(args.set or [])])
     if args.kind == "room":
         out = generate_room_scene(args.out, cfg)
         print(json.dumps({"dense": str(out.dense), "sparse": str(out.sparse)}, indent=1))

@@ -188,6 +188,30 @@ def dump_config_yaml(cls: type, file_name: str) -> str:
     return header + yaml.safe_dump(to_dict(cls()), sort_keys=False, default_flow_style=False)
 
 
+def _yaml_config_data(config_file: str | Path) -> dict:
+    """A YAML config file's mapping; a ROS parameter file (``node: ros__parameters:
+    {...}``) gives its parameters."""
+    data = load_yaml(config_file)
+    if len(data) == 1 and isinstance(next(iter(data.values())), dict) and "ros__parameters" in next(iter(data.values())):
+        data = next(iter(data.values()))["ros__parameters"]
+    return data
+
+
+def load_dataclass_config(cls: type[T], config_file: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """``cls()`` updated from a YAML file (plain, or a ROS parameter file) and
+    ``key.path=value`` overrides."""
+    cfg = from_dict(cls, _yaml_config_data(config_file)) if config_file else cls()
+    return merge(cfg, parse_dotted(overrides)) if overrides else cfg
+
+
+def load_method_config(method: str, config_file: str | Path | None = None, overrides: list[str] | None = None):
+    """A registered method's config: its defaults, a YAML file, ``key.path=value``
+    overrides (what ``build-map``, ``add-method`` and the map_builder node take)."""
+    from .methods.registry import get_method
+
+    return load_dataclass_config(type(get_method(method).config_factory()), config_file, overrides)
+
+
 if __name__ == "__main__":  # python -m neural_reloc.config_io: regenerate config/*.yaml
     from pathlib import Path
 

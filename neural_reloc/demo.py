@@ -28,7 +28,7 @@ DEMO_SEED = 0
 
 
 def run_demo(args) -> int:
-    from .cli import _progress
+    from .progress import progress_bar
     from .data.procedural.room import RoomSceneConfig, generate_room_scene
     from .device import resolve_device
     from .eval.benchmark import BenchmarkConfig, add_method_overrides, run_benchmark
@@ -44,7 +44,7 @@ def run_demo(args) -> int:
     print(f"[2/3] building the CROSSFIRE and classical maps on {device} (CROSSFIRE: ~30 min on 2 CPU cores, "
           "a minute on a GPU; a rerun reuses them), then localizing the queries")
     bench_dir = out / ("bench_quick" if args.quick else "bench")
-    summary = run_benchmark([room.dense], bench_dir, cfg, device=device, progress=_progress(),
+    summary = run_benchmark([room.dense], bench_dir, cfg, device=device, progress=progress_bar(),
                             log=lambda m: print(f"      {m}", flush=True))
     print("[3/3] side by side:")
     print(format_markdown(summary))

@@ -5,9 +5,11 @@ whose pose is an OpenCV world-to-camera matrix (``w2c_opencv``: the PnP side's
 convention, see :mod:`neural_reloc.geometry.frames`), with a 6x6 covariance, inlier
 counts, iterations, per-stage latency, and on failure a reason.
 
-Priors come from a :class:`PriorSource` (a given pose, odometry since the last fix,
-retrieval over the map, a constant pose...). The node, the CLI and the bag evaluator
-all call exactly this.
+Priors are a :class:`PosePrior` (a given pose, odometry since the last fix, retrieval
+over the map, a constant pose...; chosen per frame by
+:class:`~neural_reloc.tracking.RelocalizationSession`). The node, the CLI and the bag
+evaluator all call exactly this. The shared iterate-correspondences-PnP loop is
+:class:`~neural_reloc.methods.common.iterative.IterativeRelocalizer`.
 """
 
 from __future__ import annotations
@@ -68,8 +70,9 @@ class LocalizationResult:
     w2c_opencv: np.ndarray | None = None
     #: 6x6 covariance: (x, y, z, rot_x, rot_y, rot_z) of the camera pose in the world
     #: frame — position of the camera centre, then small rotations about the fixed world
-    #: axes (ROS PoseWithCovariance convention).
-    covariance: np.ndarray = field(default_factory=lambda: np.zeros((6, 6)))
+    #: axes (ROS PoseWithCovariance convention). None: unknown (a method that gives none);
+    #: such a result never becomes a fix (tracking.RelocalizationSession.accepts).
+    covariance: np.ndarray | None = None
     num_matches: int = 0
     num_inliers: int = 0
     iterations: int = 0
@@ -113,14 +116,3 @@ class Relocalizer(abc.ABC):
     def reference_poses_w2c_opencv(self) -> np.ndarray:  # pragma: no cover - optional
         """(N, 4, 4) reference views of the map, for retrieval and evaluation."""
         raise NotImplementedError
-
-
-class PriorSource(abc.ABC):
-    """Produces a pose prior for a frame; told about each result to track state."""
-
-    @abc.abstractmethod
-    def prior(self, image_rgb: np.ndarray, camera: Camera, stamp_ns: int | None = None) -> PosePrior | None:
-        """The prior for this frame, or None when this source has none."""
-
-    def update(self, result: LocalizationResult, stamp_ns: int | None = None) -> None:
-        """Called with every localization result (default: stateless)."""

@@ -5,7 +5,7 @@ CameraInfo and the camera pose from a pose topic or a TF frame pair), reports pr
 (log lines and ``~/progress``, a std_msgs/String with one JSON object per report) and
 exits: 0 when the map is written, 2 with one ``error: ...`` line when an input is wrong.
 
-The same code path as the CLI: :func:`neural_reloc.cli._load_config` for the method
+The same code path as the CLI: :func:`neural_reloc.config_io.load_method_config` for the method
 config (file + overrides), :func:`neural_reloc.data.load_dataset` and
 :func:`neural_reloc.mapping.build_map`. ``data`` may be a bag too (the dataset loader's
 rosbag2 format, its topics at their defaults); ``bag`` reads one with the node's bag
@@ -124,7 +124,7 @@ def posed_images_from_bag(cfg: MapBuilderConfig, work_dir: Path, log: Callable[[
 
 def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log: Callable[[str], None]) -> dict:
     """Build the map ``cfg`` describes; returns a summary (path, size, training, metrics)."""
-    from ..cli import _load_config
+    from ..config_io import load_method_config
     from ..data import load_dataset
     from ..device import resolve_device
     from ..map_loading import describe_map
@@ -135,7 +135,7 @@ def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log:
     if bool(cfg.data) == bool(cfg.bag):
         raise ValueError("set exactly one of data (a dataset directory) and bag (a rosbag2)")
     device = resolve_device(cfg.device)
-    method_cfg = _load_config(cfg.method, cfg.config_file or None, cfg.overrides.split())
+    method_cfg = load_method_config(cfg.method, cfg.config_file or None, cfg.overrides.split())
     map_cfg = method_cfg.map if hasattr(method_cfg, "map") else method_cfg
     if cfg.max_size:
         map_cfg.train.max_image_size = cfg.max_size
