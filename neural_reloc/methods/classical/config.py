@@ -60,9 +60,7 @@ class MatchingConfig:
     # torch threads of descriptor matching (mapping pairs and queries), set for its
     # duration only; 0 = torch's default. 1: these small similarity matrices (a few
     # thousand keypoints a side) lose more to thread synchronization than they gain on
-    # a shared CPU: mutual NN + ratio of 330 x 330 keypoints took 1.4 ms on one thread
-    # and 32 ms on two on this project's 2-core machine under load (2000 x 2000: 35 vs
-    # 50 ms).
+    # a shared CPU (NOTES.md).
     num_threads: int = 1
 
 

@@ -60,11 +60,9 @@ class CrossfireLossConfig:
     image_long_side: int = 160
     crop_long_side: int = 48
     # Weight of the view crop's photometric/geometric terms (L_MSE, lambda1 L_DSSIM,
-    # lambda2 L_TV) relative to the paper's 1. Measured on the procedural scene (600
-    # steps, CPU): at 1 they pull the shared grid toward one crop per step and the map
-    # ends at 23.3 dB / 23% held-out depth error, against 30.6 dB / 2.2% without them
-    # (random-ray L_MSE alone, below). Off by default on these budgets; set 1 for the
-    # paper's objective on long (GPU) runs.
+    # lambda2 L_TV) relative to the paper's 1. Off by default on CPU budgets (they pull
+    # the shared grid toward one crop per step: NOTES.md); 1 is the paper's objective
+    # for long (GPU) runs.
     view_photometric_weight: float = 0.0
     # Also train on random rays at full training resolution (photometric only).
     random_ray_batches: bool = True
@@ -81,9 +79,8 @@ class CrossfireTrainConfig:
     # Descriptor training starts after the map has some geometry (fraction of steps).
     descriptor_start_fraction: float = 0.0
     # Let L_pos/L_neg reshape the field (density weights and the shared grid) as in the
-    # paper's joint training. On our short CPU budgets that wrecks the geometry (L_neg
-    # is ~100x L_MSE early on: held-out depth error 2.5% -> 17% in our test): off by
-    # default, the descriptor losses then train the head and the CNN only.
+    # paper's joint training. Off by default (on short CPU budgets it wrecks the
+    # geometry: NOTES.md): the descriptor losses then train the head and the CNN only.
     descriptor_grad_to_field: bool = False
     # "staged" (default, see descriptor_training.py): after the field is trained, (1)
     # cache each training view's surface samples, (2) train the CNN on correspondences
