@@ -160,19 +160,18 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-#: The method config files in config/: file name -> dotted path of the dataclass.
-CONFIG_FILES = {
-    "neural_map.yaml": "neural_reloc.nerf.config:NeuralMapConfig",
-    "crossfire.yaml": "neural_reloc.methods.crossfire.config:CrossfireConfig",
-    "classical.yaml": "neural_reloc.methods.classical.config:ClassicalConfig",
-}
+def config_files() -> dict[str, type]:
+    """The method config files in config/, from the registry: file name (the method's
+    ``config_file``) -> its config dataclass, for this package's own methods."""
+    from .methods.registry import available_methods, get_method
 
-
-def config_class(spec: str) -> type:
-    import importlib
-
-    mod, name = spec.split(":")
-    return getattr(importlib.import_module(mod), name)
+    out = {}
+    for name in available_methods():
+        spec = get_method(name)
+        cls = type(spec.config_factory())
+        if cls.__module__.startswith(__package__ + "."):
+            out[spec.config_file or f"{name}.yaml"] = cls
+    return out
 
 
 def dump_config_yaml(cls: type, file_name: str) -> str:
@@ -216,6 +215,6 @@ if __name__ == "__main__":  # python -m neural_reloc.config_io: regenerate confi
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "config"
-    for fname, spec in CONFIG_FILES.items():
-        (root / fname).write_text(dump_config_yaml(config_class(spec), fname))
+    for fname, cls in config_files().items():
+        (root / fname).write_text(dump_config_yaml(cls, fname))
         print(f"wrote {root / fname}")

@@ -388,7 +388,7 @@ def test_build_is_skipped_when_up_to_date_and_redone_when_the_config_changes(cla
     man = read_manifest(out)
     assert any("rebuilding" in s for s in logs) and man["created_unix"] != before
     assert man["config"] == to_dict(cfg)
-    with pytest.raises(MapError, match="no neural map"):
+    with pytest.raises(MapError, match="no neural field"):
         load_neural_map(out)
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from neural_reloc.config_io import to_dict
 from neural_reloc.methods.crossfire import CrossfireConfig
-from neural_reloc.methods.crossfire import matching
+from neural_reloc.methods.common import matching
 from neural_reloc.methods.common.matching import match_coarse_to_fine, mutual_nearest_neighbours, subpixel_offsets
 from neural_reloc.methods.crossfire.trainer import DESCRIPTOR_HEAD, attach_descriptor_head
 from neural_reloc.nerf.config import EncodingConfig, FieldConfig, NeuralMapConfig

@@ -12,7 +12,8 @@ from neural_reloc.geometry.frames import opencv_w2c_from_opengl_c2w
 from neural_reloc.geometry.se3 import invert_pose, pose_error
 from neural_reloc.methods.crossfire import feature_extractor as fe
 from neural_reloc.methods.crossfire.config import LocalizationConfig
-from neural_reloc.methods.crossfire.retrieval import RetrievalIndex, build_retrieval_index, panned_c2w_opengl
+from neural_reloc.methods.common.retrieval import RetrievalIndex, panned_c2w_opengl
+from neural_reloc.methods.crossfire.retrieval import build_retrieval_index
 from test_crossfire import _tiny_map
 
 

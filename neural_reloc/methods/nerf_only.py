@@ -12,5 +12,6 @@ register(
         description="neural map only (RGB, depth, features); no relocalizer",
         config_factory=NeuralMapConfig,
         trainer_factory=NeuralMapTrainer,
+        config_file="neural_map.yaml",
     )
 )
