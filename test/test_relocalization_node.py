@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -36,188 +31,39 @@ from neural_reloc.geometry.se3 import (
     pose_error,
     rotation_from_rotvec,
 )
+from node_helpers import (  # test/ is on sys.path (pytest's rootdir insertion)
+    CAMERA_FRAME,
+    FRAME_TIMEOUT_S,
+    NODE,
+    S,
+    STARTUP_TIMEOUT_S,
+    Driver,
+)
+from node_helpers import camera_info as _camera_info
+from node_helpers import initialpose as _initialpose
+from node_helpers import matrix as _matrix
+from node_helpers import node_process as _node_process
+from node_helpers import publish_frame as _publish_frame
+from node_helpers import static as _static
+from node_helpers import stop as _stop
 
 pytestmark = pytest.mark.requires_ros
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NODE = "relocalization_node"
-S = 1_000_000_000
 #: Accuracy every published pose must reach on the room. The node must deliver the
 #: core's result in the right frames (a convention bug costs decimetres or degrees);
 #: the core's own accuracy is measured by `neural-reloc benchmark` (median ~1-1.5 cm on
 #: the rooms). The short-trained test map places the first query frames 1-9 cm off
 #: (first frame 5.4 cm in the core too), hence 10 cm here.
 MAX_ERR_M, MAX_ERR_DEG = 0.10, 2.0
-#: Time for one frame to come back (CPU localization of a 320x240 image, + slack).
-FRAME_TIMEOUT_S = 60.0
-STARTUP_TIMEOUT_S = 120.0
 NUM_GOOD_FRAMES = 5
 
 #: base_link -> camera optical frame: 10 cm ahead, 30 cm up, looking forward.
 BASE_FROM_OPTICAL = body_from_optical_extrinsic(make_pose(np.eye(3), [0.1, 0.0, 0.3]))
 #: The true map -> odom (odometry started here, rotated by 20 degrees).
 MAP_FROM_ODOM_TRUE = make_pose(rotation_from_rotvec([0, 0, math.radians(20.0)]), [0.5, -0.3, 0.0])
-CAMERA_FRAME = "camera_optical_frame"
 
 
 # ====================================================================== helpers
-def _node_process(env: dict, *overrides: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        str(REPO_ROOT / "nodes" / NODE),
-        "--ros-args",
-        "--params-file",
-        str(REPO_ROOT / "config" / "relocalize.yaml"),
-    ]
-    for o in overrides:
-        cmd += ["-p", o]
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    proc.log_file = log
-    return proc
-
-
-def _node_log(proc: subprocess.Popen) -> str:
-    proc.log_file.seek(0)
-    return proc.log_file.read()
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is not None:
-        return _node_log(proc)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log = _node_log(proc)
-    if os.environ.get("NEURAL_RELOC_SHOW_NODE_LOG"):  # debugging: pytest -s shows it
-        print(f"---- node log ({proc.returncode}) ----\n{log}")
-    return log
-
-
-class Driver:
-    """A node in this test process, in the node's domain, with everything it needs."""
-
-    def __init__(self, domain_id: int, use_sim_time: bool = False):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
-        from neural_reloc.msg import RelocalizationStatus
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import (
-            DurabilityPolicy,
-            QoSProfile,
-            ReliabilityPolicy,
-            qos_profile_sensor_data,
-        )
-        from rosgraph_msgs.msg import Clock
-        from sensor_msgs.msg import CameraInfo, Image
-        from tf2_msgs.msg import TFMessage
-
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain_id)
-        self.node = rclpy.create_node("test_driver", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        n = self.node
-        self.image_pub = n.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
-        self.info_pub = n.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
-        self.tf_pub = n.create_publisher(TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-        self.tf_static_pub = n.create_publisher(TFMessage, "/tf_static", latched)
-        self.initialpose_pub = n.create_publisher(PoseWithCovarianceStamped, "/initialpose", reliable)
-        self.clock_pub = n.create_publisher(Clock, "/clock", 10) if use_sim_time else None
-        self.received: dict[str, list] = {k: [] for k in ("status", "pose", "pose_cov", "diagnostics", "tf", "initialpose")}
-        self._lock = threading.Lock()
-
-        def keep(key):
-            def cb(msg):
-                with self._lock:
-                    self.received[key].append((time.monotonic(), msg))
-
-            return cb
-
-        n.create_subscription(RelocalizationStatus, f"/{NODE}/status", keep("status"), reliable)
-        n.create_subscription(PoseStamped, f"/{NODE}/pose", keep("pose"), reliable)
-        n.create_subscription(PoseWithCovarianceStamped, f"/{NODE}/pose_with_covariance", keep("pose_cov"), reliable)
-        n.create_subscription(DiagnosticArray, "/diagnostics", keep("diagnostics"), reliable)
-        n.create_subscription(TFMessage, "/tf", keep("tf"), QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-        n.create_subscription(PoseWithCovarianceStamped, "/initialpose", keep("initialpose"), reliable)
-        self.sim_ns = 1000 * S
-        self._clients: dict = {}
-
-    # -- spinning ------------------------------------------------------------------------
-    def spin(self, seconds: float) -> None:
-        self.spin_until(lambda: False, seconds)
-
-    def spin_until(self, predicate, timeout_s: float, what: str = "", proc=None):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if self.clock_pub is not None:
-                self.publish_clock()
-            value = predicate()
-            if value:
-                return value
-            if proc is not None and proc.poll() is not None:
-                pytest.fail(f"the node exited ({proc.returncode}) while waiting for {what}:\n{_node_log(proc)}")
-        if what:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f"\n{_node_log(proc)}" if proc else ""))
-        return None
-
-    def publish_clock(self) -> None:
-        from rosgraph_msgs.msg import Clock
-
-        from neural_reloc.ros.conversions import ns_to_stamp
-
-        self.sim_ns += 50_000_000
-        self.clock_pub.publish(Clock(clock=ns_to_stamp(self.sim_ns)))
-
-    def since(self, key: str, t0: float) -> list:
-        with self._lock:
-            return [m for t, m in self.received[key] if t >= t0]
-
-    def status_for(self, stamp_ns: int, t0: float):
-        from neural_reloc.ros.conversions import stamp_to_ns
-
-        return next((m for m in self.since("status", t0) if stamp_to_ns(m.header.stamp) == stamp_ns), None)
-
-    def status_with(self, text: str, t0: float):
-        return next((m for m in self.since("status", t0) if text in m.reason), None)
-
-    def diagnostics_with(self, predicate, t0: float):
-        for arr in reversed(self.since("diagnostics", t0)):
-            for st in arr.status:
-                if st.name.startswith(NODE):
-                    values = {kv.key: kv.value for kv in st.values}
-                    if predicate(st, values):
-                        return st, values
-        return None
-
-    def service(self, srv_type, name: str, request, timeout_s: float = FRAME_TIMEOUT_S, proc=None):
-        client = self._clients.get(name)
-        if client is None:
-            client = self._clients[name] = self.node.create_client(srv_type, name)
-            self.spin_until(lambda: client.service_is_ready(), 30.0, f"service {name}", proc)
-            # service_is_ready() means the server sees our requests; give discovery a
-            # moment to match its responses to us too, or the first response can be lost
-            self.spin(0.5)
-        future = client.call_async(request)
-        self.spin_until(lambda: future.done(), timeout_s, f"the response of {name}", proc)
-        return future.result()
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-
-
 class Scene:
     """Query views of the room (off the mapping walk) with their ground truth."""
 
@@ -230,55 +76,6 @@ class Scene:
     def view(self, k: int):
         i = self.test[k % len(self.test)]
         return self.data.image(i), self.data.camera(i), opencv_c2w_from_opengl_c2w(self.data.c2w_opengl[i])
-
-
-def _camera_info(camera, frame_id=CAMERA_FRAME):
-    from sensor_msgs.msg import CameraInfo
-
-    info = CameraInfo(width=camera.width, height=camera.height, distortion_model="plumb_bob")
-    info.header.frame_id = frame_id
-    info.k = camera.ros_k().reshape(9).tolist()
-    info.d = camera.distortion.tolist()
-    return info
-
-
-def _publish_frame(driver: Driver, image_rgb, camera, stamp_ns: int, odom_from_base=None, encoding="rgb8", info=True):
-    from tf2_msgs.msg import TFMessage
-
-    from neural_reloc.ros.conversions import (
-        image_msg_from_rgb,
-        ns_to_stamp,
-        transform_stamped,
-    )
-
-    if odom_from_base is not None:
-        driver.tf_pub.publish(TFMessage(transforms=[transform_stamped(odom_from_base, "odom", "base_link", stamp_ns)]))
-    if info:
-        msg = _camera_info(camera)
-        msg.header.stamp = ns_to_stamp(stamp_ns)
-        driver.info_pub.publish(msg)
-    img = image_msg_from_rgb(image_rgb, encoding)
-    img.header.stamp, img.header.frame_id = ns_to_stamp(stamp_ns), CAMERA_FRAME
-    driver.image_pub.publish(img)
-
-
-def _initialpose(driver: Driver, pose_matrix, frame_id: str, stamp_ns: int, nan: bool = False):
-    from geometry_msgs.msg import PoseWithCovarianceStamped
-
-    from neural_reloc.ros.conversions import ns_to_stamp, pose_msg_from_matrix
-
-    msg = PoseWithCovarianceStamped()
-    msg.header.frame_id, msg.header.stamp = frame_id, ns_to_stamp(stamp_ns)
-    pose_msg_from_matrix(pose_matrix, msg.pose.pose)
-    if nan:
-        msg.pose.pose.position.x = math.nan
-    driver.initialpose_pub.publish(msg)
-
-
-def _matrix(pose_msg):
-    from neural_reloc.ros.conversions import matrix_from_pose_msg
-
-    return matrix_from_pose_msg(pose_msg)
 
 
 def _assert_close(est, gt, what: str):
@@ -344,8 +141,8 @@ def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ro
                          "no CameraInfo received on /camera/camera_info yet")
         driver.info_pub.publish(_camera_info(camera))  # from now on the node knows the camera
         driver.spin(1.0)
-        expect_rejection(lambda: _publish_yuv(driver, image, camera, stamp + 1),
-                         "unsupported image encoding 'yuv422' on /camera/image_raw")
+        expect_rejection(lambda: _publish_depth(driver, image, camera, stamp + 1),
+                         "unsupported image encoding '32FC1' on /camera/image_raw")
         small = image[::2, ::2].copy()
         expect_rejection(lambda: _publish_frame(driver, small, camera, stamp + 2, info=True),
                          "is 160x120 but CameraInfo on /camera/camera_info says 320x240")
@@ -451,7 +248,7 @@ def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ro
     log = _stop(node)
     for line in (
         "no CameraInfo received on /camera/camera_info yet",
-        "unsupported image encoding 'yuv422' on /camera/image_raw: supported are rgb8, bgr8, rgba8, bgra8, mono8",
+        "unsupported image encoding '32FC1' on /camera/image_raw: supported are rgb8, bgr8, rgba8, bgra8, mono8",
         "is 160x120 but CameraInfo on /camera/camera_info says 320x240",
         "initial pose on /initialpose: contains NaN",
         "is in frame 'camera_wrong_frame', not 'map'",
@@ -463,14 +260,9 @@ def _map_method(map_path: Path) -> str:
     return json.loads((Path(map_path) / "manifest.json").read_text())["method"]
 
 
-def _static(parent: str, child: str, T):
-    from neural_reloc.ros.conversions import transform_stamped
 
-    return transform_stamped(T, parent, child, 0)
-
-
-def _publish_yuv(driver: Driver, image, camera, stamp_ns: int):
-    """A well-formed yuv422 image (2 bytes per pixel): valid ROS, unsupported here."""
+def _publish_depth(driver: Driver, image, camera, stamp_ns: int):
+    """A well-formed 32FC1 (depth) image: valid ROS, not a camera image."""
     from sensor_msgs.msg import Image
 
     from neural_reloc.ros.conversions import ns_to_stamp
@@ -479,7 +271,7 @@ def _publish_yuv(driver: Driver, image, camera, stamp_ns: int):
     msg.header.stamp = ns_to_stamp(stamp_ns)
     driver.info_pub.publish(msg)
     h, w = image.shape[:2]
-    img = Image(height=h, width=w, encoding="yuv422", step=2 * w, data=bytes(2 * w * h))
+    img = Image(height=h, width=w, encoding="32FC1", step=4 * w, data=bytes(4 * w * h))
     img.header.stamp, img.header.frame_id = ns_to_stamp(stamp_ns), CAMERA_FRAME
     driver.image_pub.publish(img)
 
@@ -539,7 +331,7 @@ def test_lifecycle_corrupt_map_recovery_and_sim_time(crossfire_map, ros_env, pro
         driver.spin(1.0)
         # a warning after the error above (rclpy refuses a log call site that changes severity)
         t_bad = time.monotonic()
-        _publish_yuv(driver, image, camera, 1400 * S)
+        _publish_depth(driver, image, camera, 1400 * S)
         driver.spin_until(lambda: driver.status_with("unsupported image encoding", t_bad), 10.0, "a rejection", node)
         stamp = 1500 * S
         t1 = time.monotonic()
