@@ -94,7 +94,7 @@ def test_unsupported_and_malformed_images_are_rejected_naming_the_problem():
     from neural_reloc.ros.conversions import image_msg_from_rgb, image_to_rgb
 
     rgb = random_rgb(np.random.default_rng(0))
-    for encoding in ("yuv422", "16UC1", "32FC1", "bayer_rggb8", "RGB8", "mono16", ""):
+    for encoding in ("16UC1", "32FC1", "RGB8", "nv21", ""):
         msg = image_msg_from_rgb(rgb)
         msg.encoding = encoding
         with pytest.raises(ValueError, match=rf"unsupported image encoding '{encoding}' on /cam/img: supported are rgb8"):
@@ -109,6 +109,74 @@ def test_unsupported_and_malformed_images_are_rejected_naming_the_problem():
         image_to_rgb(truncated)
     with pytest.raises(ValueError, match="empty image"):
         image_to_rgb(Image(encoding="rgb8"))
+
+
+@pytest.mark.requires_ros
+def test_bayer_yuv422_and_16_bit_encodings_convert_to_rgb():
+    """Bug 9: raw camera encodings convert without cv_bridge (OpenCV's demosaicing and
+    YUV conversions, 16 bit scaled to 8), in either byte order."""
+    from sensor_msgs.msg import Image
+
+    from neural_reloc.ros.conversions import SUPPORTED_ENCODINGS, image_to_rgb
+
+    h, w, colour = 8, 12, (200, 100, 50)
+    r, g, b = colour
+    mosaics = {  # ROS bayer pattern: the first two pixels of the first two rows
+        "bayer_rggb8": [[r, g], [g, b]], "bayer_bggr8": [[b, g], [g, r]],
+        "bayer_gbrg8": [[g, b], [r, g]], "bayer_grbg8": [[g, r], [b, g]],
+    }
+    for encoding, cell in mosaics.items():
+        raw = np.tile(np.array(cell, np.uint8), (h // 2, w // 2))
+        for bits, data in ((8, raw), (16, (raw.astype(np.uint16) * 257).astype(">u2"))):
+            enc = encoding[:-1] + str(bits)
+            msg = Image(height=h, width=w, encoding=enc, step=w * bits // 8, is_bigendian=int(bits == 16),
+                        data=np.ascontiguousarray(data).tobytes())
+            out = image_to_rgb(msg)
+            assert out.shape == (h, w, 3) and out.dtype == np.uint8
+            assert np.abs(out[2:-2, 2:-2].astype(int) - colour).max() <= 2, (enc, out[3, 3])
+    # BT.601 video range, as cameras send YUV 4:2:2 (and OpenCV reads it)
+    y = round(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255)
+    u = round(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255)
+    v = round(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255)
+    for encoding, pair in (("yuv422", [u, y, v, y]), ("uyvy", [u, y, v, y]), ("yuv422_yuy2", [y, u, y, v]),
+                           ("yuyv", [y, u, y, v])):
+        msg = Image(height=h, width=w, encoding=encoding, step=2 * w, data=bytes(pair) * (h * w // 2))
+        assert np.abs(image_to_rgb(msg).astype(int) - colour).max() <= 3, encoding
+    rgb = random_rgb(np.random.default_rng(1))
+    for encoding, order, channels in (("rgb16", [0, 1, 2], 3), ("bgr16", [2, 1, 0], 3), ("rgba16", [0, 1, 2], 4),
+                                      ("bgra16", [2, 1, 0], 4), ("mono16", [0], 1)):
+        src = rgb[..., order] if channels > 1 else rgb[..., :1]
+        if channels == 4:
+            src = np.concatenate([src, np.full(src.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        for big in (0, 1):
+            data = (src.astype(np.uint16) * 257).astype(">u2" if big else "<u2").tobytes()
+            msg = Image(height=7, width=5, encoding=encoding, step=5 * channels * 2, is_bigendian=big, data=data)
+            want = rgb if channels > 1 else np.repeat(rgb[..., :1], 3, axis=2)
+            assert np.array_equal(image_to_rgb(msg), want), (encoding, big)
+    assert {"bayer_rggb8", "yuv422", "mono16", "rgb16"} <= set(SUPPORTED_ENCODINGS)
+
+
+@pytest.mark.requires_ros
+def test_cv_bridge_is_tried_before_an_encoding_is_rejected(monkeypatch):
+    """Bug 9: where cv_bridge is installed it converts every encoding it knows; the
+    node's own list is not checked first. Its failure names the encoding."""
+    from neural_reloc.ros import conversions
+    from neural_reloc.ros.conversions import image_msg_from_rgb, image_to_rgb
+
+    class FakeBridge:
+        def imgmsg_to_cv2(self, msg, desired_encoding="passthrough"):
+            assert desired_encoding == "rgb8"
+            if msg.encoding != "nv21":
+                raise RuntimeError(f"[{msg.encoding}] is not a color format")
+            return np.full((msg.height, msg.width, 3), 7, np.uint8)
+
+    monkeypatch.setattr(conversions, "_BRIDGE", FakeBridge())
+    msg = image_msg_from_rgb(random_rgb(np.random.default_rng(0)))
+    msg.encoding = "nv21"  # known to the (fake) bridge only
+    assert (image_to_rgb(msg) == 7).all()
+    msg.encoding = "32FC1"
+    with pytest.raises(ValueError, match=r"cannot convert image encoding '32FC1' on /cam/img.*not a color format"):
+        image_to_rgb(msg, "/cam/img")
 
 
 @pytest.mark.requires_ros

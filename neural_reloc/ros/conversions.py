@@ -1,11 +1,12 @@
 """ROS messages <-> the core's types: images, cameras, poses, transforms, covariances.
 
-Images: ``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8 becomes an RGB uint8
-(H, W, 3) array, through cv_bridge when it is installed and an equivalent numpy
-conversion otherwise; rows may be padded (``step`` > width * channels). These encodings
-have one byte per channel, so ``is_bigendian`` (the byte order *within* a channel) does
-not change their meaning; it is checked to be 0 or 1. Every other encoding is rejected
-with a ValueError naming it.
+Images: a ``sensor_msgs/Image`` becomes an RGB uint8 (H, W, 3) array. Where cv_bridge is
+installed it converts every encoding it knows (it is tried first); otherwise (and for
+the same encodings) a numpy/OpenCV conversion handles rgb8, bgr8, rgba8, bgra8, mono8,
+their 16-bit versions (scaled to 8 bits; ``is_bigendian`` gives the byte order), raw
+bayer_{rggb,bggr,gbrg,grbg}{8,16} (OpenCV demosaicing) and yuv422 (UYVY) /
+yuv422_yuy2 (YUYV). Rows may be padded (``step`` > width * bytes per pixel). Every other
+encoding (depth images: 16UC1, 32FC1) is rejected with a ValueError naming it.
 
 Cameras: ``sensor_msgs/CameraInfo`` becomes a :class:`~neural_reloc.geometry.camera.Camera`
 (pinhole; ``plumb_bob`` with 5 coefficients, or no distortion). ROS puts pixel centres
@@ -26,14 +27,40 @@ import numpy as np
 from ..geometry.camera import Camera
 from ..geometry.se3 import check_pose, pose_from_xyz_quat_xyzw, xyz_quat_xyzw_from_pose
 
-#: Encoding -> (channels, conversion to RGB of the (H, W, C) uint8 array).
+def _opencv(code_name: str):
+    def convert(a: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(a), getattr(cv2, code_name))
+
+    return convert
+
+
+def _yuv422(code_name: str):
+    convert = _opencv(code_name)
+    return lambda a: convert(a.reshape(a.shape[0], -1, 2))  # (H, W/2, 4) bytes -> (H, W, 2)
+
+
+#: Encoding -> (values per pixel, bytes per value, conversion to RGB of the (H, W, C)
+#: array of values: uint8, or uint16 scaled down to uint8 first).
 _ENCODINGS = {
-    "rgb8": (3, lambda a: a),
-    "bgr8": (3, lambda a: a[..., ::-1]),
-    "rgba8": (4, lambda a: a[..., :3]),
-    "bgra8": (4, lambda a: a[..., 2::-1]),
-    "mono8": (1, lambda a: np.repeat(a, 3, axis=2)),
+    "rgb8": (3, 1, lambda a: a),
+    "bgr8": (3, 1, lambda a: a[..., ::-1]),
+    "rgba8": (4, 1, lambda a: a[..., :3]),
+    "bgra8": (4, 1, lambda a: a[..., 2::-1]),
+    "mono8": (1, 1, lambda a: np.repeat(a, 3, axis=2)),
+    # ROS bayer names give the first 2x2 cell's pattern, as OpenCV's explicit codes
+    **{f"bayer_{p}{bits}": (1, bits // 8, _opencv(f"COLOR_Bayer{p.upper()}2RGB"))
+       for p in ("rggb", "bggr", "gbrg", "grbg") for bits in (8, 16)},
+    "yuv422": (2, 1, _yuv422("COLOR_YUV2RGB_UYVY")),  # U Y V Y
+    "uyvy": (2, 1, _yuv422("COLOR_YUV2RGB_UYVY")),
+    "yuv422_yuy2": (2, 1, _yuv422("COLOR_YUV2RGB_YUY2")),  # Y U Y V
+    "yuyv": (2, 1, _yuv422("COLOR_YUV2RGB_YUY2")),
 }
+_ENCODINGS.update({
+    enc[:-1] + "16": (channels, 2, convert) for enc, (channels, _, convert) in list(_ENCODINGS.items())
+    if enc in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+})
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 #: CameraInfo distortion models accepted (with the number of coefficients each needs).
 SUPPORTED_DISTORTION_MODELS = ("plumb_bob (5 coefficients)", "none / empty (no coefficients)")
@@ -61,32 +88,44 @@ def image_to_rgb(msg, topic: str = "") -> np.ndarray:
     encoding, an empty image, a ``step`` shorter than a row or too little data.
     """
     encoding = msg.encoding
-    if encoding not in _ENCODINGS:
-        raise ValueError(
-            f"unsupported image encoding {encoding!r}{_where(topic)}: supported are "
-            f"{', '.join(SUPPORTED_ENCODINGS)}"
-        )
-    channels, to_rgb = _ENCODINGS[encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise ValueError(f"empty image{_where(topic)}: width={w}, height={h}")
     if msg.is_bigendian not in (0, 1):
         raise ValueError(f"image{_where(topic)}: is_bigendian={msg.is_bigendian} must be 0 or 1")
-    row_bytes = w * channels
+    if _BRIDGE is not None:  # it knows more encodings than we do: try it first
+        try:
+            out = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8")
+        except Exception as e:  # noqa: BLE001 - cv_bridge raises its own types
+            if encoding not in _ENCODINGS:
+                raise ValueError(f"cannot convert image encoding {encoding!r}{_where(topic)} to rgb8: {e}") from None
+        else:
+            return np.ascontiguousarray(out, dtype=np.uint8)
+    if encoding not in _ENCODINGS:
+        raise ValueError(
+            f"unsupported image encoding {encoding!r}{_where(topic)}: supported are "
+            f"{', '.join(SUPPORTED_ENCODINGS)}"
+        )
+    channels, size, to_rgb = _ENCODINGS[encoding]
+    row_bytes = w * channels * size
     if step < row_bytes:
         raise ValueError(
             f"image{_where(topic)}: step={step} is shorter than a row of {w} {encoding} pixels ({row_bytes} bytes)"
         )
+    if encoding.startswith(("yuv422", "uyvy", "yuyv")) and w % 2:
+        raise ValueError(f"image{_where(topic)}: {encoding} needs an even width, got {w}")
     data = memoryview(msg.data).cast("B")
     if len(data) < step * h:
         raise ValueError(
             f"image{_where(topic)}: data has {len(data)} bytes, expected step*height = {step}*{h} = {step * h}"
         )
-    if _BRIDGE is not None:  # pragma: no cover - only where cv_bridge is installed
-        out = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8")
-        return np.ascontiguousarray(out, dtype=np.uint8)
-    rows = np.frombuffer(data, dtype=np.uint8, count=step * h).reshape(h, step)
-    pixels = rows[:, :row_bytes].reshape(h, w, channels)
+    rows = np.frombuffer(data, dtype=np.uint8, count=step * h).reshape(h, step)[:, :row_bytes]
+    if size == 2:  # 16 bit: the byte order of is_bigendian, scaled to 8 bits
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+        values = np.ascontiguousarray(rows).view(dtype).astype(np.uint16)
+        pixels = (values >> 8).astype(np.uint8).reshape(h, w, channels)
+    else:
+        pixels = rows.reshape(h, w, channels)
     return np.ascontiguousarray(to_rgb(pixels))
 
 
