@@ -160,3 +160,28 @@ def test_cmake_installs_nodes_launch_and_config():
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     assert '"${CMAKE_CURRENT_SOURCE_DIR}/nodes/*"' in cmake and "install(PROGRAMS" in cmake
     assert "DIRECTORY launch config" in cmake
+
+
+def test_package_xml_declares_what_the_ros_layer_imports():
+    """Bug 8: every ROS package the ROS layer imports is a dependency in package.xml,
+    under its ROS name (Jazzy's Python TF is tf2_ros_py; tf2_ros is the C++ one)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(REPO_ROOT / "package.xml").getroot()
+    declared = {e.text.strip() for e in root if e.tag in ("depend", "exec_depend")}
+    ros_names = {"tf2_ros": "tf2_ros_py"}  # Python module -> ROS package, where they differ
+    known = {"rclpy", "tf2_ros", "cv_bridge", "ament_index_python", "message_filters"}
+    imported: dict[str, str] = {}
+    files = [*(REPO_ROOT / "neural_reloc" / "ros").glob("*.py"), *(REPO_ROOT / "nodes").iterdir(),
+             *(REPO_ROOT / "launch").glob("*.py")]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in known or top.endswith(("_msgs", "_srvs", "_interfaces")):
+                    imported[ros_names.get(top, top)] = path.name
+    missing = {pkg: where for pkg, where in imported.items() if pkg not in declared}
+    assert not missing, f"package.xml lacks {missing} (package: first file importing it)"
+    assert "tf2_ros" not in declared, "tf2_ros is the C++ package; the Python TF is tf2_ros_py"
