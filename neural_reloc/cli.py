@@ -20,6 +20,17 @@ from .progress import progress_bar
 EXIT_USAGE = 2
 
 
+def count(text: str) -> int:
+    """An argparse type for counts and limits: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (0 means no limit where a limit is asked)")
+    return value
+
+
 def cmd_build_map(args) -> int:
     from .data import load_dataset
     from .device import resolve_device
@@ -50,6 +61,7 @@ def cmd_build_map(args) -> int:
         progress=progress_bar(),
         evaluate=not args.no_eval,
         max_eval_views=args.max_eval_views,
+        overwrite=args.overwrite,
     )
     from .map_loading import describe_map
 
@@ -235,7 +247,9 @@ def cmd_eval_bag(args) -> int:
         cfg.max_frames = args.max_frames
     if args.no_report:
         cfg.report = False
-    out = Path(args.out)
+    from .eval.io import check_output_dir, failed_path
+
+    out = check_output_dir(args.out)
     try:
         results = evaluate_bag(
             args.bag,
@@ -246,10 +260,12 @@ def cmd_eval_bag(args) -> int:
             reloc_overrides=reloc_overrides,
             progress=True,
         )
-    finally:
-        if (out / RESULTS_NAME).is_file():
-            where = f"results: {out / RESULTS_NAME}" + (f", report: {out / REPORT_NAME}" if cfg.report else "")
-            print(where, file=sys.stderr)
+    except BaseException:
+        name = failed_path(out / RESULTS_NAME) if failed_path(out / RESULTS_NAME).is_file() else out / RESULTS_NAME
+        if name.is_file():
+            print(f"what the failed run got: {name}", file=sys.stderr)
+        raise
+    print(f"results: {out / RESULTS_NAME}" + (f", report: {out / REPORT_NAME}" if cfg.report else ""), file=sys.stderr)
     s = results["summary"]
     keys = ("frames", "frames_with_gt", "success_rate", "accepted_rate", "median_t_err_m", "median_r_err_deg", "recall")
     report = {"results": str(out / RESULTS_NAME), **{k: s.get(k) for k in keys}}
@@ -285,10 +301,11 @@ def cmd_eval_bag(args) -> int:
 
 def cmd_localize(args) -> int:
     from .data import load_dataset
-    from .eval.io import write_json_atomic
+    from .eval.io import check_output_file, failed_path, holds_good_result, write_json_atomic
     from .localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records
     from .map_loading import load_relocalizer
 
+    out = check_output_file(args.out) if args.out else None
     reloc = load_relocalizer(args.map, args.device, args.set or None)
     data = load_dataset(args.data)
     cfg = LocalizeDatasetConfig(
@@ -304,15 +321,27 @@ def cmd_localize(args) -> int:
             print(f"{rec['name']}: {err}  inliers {rec['num_inliers']}  iters {rec['iterations']}  "
                   f"{rec['total_latency_ms']:.0f} ms  prior {rec['prior_source']}", flush=True)
 
+    status, error = "error", None
     try:
         localize_dataset(reloc, data, cfg, progress=progress_bar() if args.quiet else None, on_record=show)
+        status = "ok"
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted by the user"
+        raise
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
     finally:
         summary = summarize_records(records)
-        if args.out:
+        if out is not None:
             from .config_io import to_dict
 
-            write_json_atomic(args.out, {"map": str(args.map), "data": str(args.data), "config": to_dict(cfg),
-                                         "summary": summary, "frames": records})
+            # A failed run writes beside an earlier result, never over it.
+            target = out if status == "ok" or not holds_good_result(out) else failed_path(out)
+            write_json_atomic(target, {"status": status, "error": error, "map": str(args.map), "data": str(args.data),
+                                       "config": to_dict(cfg), "summary": summary, "frames": records})
+            if target != out:
+                print(f"the run failed: what it got is in {target} ({out} is left as it was)", file=sys.stderr)
     print(format_summary(summary))
     return 0
 
@@ -374,10 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", default="nerf", choices=available_methods())
     b.add_argument("--config", help="YAML config (method config, or a ROS parameter file)")
     b.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=500")
-    b.add_argument("--steps", type=int, help="shortcut for train.steps")
-    b.add_argument("--max-size", type=int, help="shortcut for train.max_image_size (long side, px)")
+    b.add_argument("--steps", type=count, help="shortcut for train.steps")
+    b.add_argument("--max-size", type=count, help="shortcut for train.max_image_size (long side, px)")
     b.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
-    b.add_argument("--max-eval-views", type=int, default=0, help="evaluate at most this many held-out views")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace a map at --out built from other data or settings (never anything that is not a map)")
+    b.add_argument("--max-eval-views", type=count, default=0, help="evaluate at most this many held-out views (0: all)")
     add_device(b)
     b.set_defaults(func=cmd_build_map)
 
@@ -397,8 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="dataset whose views to render (default: the map's reference views)")
     r.add_argument("--split", default="test", help="split of --data to render (train, test, all)")
     r.add_argument("--outputs", default="rgb,depth", help="comma-separated render outputs")
-    r.add_argument("--width", type=int, help="render width (height keeps the aspect ratio)")
-    r.add_argument("--limit", type=int, default=0, help="render at most this many views")
+    r.add_argument("--width", type=count, help="render width (height keeps the aspect ratio)")
+    r.add_argument("--limit", type=count, default=0, help="render at most this many views (0: all)")
     add_device(r)
     r.set_defaults(func=cmd_render)
 
@@ -412,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--split", help="frames to write: all (default), train or test, in dataset order")
     bg.add_argument("--storage", choices=("mcap", "sqlite3"), help="bag storage (default mcap)")
     bg.add_argument("--rate", type=float, help="image rate in Hz when the dataset has no capture times (default 10)")
-    bg.add_argument("--max-size", type=int, help="downscale images to this long side in pixels")
-    bg.add_argument("--max-frames", type=int, help="write at most this many frames")
+    bg.add_argument("--max-size", type=count, help="downscale images to this long side in pixels")
+    bg.add_argument("--max-frames", type=count, help="write at most this many frames (default: all)")
     bg.add_argument("--seed", type=int, help="seed of the simulated odometry noise")
     bg.add_argument("--config", help="YAML with BagFromDatasetConfig fields (topics, frames, odometry, ...)")
     bg.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. odometry.drift_yaw_deg_per_m=2")
@@ -431,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-topic", help="image topic (default /camera/image_raw)")
     e.add_argument("--camera-info-topic", help="camera info topic (default /camera/camera_info)")
     e.add_argument("--no-odometry", action="store_true", help="ignore odom -> base_link in the bag")
-    e.add_argument("--max-frames", type=int, help="evaluate at most this many images")
+    e.add_argument("--max-frames", type=count, help="evaluate at most this many images (default: all)")
     e.add_argument("--config", help="YAML with EvalBagConfig fields (bag, ground_truth, tracking, ...)")
     e.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. tracking.lost_after_failures=5")
     e.add_argument(
@@ -462,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--perturb-deg", type=float, default=15.0, help="perturbed prior: rotation offset, degrees")
     lo.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
     lo.add_argument("--constant-reference", type=int, default=-1, help="constant prior: reference view index (-1: central)")
-    lo.add_argument("--limit", type=int, default=0, help="localize at most this many frames")
+    lo.add_argument("--limit", type=count, default=0, help="localize at most this many frames (0: all)")
     lo.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="relocalizer overrides, e.g. localization.max_iterations=2")
     lo.add_argument("--out", help="write per-frame records and the summary to this JSON file")
     lo.add_argument("--quiet", action="store_true", help="no per-frame lines (a progress bar instead)")
@@ -486,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="relocalizer override of one method, e.g. crossfire:localization.max_iterations=2 "
                     "(relocalizes again, never rebuilds the map)")
     bm.add_argument("--split", help="query frames: test (default), train or all")
-    bm.add_argument("--limit", type=int, help="localize at most this many query frames per dataset")
+    bm.add_argument("--limit", type=count, help="localize at most this many query frames per dataset (default: all)")
     bm.add_argument("--config", help="YAML with BenchmarkConfig fields (thresholds, basin, perturbation, ...)")
     bm.add_argument("--bench-set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="BenchmarkConfig overrides, e.g. basin_t_m=2 failure_t_m=0.1 "
@@ -526,8 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, MapError, ConfigError, BagError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (DatasetError, MapError, ConfigError, BagError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # unreadable/unwritable files: name the file, no traceback
+        name = f"{e.filename}: " if e.filename else ""
+        print(f"error: {name}{e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted (a map build resumes from its last checkpoint when rerun)", file=sys.stderr)

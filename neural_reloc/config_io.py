@@ -94,7 +94,9 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     """Build ``cls`` from a (possibly partial) dict; missing keys keep defaults."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping of settings, got {data!r}")
+    unknown = sorted(set(map(str, data)) - names)
     if unknown:
         where = path or cls.__name__
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
@@ -112,7 +114,12 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
                 # nested class alone (PnPConfig's 4 px).
                 value = _deep_merge(to_dict(f.default_factory()), value)
             kwargs[f.name] = _coerce(value, hints[f.name], f"{path + '.' if path else ''}{f.name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a config's own validation (e.g. PnPConfig): say where it sits
+        if isinstance(e, ConfigError) or not path:
+            raise
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -137,11 +144,23 @@ def parse_dotted(assignments: list[str]) -> dict:
         if "=" not in a:
             raise ConfigError(f"override {a!r} is not of the form key.path=value")
         key, raw = a.split("=", 1)
-        node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        if not all(parts):
+            raise ConfigError(f"override {a!r}: empty key in {key!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            problem = str(e).splitlines()[0]
+            raise ConfigError(f"override {a!r}: the value is not valid YAML ({problem})") from None
+        node = out
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {a!r}: {'.'.join(parts[: i + 1])} is set to a value by another "
+                                  "override, so it has no keys")
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise ConfigError(f"override {a!r}: {key.strip()} is a section (other overrides set keys in it)")
+        node[parts[-1]] = value
     return out
 
 
@@ -153,11 +172,25 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text (YAML) file") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: permission denied") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
+    _check_keys(data, str(p))
     return data
+
+
+def _check_keys(data: dict, where: str, path: str = "") -> None:
+    """Every key of a config mapping (nested too) must be a string."""
+    for k, v in data.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"{where}: key {k!r}{' under ' + path if path else ''} is not a name (keys are strings)")
+        if isinstance(v, dict):
+            _check_keys(v, where, f"{path}.{k}" if path else k)
 
 
 def config_files() -> dict[str, type]:

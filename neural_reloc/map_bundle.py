@@ -116,6 +116,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _file_mode() -> int:
+    """The mode a new file gets under this process's umask (0o644 with the usual 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it (and put it back)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -170,6 +183,7 @@ def write_bundle(out_dir: str | Path, manifest: dict, files: dict[str, dict[str,
                 out[k] = t
             path = tmp / name
             save_file(out, str(path), metadata={"format": "neural_reloc", "version": str(MAP_FORMAT_VERSION)})
+            os.chmod(path, _file_mode())  # safetensors writes 0600: other users (a node) must read maps
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
             listed[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
@@ -256,6 +270,55 @@ def _check_file_name(name: str, root: Path) -> None:
         raise MapError(f"{root / MANIFEST_NAME}: file entry {name!r} is not a plain file name inside the map")
 
 
+#: Required keys of a manifest's scene normalization, per mode.
+SCENE_KEYS = {"bounded": ("aabb_min", "aabb_max", "near"), "contracted": ("center", "radius", "near", "far_contracted"),
+              "none": ()}
+
+
+def _check_manifest_structure(m: dict, man: Path) -> None:
+    """MapError naming the first malformed entry of a manifest (types and shapes of what
+    loading reads), so that a damaged map fails with a sentence, not a traceback."""
+    def bad(what: str) -> MapError:
+        return MapError(f"{man}: {what}; the map is corrupt or not one of ours")
+
+    if not isinstance(m["method"], str):
+        raise bad(f"'method' must be a string, got {m['method']!r}")
+    if not isinstance(m["config"], dict):
+        raise bad("'config' must be a mapping")
+    files = m["files"]
+    if not isinstance(files, dict):
+        raise bad("'files' must be a mapping of file name -> {bytes, sha256}")
+    for name, meta in files.items():
+        if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and isinstance(meta.get("sha256"), str)):
+            raise bad(f"files entry {name!r} must be {{\"bytes\": <int>, \"sha256\": <hex>}}, got {meta!r}")
+    scene = m["scene"]
+    mode = scene.get("mode") if isinstance(scene, dict) else None
+    if mode not in SCENE_KEYS:
+        raise bad(f"'scene' must have a mode ({', '.join(SCENE_KEYS)}), got {scene!r}")
+    missing = [k for k in SCENE_KEYS[mode] if k not in scene]
+    if missing:
+        raise bad(f"'scene' ({mode}) lacks {', '.join(missing)}")
+    refs = m["reference_views"]
+    if not isinstance(refs, dict) or not all(isinstance(refs.get(k), list) for k in ("names", "cameras", "c2w_opengl")):
+        raise bad("'reference_views' must have lists 'names', 'cameras' and 'c2w_opengl'")
+    n = len(refs["names"])
+    if len(refs["cameras"]) != n or len(refs["c2w_opengl"]) != n:
+        raise bad(f"'reference_views' has {n} names, {len(refs['cameras'])} cameras and "
+                  f"{len(refs['c2w_opengl'])} poses")
+    if n and np.asarray(refs["c2w_opengl"], dtype=object).shape != (n, 4, 4):
+        raise bad("'reference_views.c2w_opengl' must be 4x4 matrices")
+    for key in ("field", "components"):
+        if key in m and m[key] is not None and not isinstance(m[key], dict):
+            raise bad(f"{key!r} must be a mapping")
+    for name, c in (m.get("components") or {}).items():
+        if not (isinstance(c, dict) and isinstance(c.get("method"), str) and isinstance(c.get("file"), str)
+                and isinstance(c.get("config"), dict)):
+            raise bad(f"component {name!r} must have 'method', 'file' and 'config'")
+    if m.get("field") is not None and not (isinstance(m["field"].get("file"), str)
+                                           and isinstance(m["field"].get("config"), dict)):
+        raise bad("'field' must have 'file' and 'config'")
+
+
 def upgrade_manifest_v1(manifest: dict) -> dict:
     """A version 1 manifest (one method, one ``weights.safetensors``) as version 2, in
     memory: the field (when the method trained one) plus the method's component, both
@@ -281,15 +344,21 @@ def read_manifest(path: str | Path) -> dict:
     if not path.is_dir():
         raise MapError(f"{path}: a map is a directory (with {MANIFEST_NAME} and its .safetensors files), this is a file")
     man = path / MANIFEST_NAME
-    if not man.is_file():
+    if not man.exists():
         raise MapError(f"{man}: missing — {path} is not a neural_reloc map (or a build that never finished)")
+    if not man.is_file():
+        raise MapError(f"{man}: not a regular file")
     try:
         manifest = json.loads(man.read_text())
+    except PermissionError:
+        raise MapError(f"{man}: permission denied (the map's files must be readable by this user)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MapError(f"{man}: not valid JSON ({e}); the map is corrupt") from e
     if not isinstance(manifest, dict) or "format_version" not in manifest:
         raise MapError(f"{man}: no format_version; not a neural_reloc map manifest")
     v = manifest["format_version"]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise MapError(f"{man}: format_version must be a whole number, got {v!r}")
     if v not in READABLE_FORMAT_VERSIONS:
         raise MapError(
             f"{man}: map format version {v}, but this neural_reloc reads versions "
@@ -299,6 +368,7 @@ def read_manifest(path: str | Path) -> dict:
     for key in required:
         if key not in manifest:
             raise MapError(f"{man}: required field {key!r} is missing")
+    _check_manifest_structure(manifest, man)
     if v == 1:
         manifest = upgrade_manifest_v1(manifest)
     for name in manifest["files"]:
@@ -335,10 +405,12 @@ def read_map(path: str | Path, expected_method: str | tuple[str, ...] | None = N
         size = f.stat().st_size
         if size != meta["bytes"]:
             raise MapError(f"{f}: {size} bytes but the manifest says {meta['bytes']}: truncated or corrupt")
-        if verify and sha256_file(f) != meta["sha256"]:
-            raise MapError(f"{f}: checksum mismatch: the file is corrupt")
         try:
+            if verify and sha256_file(f) != meta["sha256"]:
+                raise MapError(f"{f}: checksum mismatch: the file is corrupt")
             tensors.update(load_file(str(f)))
+        except PermissionError:
+            raise MapError(f"{f}: permission denied (the map's files must be readable by this user)") from None
         except (SafetensorError, OSError, ValueError) as e:
             raise MapError(f"{f}: cannot be read as safetensors ({e})") from e
     tensors = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in tensors.items()}

@@ -102,7 +102,7 @@ def load_relocalizer(map_path, device=None, overrides: dict | list[str] | None =
     if not man["components"]:
         able = [m for m in available_methods() if get_method(m).relocalizer_factory]
         raise ValueError(
-            f"{map_path}: the map has a neural field but no relocalization method; add one with "
+            f"{map_path}: the map has no relocalization method (only {'a neural field' if man['field'] else 'nothing'}); add one with "
             f"`neural-reloc add-method {able[0] if able else 'crossfire'} --map {map_path} --data DATA`"
         )
     entry = component_entry(man, method)

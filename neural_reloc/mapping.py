@@ -47,15 +47,23 @@ def build_map(
     log: Callable[[str], None] = print,
     evaluate: bool = True,
     max_eval_views: int = 0,
+    overwrite: bool = False,
 ) -> Path:
-    """Build (or find, or resume) the map of ``data``'s train split; return its path."""
+    """Build (or find, or resume) the map of ``data``'s train split; return its path.
+
+    ``out_dir`` must be missing, empty or a map: anything else is refused (MapError),
+    never deleted. A map built from the same data and build settings is kept (skip); one
+    built from others is replaced only with ``overwrite``."""
+    from .config_fields import check_settings
+
     spec = get_method(method)
-    cfg = config if config is not None else spec.config_factory()
+    cfg = check_settings(config if config is not None else spec.config_factory(), f"{method} config")
     device = torch.device(device)
     out_dir = Path(out_dir)
     train = data.subset("train") if "train" in data.split else data
     ident = _identity(train, method, cfg)
-    if out_dir.exists():
+    _check_map_destination(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
         try:
             man = read_manifest(out_dir)
             if (
@@ -69,9 +77,17 @@ def build_map(
                 else:
                     log(f"map {out_dir} is up to date (same data and config): skipping the build")
                 return out_dir
-            log(f"map {out_dir} exists but was built from other data or config: rebuilding")
         except MapError as e:
-            log(f"existing {out_dir} is not a usable map ({e}): rebuilding")
+            raise MapError(
+                f"--out {out_dir}: exists and is not a map ({e}); refusing to replace it: give a new or empty "
+                "directory"
+            ) from None
+        if not overwrite:
+            raise MapError(
+                f"--out {out_dir}: a map built from other data or build settings is there; pass --overwrite to "
+                "replace it, or give another directory"
+            )
+        log(f"map {out_dir} exists but was built from other data or config: rebuilding (--overwrite)")
     work = partial_dir(out_dir)
     if spec.build is not None:
         return _build_without_training(spec, data, train, out_dir, cfg, ident, device, progress, log)
@@ -125,6 +141,14 @@ def build_map(
     shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out_dir} ({map_size_bytes(out_dir) / 1e6:.1f} MB) after {train_s:.0f} s of training")
     return out_dir
+
+
+def _check_map_destination(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MapError(f"--out {out_dir}: is a file; a map is a directory")
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise MapError(f"--out {out_dir}: {existing} is a file, not a folder")
 
 
 def _build_without_training(spec, data, train, out_dir, cfg, ident, device, progress, log) -> Path:

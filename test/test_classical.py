@@ -384,7 +384,7 @@ def test_build_is_skipped_when_up_to_date_and_redone_when_the_config_changes(cla
     assert any("up to date" in s for s in logs) and read_manifest(out)["created_unix"] == before
     cfg = merge(ClassicalConfig(), {"retrieval": {"top_k": 3}})
     logs.clear()
-    build_map(data, out, method="classical", config=cfg, log=logs.append)
+    build_map(data, out, method="classical", config=cfg, log=logs.append, overwrite=True)
     man = read_manifest(out)
     assert any("rebuilding" in s for s in logs) and man["created_unix"] != before
     assert man["config"] == to_dict(cfg)

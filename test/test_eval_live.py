@@ -156,7 +156,8 @@ def test_live_node_gets_the_method_and_only_the_users_settings(tmp_path):
     from neural_reloc.ros.bag_replay import node_params_for
 
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({
-        "format_version": 1, "method": "crossfire", "scene": {}, "reference_views": {},
+        "format_version": 1, "method": "crossfire", "scene": {"mode": "none"},
+        "reference_views": {"names": [], "cameras": [], "c2w_opengl": []},
         "files": {"weights.safetensors": {"bytes": 0, "sha256": "0"}},
         "config": {"localization": {"render_samples": 24, "pnp": {"reprojection_threshold_px": 2.0}}},
     }))

@@ -24,6 +24,7 @@ from neural_reloc.map_bundle import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BOUNDED = {"mode": "bounded", "aabb_min": [0.0, 0.0, 0.0], "aabb_max": [1.0, 1.0, 1.0], "near": 0.05}
 
 
 def _write(path: Path, method: str = "crossfire", value: float = 1.0) -> Path:
@@ -37,7 +38,7 @@ def _write(path: Path, method: str = "crossfire", value: float = 1.0) -> Path:
     head = {"weight": torch.full((2, 2), value)}
     modules = {"map": mod} if method == "nerf" else {"map": mod, "big": big, "map.field.heads.h": head}
     return write_map(
-        path, method=method, modules=modules, config={"x": 1}, scene={"mode": "bounded"},
+        path, method=method, modules=modules, config={"x": 1}, scene=BOUNDED,
         references=refs, fingerprint="abc", field_config={"f": 2}, component=method != "nerf",
     )
 
@@ -162,7 +163,7 @@ def test_version_1_map_reads_as_field_plus_component(tmp_path):
               str(p / WEIGHTS_NAME))
     (p / MANIFEST_NAME).write_text(json.dumps({
         "format_version": 1, "method": "crossfire", "config": {"map": {"a": 1}}, "map_config": {"a": 1},
-        "scene": {"mode": "bounded"}, "reference_views": {"names": [], "cameras": [], "c2w_opengl": []},
+        "scene": BOUNDED, "reference_views": {"names": [], "cameras": [], "c2w_opengl": []},
         "files": {WEIGHTS_NAME: {"bytes": (p / WEIGHTS_NAME).stat().st_size, "sha256": sha256_file(p / WEIGHTS_NAME)}},
     }))
     b = read_map(p)

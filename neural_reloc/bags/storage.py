@@ -93,6 +93,8 @@ class BagReader:
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
+        if not (self.path.is_dir() or self.path.is_file()):  # a FIFO or device would block or never end
+            raise BagError(f"{self.path}: not a regular file or directory (a pipe or device cannot be a bag)")
         self.source = self._open()
         self.frame_names: list[str] | None = self._custom_frame_names()
 

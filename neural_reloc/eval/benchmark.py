@@ -254,7 +254,7 @@ def build_method_map(
     before = _created(out)
     t0 = time.perf_counter()
     build_map(data, out, method=method, config=config, device=device, progress=progress, log=log,
-              evaluate=cfg.evaluate_maps, max_eval_views=cfg.max_eval_views)
+              evaluate=cfg.evaluate_maps, max_eval_views=cfg.max_eval_views, overwrite=True)
     wall_s = time.perf_counter() - t0
     created = _created(out)
     if created != before:

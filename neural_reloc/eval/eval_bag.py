@@ -27,7 +27,7 @@ from ..bags.reader import BagFrames, BagReadConfig, BagReader, GroundTruthConfig
 from ..config_io import to_dict
 from ..geometry.frames import opencv_w2c_from_map_from_optical
 from ..tracking import RelocalizationSession, TrackingConfig
-from .io import write_json_atomic
+from .io import check_output_dir, failed_path, holds_good_result, write_json_atomic
 from .metrics import DEFAULT_RECALL_THRESHOLDS, frame_record, latency_stats, summarize
 
 RESULTS_FORMAT = "neural_reloc.eval_bag/1"
@@ -72,13 +72,18 @@ def evaluate_bag(
 
     Returns the results dict (also written to ``out_dir/results.json``). Bag problems
     raise :class:`~neural_reloc.bags.errors.BagError` *after* the partial results and
-    report are written.
+    report are written. A folder that already holds a good result keeps it until this
+    run succeeds: meanwhile (checkpoints) and on failure this run writes
+    ``results.failed.json`` / ``report.failed.html`` beside it.
     """
     cfg = config or EvalBagConfig()
     if relocalizer is None and map_path is None:
         raise ValueError("evaluate_bag needs a map_path or a relocalizer")
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    keep_earlier = holds_good_result(out_dir / RESULTS_NAME)
+    unfinished_json = failed_path(out_dir / RESULTS_NAME) if keep_earlier else out_dir / RESULTS_NAME
+    unfinished_report = failed_path(out_dir / REPORT_NAME) if keep_earlier else out_dir / REPORT_NAME
     results: dict = {
         "format": RESULTS_FORMAT,
         "status": "running",
@@ -101,15 +106,19 @@ def evaluate_bag(
         results["status"], results["error"], results["finished"] = status, error, _now()
         results["summary"] = summarize(records, cfg.recall_thresholds)
         results["summary"]["wall_ms"] = latency_stats(wall_ms)
-        write_json_atomic(out_dir / RESULTS_NAME, results)
+        ok = status == "ok"
+        json_path = out_dir / RESULTS_NAME if ok else unfinished_json
+        write_json_atomic(json_path, results)
         if cfg.report:
             from .report import write_report
 
             try:
-                write_report(results, out_dir / REPORT_NAME)
+                write_report(results, out_dir / REPORT_NAME if ok else unfinished_report)
             except Exception as e:  # noqa: BLE001 - never hide the run's own outcome
                 results["report_error"] = f"{type(e).__name__}: {e}"
-                write_json_atomic(out_dir / RESULTS_NAME, results)
+                write_json_atomic(json_path, results)
+        if ok and keep_earlier:  # this run's checkpoints, now superseded
+            unfinished_json.unlink(missing_ok=True)
 
     try:
         with BagReader(bag_path) as reader:
@@ -142,7 +151,7 @@ def evaluate_bag(
                     bar.update(1)
                     if cfg.checkpoint_every and len(records) % cfg.checkpoint_every == 0:
                         results["summary"] = summarize(records, cfg.recall_thresholds)
-                        write_json_atomic(out_dir / RESULTS_NAME, results)
+                        write_json_atomic(unfinished_json, results)
     except BagError as e:
         finish("error", str(e))
         raise

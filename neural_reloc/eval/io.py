@@ -21,3 +21,55 @@ def write_json_atomic(path: Path, data: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+#: Statuses of a results file that is not a finished good result (may be replaced).
+UNFINISHED_STATUSES = ("running", "error", "interrupted")
+
+
+def failed_path(path: Path) -> Path:
+    """Where a failed run writes what it got when ``path`` holds a good result:
+    ``results.json`` -> ``results.failed.json``, beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.failed{path.suffix}")
+
+
+def holds_good_result(path: Path) -> bool:
+    """Whether ``path`` is a results file a failed run must not replace: any file that
+    is not a results JSON of an unfinished or failed run."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        status = json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return True  # not ours to judge: keep it
+    return status not in UNFINISHED_STATUSES
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a file to write, checked before any work: not a directory, and its
+    folder exists or can be made (ValueError naming the option and the problem)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory; give a file name (e.g. {path / 'results.json'})")
+    parent = path.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise ValueError(f"{option} {path}: {existing} is not writable")
+    return path
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a folder to write into, checked before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path}: is a file; give a folder (it is created if missing)")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise ValueError(f"{option} {path}: {existing} is not writable")
+    return path

@@ -110,6 +110,11 @@ class Camera:
         for name in ("cx", "cy", "k1", "k2", "p1", "p2", "k3"):
             if not np.isfinite(float(getattr(self, name))):
                 problems.append(f"{name} is not finite")
+        if not problems and not (0.0 <= float(self.cx) <= self.width and 0.0 <= float(self.cy) <= self.height):
+            problems.append(
+                f"principal point ({float(self.cx):g}, {float(self.cy):g}) lies outside the {self.width}x{self.height} "
+                "image: the intrinsics are for another image size"
+            )
         if problems:
             where = f" ({self.source})" if self.source else ""
             raise ValueError(f"invalid camera{where}: " + "; ".join(problems))
