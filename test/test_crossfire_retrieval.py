@@ -135,7 +135,7 @@ def test_flow_matches_recover_a_known_shift():
     each render pixel's point to its shifted position, sub-pixel."""
     import cv2
 
-    from neural_reloc.methods.crossfire.refinement import flow_matches
+    from neural_reloc.methods.common.refinement import flow_matches
 
     rng = np.random.default_rng(0)
     h, w = 96, 128

@@ -55,4 +55,48 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
     )
 
 
-__all__ = ["IterativeLocalizationConfig", "LocalizationConfigBase"]
+_PNP_1PX = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+
+
+@dataclass
+class RenderingLocalizationConfig(IterativeLocalizationConfig):
+    """A method that renders the neural map at its estimates: render budgets and the
+    flow refinement by the map's colours (:mod:`.refinement`) that follows its rounds."""
+
+    render_samples: int = setting(12, "Fine samples per ray when rendering for localization.", range=(1, 1024))
+    render_coarse_samples: int = setting(
+        64, "Coarse proposal samples per ray (read from the density grid, no network) when rendering for "
+        "localization; 0: the map's sampler.num_coarse.", range=(0, 4096),
+    )
+    render_head_samples: int = setting(
+        4, "Heads (descriptors, colour of the flow refinement) run at the k heaviest fine samples per ray "
+        "(weights rescaled to the ray's opacity); 0: at every sample.", range=(0, 1024),
+    )
+    min_accumulation: float = setting(
+        0.5, "Rendered pixels with less accumulated opacity than this have no reliable depth.", range=(0.0, 1.0)
+    )
+    flow_refinement_iterations: int = setting(
+        3, "Refinement by the map's colours after the rounds: render RGB and points at the estimate, optical "
+        "flow (DIS) from the render to the query, PnP; this many rounds (0: off).", range=(0, 100),
+    )
+    flow_refinement_long_side: int = setting(
+        160, "Long side (pixels) of the render and the query for the flow (the query's own size if smaller).",
+        range=(8, 4096),
+    )
+    flow_min_gradient: float = setting(
+        4.0, "Flow is used where the render's grey-level gradient is at least this (levels per pixel, "
+        "Sobel / 8).", range=(0.0, 1e9),
+    )
+    flow_consistency_px: float = setting(
+        0.5, "Flow is used where forward and backward flow agree within this (pixels).", range=(0.0, 1e9)
+    )
+    flow_max_points: int = setting(
+        2000, "At most this many flow correspondences go to PnP (a seeded random subset).", range=(1, 10_000_000)
+    )
+    flow_min_inlier_ratio: float = setting(
+        0.3, "A refinement round is kept only with at least min_inliers and this inlier ratio.", range=(0.0, 1.0)
+    )
+    flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
+
+
+__all__ = ["IterativeLocalizationConfig", "LocalizationConfigBase", "RenderingLocalizationConfig"]

@@ -12,7 +12,7 @@ from dataclasses import field as default
 from ...config_fields import setting
 from ...device import PRECISIONS
 from ...geometry.pnp import PnPConfig
-from ..common.config import IterativeLocalizationConfig
+from ..common.config import RenderingLocalizationConfig
 from ...nerf.config import EncodingConfig, NeuralMapConfig
 
 
@@ -114,7 +114,7 @@ _PNP_IN_CELLS = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
 
 
 @dataclass
-class LocalizationConfig(IterativeLocalizationConfig):
+class LocalizationConfig(RenderingLocalizationConfig):
     """CROSSFIRE's localization settings (measurements behind the defaults: NOTES.md)."""
 
     match_long_side: int = setting(
@@ -147,46 +147,9 @@ class LocalizationConfig(IterativeLocalizationConfig):
         False, "Refine each match to sub-cell precision (a parabola through the similarities of the matched "
         "cell and its neighbours, per axis)."
     )
-    render_samples: int = setting(12, "Fine samples per ray when rendering for localization.", range=(1, 1024))
-    render_coarse_samples: int = setting(
-        64, "Coarse proposal samples per ray (read from the density grid, no network) when rendering for "
-        "localization; 0: the map's sampler.num_coarse.", range=(0, 4096),
-    )
-    render_head_samples: int = setting(
-        4, "The descriptor head runs at the k heaviest fine samples per ray (weights rescaled to the ray's "
-        "opacity, as train.surface_samples in training); 0: at every sample.", range=(0, 1024),
-    )
-    min_accumulation: float = setting(
-        0.5, "Rendered pixels with less accumulated opacity than this have no reliable depth.", range=(0.0, 1.0)
-    )
     pnp: PnPConfig = setting(
         _PNP_IN_CELLS, "PnP + RANSAC of the descriptor rounds. It runs in the descriptor-map camera "
         "(match_long_side pixels wide): the reprojection threshold is in matching-grid cells.",
-    )
-    flow_refinement_iterations: int = setting(
-        3, "Refinement by the map's colours after the descriptor rounds: render RGB and points at the estimate, "
-        "optical flow (DIS) from the render to the query, PnP; this many rounds (0: off, the paper's "
-        "descriptor matching only).", range=(0, 100),
-    )
-    flow_refinement_long_side: int = setting(
-        160, "Long side (pixels) of the render and the query for the flow (the query's own size if smaller).",
-        range=(8, 4096),
-    )
-    flow_min_gradient: float = setting(
-        4.0, "Flow is used where the render's grey-level gradient is at least this (levels per pixel, "
-        "Sobel / 8).", range=(0.0, 1e9),
-    )
-    flow_consistency_px: float = setting(
-        0.5, "Flow is used where forward and backward flow agree within this (pixels).", range=(0.0, 1e9)
-    )
-    flow_max_points: int = setting(
-        2000, "At most this many flow correspondences go to PnP (a seeded random subset).", range=(1, 10_000_000)
-    )
-    flow_min_inlier_ratio: float = setting(
-        0.3, "A refinement round is kept only with at least min_inliers and this inlier ratio.", range=(0.0, 1.0)
-    )
-    flow_pnp: PnPConfig = setting(
-        _PNP_IN_CELLS, "PnP of the flow refinement: threshold in pixels of the refinement camera."
     )
     retrieval_long_side: int = setting(
         40, "Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees 4x this), of "

@@ -24,17 +24,16 @@ import torch.nn.functional as F
 from ...device import inference_dtype
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w, opengl_c2w_from_opencv_w2c
-from ...geometry.pnp import PnPResult, pnp_ransac
-from ...geometry.se3 import invert_pose, pose_error
+from ...geometry.pnp import PnPResult
 from ...map_bundle import MapBundle, MapError
-from ..base import IterationRecord, LocalizationResult, PosePrior
+from ..base import LocalizationResult, PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.matching import match_coarse_to_fine, subpixel_offsets
+from ..common.refinement import refine_by_flow
 from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, verify_by_keyframe
 from ...map_loading import map_method_config
 from .config import CrossfireConfig
 from .feature_extractor import FeatureExtractor
-from .refinement import flow_matches, refinement_camera
 from .retrieval import global_descriptor, retrieval_input
 from .trainer import DESCRIPTOR_HEAD, descriptor_map_camera
 
@@ -225,39 +224,12 @@ class CrossfireRelocalizer(IterativeRelocalizer):
 
     def refine(self, image_rgb: np.ndarray, camera: Camera, query: Query, best: tuple[PnPResult, int],
                result: LocalizationResult, clock: StageClock) -> tuple[PnPResult, int]:
-        """Up to ``flow_refinement_iterations`` rounds of render -> optical flow -> PnP
-        from the descriptor estimate (see :mod:`.refinement`); each accepted round is a
-        history record. Returns the best (PnP result, matches) so far."""
+        """Flow refinement by the map's colours (:mod:`~neural_reloc.methods.common.refinement`)."""
         lc = self.cfg.localization
         if lc.flow_refinement_iterations <= 0:
             return best
         with clock.stage("refine"):
-            cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
-            query_r = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
-            for _ in range(lc.flow_refinement_iterations):
-                w2c = best[0].w2c_opencv
-                out = self.model.render_view(
-                    cam_r, opengl_c2w_from_opencv_w2c(w2c), ("rgb", "points", "accumulation"),
-                    num_fine=lc.render_samples, num_coarse=lc.render_coarse_samples or None,
-                    color_samples=lc.render_head_samples or None,
-                )
-                fm = flow_matches(
-                    out["rgb"], out["points"], out["accumulation"], query_r, min_accumulation=lc.min_accumulation,
-                    min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
-                    max_points=lc.flow_max_points, seed=lc.pnp.seed,
-                )
-                n = len(fm.uv)
-                if n < lc.min_matches:
-                    break
-                pnp = pnp_ransac(fm.uv, fm.points, cam_r, lc.flow_pnp)
-                if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
-                    break
-                dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c))
-                result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr))
-                best = (pnp, n)
-                if dt < lc.converged_translation_rel * self.extent and dr < lc.converged_rotation_deg:
-                    break
-        return best
+            return refine_by_flow(self.model, image_rgb, camera, best, result, lc, self.extent)
 
 
 def make_relocalizer(bundle: MapBundle, device, overrides: dict | None = None, method: str = "crossfire") -> CrossfireRelocalizer:

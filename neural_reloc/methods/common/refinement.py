@@ -1,6 +1,6 @@
 """Sub-pixel refinement of a pose by the map's own colours: render, optical flow, PnP.
 
-Descriptor matching (:mod:`.matching`) finds the right place but not a precise pose:
+Descriptor or feature matching finds the right place but not a precise pose:
 its correspondences are quantized to matching-grid cells, and on plain or smooth
 surfaces the descriptors are smooth too, so many matches land a few cells off. Near
 the true pose, the map's render looks like the query; dense optical flow between the
@@ -104,3 +104,43 @@ def refinement_camera(camera: Camera, long_side: int) -> Camera:
     if max(camera.width, camera.height) <= long_side:
         return camera
     return camera.fit_within(long_side, long_side)
+
+
+def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, result, lc, extent: float) -> tuple:
+    """Up to ``lc.flow_refinement_iterations`` rounds of render -> optical flow -> PnP from
+    the estimate ``best`` = (PnP result, matches), for any map-rendering method (``lc``:
+    a :class:`~.config.RenderingLocalizationConfig`); each accepted round is a history
+    record of ``result``. Returns the best (PnP result, matches) so far."""
+    import cv2
+
+    from ...geometry.frames import opengl_c2w_from_opencv_w2c
+    from ...geometry.pnp import pnp_ransac
+    from ...geometry.se3 import invert_pose, pose_error
+    from ..base import IterationRecord
+
+    cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
+    query = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
+    for _ in range(lc.flow_refinement_iterations):
+        w2c = best[0].w2c_opencv
+        out = model.render_view(
+            cam_r, opengl_c2w_from_opencv_w2c(w2c), ("rgb", "points", "accumulation"),
+            num_fine=lc.render_samples, num_coarse=lc.render_coarse_samples or None,
+            color_samples=lc.render_head_samples or None,
+        )
+        fm = flow_matches(
+            out["rgb"], out["points"], out["accumulation"], query, min_accumulation=lc.min_accumulation,
+            min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
+            max_points=lc.flow_max_points, seed=lc.pnp.seed,
+        )
+        n = len(fm.uv)
+        if n < lc.min_matches:
+            break
+        pnp = pnp_ransac(fm.uv, fm.points, cam_r, lc.flow_pnp)
+        if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
+            break
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c))
+        result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr))
+        best = (pnp, n)
+        if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
+            break
+    return best
