@@ -158,6 +158,26 @@ def crossfire_map(room_scene) -> tuple[Path, Path]:
     return out, room_scene.dense
 
 
+@pytest.fixture(scope="session")
+def oracle_map(tmp_path_factory) -> Path:
+    """A map of the exact stand-in relocalizer of test/oracle_method.py (built in seconds
+    through the CLI with the plugin; node tests use it with node_helpers.Oracle)."""
+    import subprocess
+    import sys
+
+    from neural_reloc.data.procedural import ProceduralSceneConfig, generate_procedural_scene
+
+    root = tmp_path_factory.mktemp("oracle_map")
+    generate_procedural_scene(root / "scene", ProceduralSceneConfig(width=64, height=48, num_frames=6))
+    env = dict(os.environ, PYTHONPATH=f"{REPO_ROOT / 'test'}{os.pathsep}{REPO_ROOT}",
+               NEURAL_RELOC_METHODS="oracle_method", NEURAL_RELOC_ORACLE_DIR=str(root))
+    run = subprocess.run([sys.executable, "-m", "neural_reloc.cli", "build-map", "--method", "oracle", "--data",
+                          str(root / "scene"), "--out", str(root / "map"), "--max-eval-views", "1"],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return root / "map"
+
+
 @contextlib.contextmanager
 def _build_lock(path: Path):
     import fcntl

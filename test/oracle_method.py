@@ -28,7 +28,7 @@ from neural_reloc.config_fields import setting
 from neural_reloc.geometry.se3 import invert_pose
 from neural_reloc.map_bundle import ReferenceViews
 from neural_reloc.map_loading import map_method_config
-from neural_reloc.methods.base import LocalizationResult, Relocalizer
+from neural_reloc.methods.base import LocalizationResult, PosePrior, Relocalizer
 from neural_reloc.methods.registry import BuiltMap, MethodSpec, register
 
 ENV_DIR = "NEURAL_RELOC_ORACLE_DIR"
@@ -81,6 +81,8 @@ class OracleRelocalizer(Relocalizer):
             res.reason = f"oracle: unknown frame {frame_id}"
             return res
         res.success, res.w2c_opencv = True, invert_pose(np.asarray(poses[str(frame_id)], dtype=np.float64))
+        if prior is None:  # as a method with retrieval reports the view it started from
+            res.prior = PosePrior(res.w2c_opencv, source="retrieval")
         res.covariance = None if lc.no_covariance else np.diag([lc.position_std_m**2] * 3 + [1e-4] * 3)
         res.num_matches, res.num_inliers, res.iterations = 100, 90, 1
         return res

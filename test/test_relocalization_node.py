@@ -92,9 +92,10 @@ def processes():
 
 
 # ====================================================================== tests
-def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ros_env, processes):
-    """autostart (unmanaged), REP-105 map -> odom, Nav2 mode, ~/relocalize, and every
-    kind of bad input rejected clearly while the node keeps running and recovers."""
+def test_tracking_with_odometry_diagnostics_and_bad_input(crossfire_map, ros_env, processes):
+    """autostart (unmanaged), REP-105 map -> odom, ~/relocalize, and every kind of bad
+    input rejected clearly while the node keeps running and recovers. (Nav2 mode, with a
+    stand-in AMCL, is in test_node_nav2.py.)"""
     from std_srvs.srv import Trigger
     from tf2_msgs.msg import TFMessage
 
@@ -107,7 +108,7 @@ def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ro
     map_path, dataset_dir = crossfire_map
     scene = Scene(dataset_dir)
     node = _node_process(
-        ros_env, f"map_path:={map_path}", "autostart:=true", "nav2_mode:=true", "nav2_min_interval_s:=600.0"
+        ros_env, f"map_path:={map_path}", "autostart:=true"
     )
     processes.append(node)
     driver = Driver(int(ros_env["ROS_DOMAIN_ID"]))
@@ -205,30 +206,18 @@ def test_tracking_with_odometry_nav2_diagnostics_and_bad_input(crossfire_map, ro
         for stamp, odom_from_base, map_from_base_gt in poses:
             _assert_close(map_from_odom @ odom_from_base, map_from_base_gt, "map->odom @ odom->base_link")
 
-        # --- Nav2: one (rate-limited) confident fix on /initialpose with AMCL's entries
-        # (this driver's own /initialpose messages come back too: they have no covariance)
-        nav2 = [m for m in driver.since("initialpose", t_start) if any(m.pose.covariance)]
-        assert all(m.header.frame_id == "map" for m in nav2)
-        assert len(nav2) == 1, f"expected one Nav2 initial pose (rate limit 600 s), got {len(nav2)}"
-        first_stamp, _, first_base_gt = poses[0]
-        assert stamp_to_ns(nav2[0].header.stamp) == first_stamp
-        _assert_close(_matrix(nav2[0].pose.pose), first_base_gt, "Nav2 initial pose (base_link in map)")
-        cov = list(nav2[0].pose.covariance)
-        assert cov[0] >= 0.05**2 and cov[7] >= 0.05**2 and cov[35] >= math.radians(2.0) ** 2, cov
-
-        # --- ~/relocalize: one-shot global relocalization (retrieval) of the newest frame
+        # --- ~/relocalize: answers at once; global relocalization (retrieval) of the
+        # newest frame, its result on ~/status
         t_srv = time.monotonic()
         response = driver.service(Trigger, f"/{NODE}/relocalize", Trigger.Request(), proc=node)
+        assert response.success and "~/status" in response.message, response.message
         last_stamp, _, last_base_gt = poses[-1]
         status = driver.spin_until(
-            lambda: driver.status_for(last_stamp, t_srv), 5.0, "the status of ~/relocalize", node
+            lambda: driver.status_for(last_stamp, t_srv), FRAME_TIMEOUT_S, "the status of ~/relocalize", node
         )
-        assert status.prior_source == "retrieval" and response.success == status.success
-        if response.success:  # retrieval quality is the core's business (test_crossfire.py)
-            assert "localized at" in response.message and "prior retrieval" in response.message
+        assert status.prior_source == "retrieval"
+        if status.success:  # retrieval quality is the core's business (test_crossfire.py)
             _assert_close(_matrix(status.pose.pose), last_base_gt @ BASE_FROM_OPTICAL, "~/relocalize")
-        else:
-            assert response.message == status.reason and response.message
 
         # --- diagnostics: rate, latency, inlier ratio, map loaded, last failure --------
         t_diag = time.monotonic()
@@ -279,7 +268,8 @@ def _publish_depth(driver: Driver, image, camera, stamp_ns: int):
 def test_lifecycle_corrupt_map_recovery_and_sim_time(crossfire_map, ros_env, processes, tmp_path):
     """Managed lifecycle with use_sim_time: configure fails on a corrupt map (log line,
     status, ERROR diagnostic, node alive); after map_path is set to a good map it
-    configures, activates, and without an odometry frame publishes map -> camera."""
+    configures, activates, and without an odometry frame publishes map -> base_frame, here
+    the camera's optical frame itself (a camera without a robot)."""
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -295,6 +285,7 @@ def test_lifecycle_corrupt_map_recovery_and_sim_time(crossfire_map, ros_env, pro
     (corrupt / "manifest.json").write_text("{ this is not json")
     node = _node_process(
         ros_env, f"map_path:={corrupt}", "autostart:=false", "use_sim_time:=true", 'odom_frame:=""',
+        f"base_frame:={CAMERA_FRAME}",
     )
     processes.append(node)
     driver = Driver(int(ros_env["ROS_DOMAIN_ID"]), use_sim_time=True)
@@ -342,7 +333,7 @@ def test_lifecycle_corrupt_map_recovery_and_sim_time(crossfire_map, ros_env, pro
         tf = driver.spin_until(
             lambda: next((t for m in driver.since("tf", t1) for t in m.transforms
                           if t.header.frame_id == "map" and t.child_frame_id == CAMERA_FRAME), None),
-            5.0, "map -> camera on /tf", node,
+            5.0, "map -> camera (base_frame) on /tf", node,
         )
         assert stamp_to_ns(tf.header.stamp) == stamp
         _assert_close(matrix_from_transform_msg(tf.transform), map_from_optical_gt, "map -> camera")
@@ -360,7 +351,7 @@ def test_lifecycle_corrupt_map_recovery_and_sim_time(crossfire_map, ros_env, pro
         assert driver.status_for(stamp, t2) is None, "localized although continuous is false"
         response = driver.service(Trigger, f"/{NODE}/relocalize", Trigger.Request(), proc=node)
         assert response.success, response.message
-        status = driver.spin_until(lambda: driver.status_for(stamp, t2), 5.0, "the status of the requested frame", node)
+        status = driver.spin_until(lambda: driver.status_for(stamp, t2), FRAME_TIMEOUT_S, "the status of the requested frame", node)
         _assert_close(_matrix(status.pose.pose), map_from_optical_gt, "status pose on request")
 
         # and back down the lifecycle

@@ -20,6 +20,7 @@ from neural_reloc.geometry.se3 import (
     invert_pose,
     make_pose,
     rotation_from_quat_xyzw,
+    rotation_from_rotvec,
 )
 from neural_reloc.ros import logic
 from neural_reloc.ros.config import NodeConfig
@@ -204,6 +205,13 @@ def test_camera_info_to_camera_and_back_to_ros_k():
     check_image_matches_camera(np.zeros((480, 640, 3), np.uint8), out)
     with pytest.raises(ValueError, match=r"image on /img is 320x240 but CameraInfo on /info says 640x480"):
         check_image_matches_camera(np.zeros((240, 320, 3), np.uint8), out, "/img", "/info")
+    # rectified images (bug 6): P's intrinsics, no distortion; K and D are the raw camera's
+    info.p = [480.0, 0.0, 318.0, 0.0, 0.0, 482.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    rect = camera_from_camera_info(info, "/cam/info", rectified=True)
+    assert (rect.fx, rect.fy, rect.cx, rect.cy, rect.is_distorted) == (480.0, 482.0, 318.5, 236.5, False)
+    info.p = [0.0] * 12
+    with pytest.raises(ValueError, match="rectified is set but p has no focal length"):
+        camera_from_camera_info(info, "/cam/info", rectified=True)
 
 
 @pytest.mark.requires_ros
@@ -328,17 +336,59 @@ def test_base_pose_and_nav2_covariance():
         logic.nav2_covariance(np.full((6, 6), np.nan), 0.05, 2.0)
 
 
-def test_rate_limiter_and_echo_filter():
-    lim = logic.RateLimiter()
-    assert lim.ready(100 * S, 5.0)
-    lim.mark(100 * S)
-    assert not lim.ready(104 * S, 5.0)
-    assert lim.ready(105 * S, 5.0)
-    assert lim.ready(50 * S, 5.0)  # the clock jumped back (sim time reset): not stuck
+def test_echo_filter():
     echo = logic.EchoFilter()
     echo.sent(7 * S, [1.0, 2.0, 0.0])
     assert echo.is_echo(7 * S, [1.0, 2.0, 1e-9])
     assert not echo.is_echo(7 * S, [1.0, 2.1, 0.0]) and not echo.is_echo(8 * S, [1.0, 2.0, 0.0])
+
+
+def test_tf_output_never_gives_the_camera_a_parent_nor_competes_with_amcl():
+    """Bugs 2 and 7: map -> odom with an odometry frame, map -> base_link without one,
+    nothing in Nav2 mode (AMCL's) or with publish_tf off."""
+    assert logic.tf_output(NodeConfig()) == logic.TF_MAP_TO_ODOM
+    assert logic.tf_output(NodeConfig(odom_frame="")) == logic.TF_MAP_TO_BASE
+    assert logic.tf_output(NodeConfig(nav2_mode=True)) == logic.TF_NONE
+    assert logic.tf_output(NodeConfig(nav2_mode=True, odom_frame="")) == logic.TF_NONE
+    assert logic.tf_output(NodeConfig(publish_tf=False)) == logic.TF_NONE
+
+
+def _amcl(map_from_base, std_m=0.05, yaw_std_deg=2.0, received_s=0.0, odom_from_base=None):
+    cov = np.diag([std_m**2, std_m**2, 1e-6, 1e-6, 1e-6, math.radians(yaw_std_deg) ** 2])
+    return logic.AmclPose(map_from_base, cov, int(received_s * S), odom_from_base)
+
+
+def test_nav2_gate_sends_a_fix_only_when_amcl_needs_it():
+    """Bug 5: first pose; resent only when AMCL did not answer (after the interval), is
+    unsure, or disagrees (AMCL's pose carried to the fix by odometry); on request at once."""
+    cfg = NodeConfig(nav2_mode=True, nav2_min_interval_s=5.0)
+    fix = make_pose(np.eye(3), [2.0, 1.0, 0.0])
+    gate = logic.Nav2Gate()
+    assert "no pose yet" in gate.reason(cfg, 10 * S, fix)
+    gate.sent(10 * S)
+    assert gate.reason(cfg, 12 * S, fix) == ""  # within the interval
+    assert "not answered" in gate.reason(cfg, 16 * S, fix)  # lost? send again
+    gate.amcl_pose(_amcl(fix, received_s=10.5))
+    assert gate.reason(cfg, 16 * S, fix) == ""  # answered and agrees
+    assert gate.reason(cfg, 16 * S, fix, requested=True) == "requested"
+    gate.amcl_pose(_amcl(fix, std_m=0.5, received_s=17))
+    assert "unsure: x/y std 0.50 m" in gate.reason(cfg, 18 * S, fix)
+    gate.amcl_pose(_amcl(fix, yaw_std_deg=20.0, received_s=17))
+    assert "unsure: yaw std 20.0 deg" in gate.reason(cfg, 18 * S, fix)
+    off = make_pose(np.eye(3), [2.5, 1.0, 0.0])
+    gate.amcl_pose(_amcl(off, received_s=17))
+    assert "disagrees by 0.50 m" in gate.reason(cfg, 18 * S, fix)
+    turned = make_pose(rotation_from_rotvec([0, 0, math.radians(15.0)]), [2.0, 1.0, 0.0])
+    gate.amcl_pose(_amcl(turned, received_s=17))
+    assert "/ 15.0 deg" in gate.reason(cfg, 18 * S, fix)
+    # AMCL's pose at an older stamp, the robot has moved 1 m since: carried by odometry
+    odom_then, odom_now = make_pose(np.eye(3), [0.0, 0.0, 0.0]), make_pose(np.eye(3), [1.0, 0.0, 0.0])
+    gate.amcl_pose(_amcl(fix @ invert_pose(odom_now) @ odom_then, received_s=17, odom_from_base=odom_then))
+    assert gate.reason(cfg, 18 * S, fix, odom_from_base=odom_now) == ""
+    assert "disagrees by 1.00 m" in gate.reason(cfg, 18 * S, fix)  # without odometry: compared as is
+    gate.sent(20 * S)
+    assert gate.reason(cfg, 21 * S, fix) == ""
+    assert gate.reason(cfg, 10 * S, fix) == "AMCL has not answered"  # the clock went back (sim time reset)
 
 
 def test_node_stats_and_diagnostic_level():

@@ -108,11 +108,13 @@ def test_every_parameter_has_a_description_and_sane_metadata(node):
 
 def test_read_only_flags_of_the_relocalization_node():
     by_name = {s.name: s for s in params.node_parameter_specs()}
-    for name in ("image_topic", "camera_info_topic", "map_frame", "odom_frame", "device", "autostart", "image_qos"):
+    for name in ("image_topic", "camera_info_topic", "map_frame", "odom_frame", "device", "autostart", "image_qos",
+                 "nav2_mode", "rectified"):
         assert by_name[name].read_only, name
     assert all(s.read_only and s.unset for n, s in by_name.items() if n.startswith("crossfire."))
     # Safe to change live: the map (reloaded atomically), tracking thresholds, Nav2.
-    for name in ("map_path", "tracking.accept_min_inliers", "nav2_mode", "nav2_min_interval_s", "pose_of"):
+    for name in ("map_path", "tracking.accept_min_inliers", "nav2_min_interval_s", "nav2_max_disagreement_m",
+                 "publish_tf", "pose_of"):
         assert not by_name[name].read_only, name
     assert by_name["image_qos"].choices == ("sensor_data", "reliable")
     assert by_name["crossfire.pnp.refine_loss"].choices  # from geometry.pnp.POSELIB_LOSSES

@@ -49,8 +49,9 @@ class NodeConfig:
     device: str = setting("auto", f"Device the map is loaded onto: {DEVICE_HELP}.", read_only=True)
     autostart: bool = setting(
         False,
-        "Configure and activate by itself at startup (run without a lifecycle manager); "
-        "with a bad map_path it retries when map_path is set again.",
+        "Configure and activate by itself at startup; with a bad map_path it retries when "
+        "map_path is set again. Set false when a lifecycle manager (e.g. Nav2's, with "
+        "bond_timeout 0.0) drives the node.",
         read_only=True,
     )
     continuous: bool = setting(
@@ -59,12 +60,26 @@ class NodeConfig:
         "~/relocalize calls and on /initialpose.",
     )
     # -- topics and QoS --------------------------------------------------------------
-    image_topic: str = setting("/camera/image_raw", "sensor_msgs/Image input.", read_only=True)
-    camera_info_topic: str = setting("/camera/camera_info", "sensor_msgs/CameraInfo input.", read_only=True)
+    image_topic: str = setting(
+        "/camera/image_raw",
+        "sensor_msgs/Image input (relative names resolve in the node's namespace).",
+        read_only=True,
+    )
+    camera_info_topic: str = setting(
+        "/camera/camera_info",
+        "sensor_msgs/CameraInfo input; each image uses the CameraInfo with its stamp when one came, else the newest.",
+        read_only=True,
+    )
+    rectified: bool = setting(
+        False,
+        "The images are rectified (image_rect): the camera is CameraInfo's projection matrix P "
+        "without distortion. False: raw images, K and the distortion D.",
+        read_only=True,
+    )
     initialpose_topic: str = setting(
         "/initialpose",
         "geometry_msgs/PoseWithCovarianceStamped of base_frame in map_frame: a prior for "
-        "the next frame (e.g. from RViz); in Nav2 mode confident fixes are also published here.",
+        "the next frame (e.g. from RViz); in Nav2 mode fixes are sent to AMCL here when needed.",
         read_only=True,
     )
     image_qos: str = setting(
@@ -86,7 +101,8 @@ class NodeConfig:
     odom_frame: str = setting(
         "odom",
         "Odometry frame: odom->base_link from TF carries the fix between frames, and the "
-        "node publishes map->odom. Empty: no odometry, the node publishes map->camera.",
+        "node publishes map->odom. Empty: no odometry, the node publishes map->base_frame "
+        "(set base_frame to the camera's optical frame for a camera without a robot).",
         read_only=True,
     )
     base_frame: str = setting("base_link", "Robot body frame (REP-105 base_link).", read_only=True)
@@ -122,16 +138,20 @@ class NodeConfig:
         "false: the camera body frame (x forward, y left, z up).",
     )
     # -- TF ----------------------------------------------------------------------------
-    publish_tf: bool = setting(True, "Publish map->odom (or map->camera without odom_frame) on /tf.")
+    publish_tf: bool = setting(
+        True,
+        "Publish map->odom (REP-105), or map->base_frame without odom_frame, on /tf. Never in "
+        "nav2_mode: there AMCL owns map->odom.",
+    )
     tf_lookup_timeout_s: float = setting(
         0.1, "How long to wait for odom->base_link at an image stamp before using the frame without odometry.",
         range=(0.0, 10.0),
     )
     tf_cache_s: float = setting(10.0, "Seconds of TF history kept for lookups.", range=(1.0, 3600.0), read_only=True)
     transform_tolerance_s: float = setting(
-        0.1,
-        "map->odom is republished stamped now + this (as AMCL does), so that lookups at "
-        "the newest odometry succeed.",
+        1.0,
+        "map->odom is republished stamped now + this (as AMCL, whose default is 1.0 s), so "
+        "that lookups at the newest odometry succeed; keep it several tf_republish_period_s.",
         range=(0.0, 10.0),
     )
     tf_republish_period_s: float = setting(
@@ -140,11 +160,36 @@ class NodeConfig:
     # -- Nav2 --------------------------------------------------------------------------
     nav2_mode: bool = setting(
         False,
-        "Publish confident fixes (tracking.accept_* thresholds) as base_frame poses on "
-        "initialpose_topic, with the x, y and yaw variances AMCL reads.",
+        "Run beside Nav2's AMCL: no TF from this node (AMCL publishes map->odom); a confident "
+        "fix (tracking.accept_* thresholds) is sent to AMCL on initialpose_topic, as a base_frame "
+        "pose with the x, y and yaw variances AMCL reads, only when needed: AMCL has no pose yet, "
+        "is unsure (nav2_amcl_max_*), disagrees with the fix (nav2_max_disagreement_*), or on "
+        "~/relocalize.",
+        read_only=True,
+    )
+    amcl_pose_topic: str = setting(
+        "amcl_pose", "AMCL's pose (PoseWithCovarianceStamped, transient local), in Nav2 mode.", read_only=True
     )
     nav2_min_interval_s: float = setting(
-        5.0, "At most one Nav2 initial pose per this many seconds.", range=(0.0, 3600.0)
+        5.0,
+        "At least this long between two poses sent to AMCL; one AMCL has not answered on "
+        "amcl_pose_topic is sent again after it.",
+        range=(0.0, 3600.0),
+    )
+    nav2_amcl_max_position_std_m: float = setting(
+        0.3, "AMCL is unsure (and gets the fix) when its x/y standard deviation exceeds this.", range=(0.0, 100.0)
+    )
+    nav2_amcl_max_yaw_std_deg: float = setting(
+        10.0, "AMCL is unsure (and gets the fix) when its yaw standard deviation exceeds this.", range=(0.0, 180.0)
+    )
+    nav2_max_disagreement_m: float = setting(
+        0.3,
+        "AMCL gets the fix when its pose (carried to the image stamp by odometry) is further than "
+        "this from the fix, in x/y.",
+        range=(0.0, 100.0),
+    )
+    nav2_max_disagreement_deg: float = setting(
+        10.0, "AMCL gets the fix when its yaw differs from the fix's by more than this.", range=(0.0, 180.0)
     )
     nav2_min_position_std_m: float = setting(
         0.05, "Lower bound on the x/y standard deviation sent to Nav2 (AMCL needs spread).", range=(0.0, 10.0)
@@ -152,13 +197,10 @@ class NodeConfig:
     nav2_min_yaw_std_deg: float = setting(
         2.0, "Lower bound on the yaw standard deviation sent to Nav2.", range=(0.0, 180.0)
     )
-    # -- diagnostics and services ---------------------------------------------------
+    # -- diagnostics --------------------------------------------------------------------
     diagnostics_period_s: float = setting(
         1.0, "Period of /diagnostics, seconds (also the window of the reported rates).", range=(0.1, 60.0),
         read_only=True,
-    )
-    relocalize_timeout_s: float = setting(
-        10.0, "~/relocalize waits at most this long for the frame to be localized.", range=(0.1, 600.0)
     )
     # -- the core's configs --------------------------------------------------------------
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -178,7 +220,7 @@ def validate_node_config(cfg: NodeConfig) -> NodeConfig:
     frames = [cfg.map_frame, cfg.base_frame] + ([cfg.odom_frame] if cfg.odom_frame else [])
     if len(set(frames)) != len(frames):
         problems.append(f"map_frame, odom_frame and base_frame must differ, got {frames}")
-    for name in ("image_topic", "camera_info_topic", "initialpose_topic"):
+    for name in ("image_topic", "camera_info_topic", "initialpose_topic", "amcl_pose_topic"):
         if not getattr(cfg, name):
             problems.append(f"{name} must not be empty")
     if problems:

@@ -164,9 +164,42 @@ def image_msg_from_rgb(image_rgb: np.ndarray, encoding: str = "rgb8", row_paddin
 
 
 # ------------------------------------------------------------------ cameras
-def camera_from_camera_info(msg, topic: str = "") -> Camera:
-    """The Camera of a sensor_msgs/CameraInfo; ValueError naming the field otherwise."""
+def camera_from_camera_info(msg, topic: str = "", rectified: bool = False) -> Camera:
+    """The Camera of a sensor_msgs/CameraInfo; ValueError naming the field otherwise.
+
+    ``rectified``: the images are rectified (image_proc's ``image_rect``), so the camera
+    is the projection matrix P's intrinsics with no distortion (K and D describe the raw
+    images and would be applied a second time). P's Tx/Ty (a stereo pair's baseline)
+    are not used: the pose is that of the image's own optical frame."""
     where = f"CameraInfo{_where(topic)}"
+    if rectified:
+        p = np.asarray(msg.p, dtype=np.float64)
+        if p.size != 12 or not np.all(np.isfinite(p)):
+            raise ValueError(f"{where}: p must be 12 finite numbers, got {p.tolist()}")
+        if p[0] <= 0 or p[5] <= 0:
+            raise ValueError(
+                f"{where}: rectified is set but p has no focal length ({p.tolist()}); "
+                "publish the rectified camera's P, or set rectified to false for raw images"
+            )
+        k, d = p.reshape(3, 4)[:, :3], []
+    else:
+        k, d = np.asarray(msg.k, dtype=np.float64), _distortion(msg, where)
+    if k.size != 9 or not np.all(np.isfinite(k)):
+        raise ValueError(f"{where}: k must be 9 finite numbers, got {k.reshape(-1).tolist()}")
+    if not np.any(k):
+        raise ValueError(f"{where}: k is all zeros (an uncalibrated camera)")
+    if int(getattr(msg, "binning_x", 0)) > 1 or int(getattr(msg, "binning_y", 0)) > 1:
+        raise ValueError(f"{where}: binning {msg.binning_x}x{msg.binning_y} is not supported")
+    roi = getattr(msg, "roi", None)
+    if roi is not None and roi.width and (roi.width, roi.height) != (msg.width, msg.height):
+        raise ValueError(f"{where}: a region of interest ({roi.width}x{roi.height}) is not supported")
+    try:
+        return Camera.from_ros_k(int(msg.width), int(msg.height), k, d, source=where)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+
+
+def _distortion(msg, where: str) -> list[float]:
     model = (msg.distortion_model or "").strip()
     d = [float(v) for v in msg.d]
     if model == "plumb_bob":
@@ -182,24 +215,11 @@ def camera_from_camera_info(msg, topic: str = "") -> Camera:
     else:
         raise ValueError(
             f"{where}: unsupported distortion_model {model!r}; supported: {', '.join(SUPPORTED_DISTORTION_MODELS)} "
-            "(rectify the images, e.g. with image_proc, and use their CameraInfo)"
+            "(rectify the images, e.g. with image_proc, use image_rect and set rectified)"
         )
     if not all(math.isfinite(v) for v in d):
         raise ValueError(f"{where}: d contains non-finite values {d}")
-    k = np.asarray(msg.k, dtype=np.float64)
-    if k.size != 9 or not np.all(np.isfinite(k)):
-        raise ValueError(f"{where}: k must be 9 finite numbers, got {k.tolist()}")
-    if not np.any(k):
-        raise ValueError(f"{where}: k is all zeros (an uncalibrated camera)")
-    if int(getattr(msg, "binning_x", 0)) > 1 or int(getattr(msg, "binning_y", 0)) > 1:
-        raise ValueError(f"{where}: binning {msg.binning_x}x{msg.binning_y} is not supported")
-    roi = getattr(msg, "roi", None)
-    if roi is not None and roi.width and (roi.width, roi.height) != (msg.width, msg.height):
-        raise ValueError(f"{where}: a region of interest ({roi.width}x{roi.height}) is not supported")
-    try:
-        return Camera.from_ros_k(int(msg.width), int(msg.height), k, d, source=where)
-    except ValueError as e:
-        raise ValueError(str(e)) from None
+    return d
 
 
 def check_image_matches_camera(image_rgb: np.ndarray, camera: Camera, image_topic: str = "", info_topic: str = "") -> None:

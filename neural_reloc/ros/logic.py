@@ -1,5 +1,6 @@
 """ROS-free decisions of the relocalization node: the camera extrinsic from parameters,
-the pose reported for Nav2, rate limiting, and the statistics behind /diagnostics.
+what goes on /tf, the pose reported for Nav2 and when AMCL needs it, rate limiting, and
+the statistics behind /diagnostics.
 
 Kept apart from the rclpy node so that they are unit-tested without ROS; frame
 conventions are converted in :mod:`neural_reloc.geometry.frames` only.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry.frames import body_from_optical_extrinsic, covariance_of_child_offset
-from ..geometry.se3 import invert_pose, pose_from_xyz_quat_xyzw
+from ..geometry.se3 import invert_pose, pose_from_xyz_quat_xyzw, yaw_from_rotation
 from .config import NodeConfig
 
 NS_PER_S = 1_000_000_000
@@ -52,17 +53,96 @@ def nav2_covariance(cov6: np.ndarray, min_position_std_m: float, min_yaw_std_deg
     return cov
 
 
-class RateLimiter:
-    """Allows an event at most once per ``min_interval_s`` (of the caller's clock)."""
+#: What the node publishes on /tf (:func:`tf_output`).
+TF_MAP_TO_ODOM, TF_MAP_TO_BASE, TF_NONE = "map_to_odom", "map_to_base", ""
+
+
+def tf_output(cfg: NodeConfig) -> str:
+    """What the node publishes on /tf: REP-105 ``map -> odom`` (republished, stamped
+    ahead), ``map -> base_frame`` at each fix when there is no odometry frame (never
+    ``map -> camera``: the camera frame has its parent in the robot's URDF), or nothing:
+    ``publish_tf`` off, or Nav2 mode (AMCL owns ``map -> odom``; two publishers of one
+    transform make TF jump between them)."""
+    if not cfg.publish_tf or cfg.nav2_mode:
+        return TF_NONE
+    return TF_MAP_TO_ODOM if cfg.odom_frame else TF_MAP_TO_BASE
+
+
+def planar_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """x/y distance (m) and absolute yaw difference (deg) of two poses in one frame."""
+    d_xy = float(np.linalg.norm(np.asarray(a)[:2, 3] - np.asarray(b)[:2, 3]))
+    d_yaw = yaw_from_rotation(np.asarray(a)[:3, :3]) - yaw_from_rotation(np.asarray(b)[:3, :3])
+    d_yaw = math.degrees(abs(math.atan2(math.sin(d_yaw), math.cos(d_yaw))))
+    return d_xy, d_yaw
+
+
+def planar_std(cov6: np.ndarray) -> tuple[float, float]:
+    """Largest x/y standard deviation (m) and yaw standard deviation (deg) of a ROS 6x6
+    pose covariance (infinite when it is not finite)."""
+    cov = np.asarray(cov6, dtype=np.float64).reshape(6, 6)
+    if not np.all(np.isfinite(cov)):
+        return math.inf, math.inf
+    xy = math.sqrt(max(float(np.max(np.linalg.eigvalsh(cov[:2, :2]))), 0.0))
+    return xy, math.degrees(math.sqrt(max(float(cov[5, 5]), 0.0)))
+
+
+@dataclass
+class AmclPose:
+    """AMCL's latest pose (``amcl_pose``) as the node received it."""
+
+    map_from_base: np.ndarray
+    covariance: np.ndarray  # 6x6
+    received_ns: int  # node clock
+    #: odom -> base_link at the pose's stamp (to carry it to a fix's stamp); None: unknown.
+    odom_from_base: np.ndarray | None = None
+
+
+class Nav2Gate:
+    """When a confident fix goes to AMCL (``/initialpose``): only when needed.
+
+    Needed: on request (~/relocalize, at once); while AMCL has published no pose; when
+    AMCL has not answered the last pose sent (resent after ``nav2_min_interval_s``, so a
+    lost message is not the end); when AMCL is unsure (its x/y or yaw standard deviation
+    above ``nav2_amcl_max_*``); or when AMCL's pose, carried by odometry to the fix's
+    stamp, disagrees with the fix (``nav2_max_disagreement_*``). Apart from requests,
+    never twice within ``nav2_min_interval_s``. Times are the node clock's nanoseconds.
+    """
 
     def __init__(self) -> None:
-        self.last_ns: int | None = None
+        self.amcl: AmclPose | None = None
+        self.sent_ns: int | None = None
 
-    def ready(self, now_ns: int, min_interval_s: float) -> bool:
-        return self.last_ns is None or now_ns - self.last_ns >= min_interval_s * NS_PER_S or now_ns < self.last_ns
+    def amcl_pose(self, pose: AmclPose) -> None:
+        self.amcl = pose
 
-    def mark(self, now_ns: int) -> None:
-        self.last_ns = now_ns
+    def sent(self, now_ns: int) -> None:
+        self.sent_ns = now_ns
+
+    def reason(self, cfg: NodeConfig, now_ns: int, map_from_base: np.ndarray,
+               odom_from_base: np.ndarray | None = None, requested: bool = False) -> str:
+        """Why the fix ``map_from_base`` (with odometry ``odom_from_base`` at its stamp)
+        goes to AMCL now ('' when it does not)."""
+        if requested:
+            return "requested"
+        if self.sent_ns is not None and 0 <= now_ns - self.sent_ns < cfg.nav2_min_interval_s * NS_PER_S:
+            return ""
+        amcl = self.amcl
+        if amcl is None:
+            return "AMCL has published no pose yet" if self.sent_ns is None else "AMCL has not answered"
+        if self.sent_ns is not None and amcl.received_ns < self.sent_ns:
+            return "AMCL has not answered"
+        pos_std, yaw_std = planar_std(amcl.covariance)
+        if pos_std > cfg.nav2_amcl_max_position_std_m:
+            return f"AMCL is unsure: x/y std {pos_std:.2f} m > nav2_amcl_max_position_std_m"
+        if yaw_std > cfg.nav2_amcl_max_yaw_std_deg:
+            return f"AMCL is unsure: yaw std {yaw_std:.1f} deg > nav2_amcl_max_yaw_std_deg"
+        amcl_at_fix = amcl.map_from_base
+        if amcl.odom_from_base is not None and odom_from_base is not None:
+            amcl_at_fix = amcl.map_from_base @ invert_pose(amcl.odom_from_base) @ odom_from_base
+        d_xy, d_yaw = planar_difference(amcl_at_fix, map_from_base)
+        if d_xy > cfg.nav2_max_disagreement_m or d_yaw > cfg.nav2_max_disagreement_deg:
+            return f"AMCL disagrees by {d_xy:.2f} m / {d_yaw:.1f} deg"
+        return ""
 
 
 class EchoFilter:

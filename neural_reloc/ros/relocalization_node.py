@@ -15,9 +15,11 @@ that the bag evaluator uses too, so live and offline runs take the same decision
 
 Outputs: ``~/status`` (RelocalizationStatus, every attempt and every rejected input),
 ``~/pose`` and ``~/pose_with_covariance`` (confident fixes, of the camera optical frame or
-base_link in ``map``), ``/tf`` (REP-105 ``map -> odom``, or ``map -> camera`` without an
-odometry frame), ``/initialpose`` in Nav2 mode, ``/diagnostics``, and the
-``~/relocalize`` (std_srvs/Trigger) one-shot service.
+base_link in ``map``), ``/tf`` (REP-105 ``map -> odom``, or ``map -> base_link`` without an
+odometry frame; nothing in Nav2 mode, where AMCL owns ``map -> odom``), ``initialpose``
+to AMCL in Nav2 mode when AMCL needs it (:mod:`.nav2`), ``/diagnostics``, and the
+``~/relocalize`` (std_srvs/Trigger) service, which answers at once and localizes the
+newest frame in the worker (the result comes on ``~/status``).
 
 Bad input (unsupported encoding, image/CameraInfo size mismatch, no CameraInfo yet, a
 corrupt map, a NaN or wrongly framed prior) gives one clear log line per kind and
@@ -32,7 +34,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -65,14 +67,15 @@ from ..tracking import Frame, RelocalizationSession
 from . import conversions as conv
 from .config import NodeConfig, validate_node_config
 from .logic import (
-    EchoFilter,
+    TF_MAP_TO_BASE,
+    TF_MAP_TO_ODOM,
     NodeStats,
-    RateLimiter,
     base_from_optical_from_config,
     base_pose_with_covariance,
     diagnostic_level,
-    nav2_covariance,
+    tf_output,
 )
+from .nav2 import Nav2Link
 from .params import (
     NODE_NAME,
     check_value,
@@ -103,9 +106,6 @@ class _Request:
     """A one-shot localization (~/relocalize, or /initialpose when not continuous)."""
 
     kind: str  # "relocalize" (global, retrieval) or "initialpose"
-    done: threading.Event = field(default_factory=threading.Event)
-    accepted: bool = False
-    message: str = ""
 
 
 @dataclass
@@ -144,16 +144,18 @@ class RelocalizationNode(LifecycleNode):
         self._camera_error = ""
         self._camera_msg_key: tuple | None = None
         self._last_logged: dict[str, float] = {}
-        self._nav2_limiter = RateLimiter()
-        self._echo = EchoFilter()
         self._last_prior_source = ""
+        # Topic names as resolved in the node's namespace and remappings (for messages).
+        self._topic = {name: self.resolve_topic_name(getattr(self.cfg, name))
+                       for name in ("image_topic", "camera_info_topic", "initialpose_topic")}
 
         self._io_group = MutuallyExclusiveCallbackGroup()
         self._tf_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._tf = None
         self._tf_pub: TfBroadcaster | None = None
-        self._pose_pub = self._pose_cov_pub = self._nav2_pub = None
+        self._nav2: Nav2Link | None = None
+        self._pose_pub = self._pose_cov_pub = None
         self._subs: list = []
         self._tf_timer = None
 
@@ -185,12 +187,17 @@ class RelocalizationNode(LifecycleNode):
             self._map_method = session.relocalizer.method
             self._map_from_odom = None
         self._tf = make_transform_lookup(self, cfg.tf_cache_s, self._tf_group)
-        self._tf_pub = TfBroadcaster(self)
+        if cfg.nav2_mode:  # AMCL owns map -> odom: no /tf publisher at all
+            self._nav2 = Nav2Link(self, cfg, self._tf, self._log_once, self._io_group)
+        else:
+            self._tf_pub = TfBroadcaster(self)
         self._pose_pub = self.create_publisher(PoseStamped, "~/pose", 10)
         self._pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
         self.get_logger().info(
             f"configured: map {cfg.map_path} (method {self._map_method}, device {cfg.device}), "
-            f"TF from {self._tf.backend}, images via {conv.image_backend()}"
+            f"TF from {self._tf.backend}, images via {conv.image_backend()}, "
+            + (f"Nav2 mode: fixes to AMCL on {self._nav2.topic}, no TF" if cfg.nav2_mode
+               else f"publishing {tf_output(cfg) or 'no TF'}")
         )
         self._state = "inactive"
         return TransitionCallbackReturn.SUCCESS
@@ -218,7 +225,8 @@ class RelocalizationNode(LifecycleNode):
         self._worker.start()
         self._state = "active"
         self.get_logger().info(
-            f"active: localizing {cfg.image_topic} ({cfg.image_qos} QoS) with {cfg.camera_info_topic}"
+            f"active: localizing {self._topic['image_topic']} ({cfg.image_qos} QoS) with "
+            f"{self._topic['camera_info_topic']}"
             + (", continuously" if cfg.continuous else ", on request")
         )
         return TransitionCallbackReturn.SUCCESS
@@ -267,10 +275,13 @@ class RelocalizationNode(LifecycleNode):
         self._release()
 
     def _release(self) -> None:
-        for pub in (self._pose_pub, self._pose_cov_pub, self._nav2_pub):
+        for pub in (self._pose_pub, self._pose_cov_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._pose_pub = self._pose_cov_pub = self._nav2_pub = None
+        self._pose_pub = self._pose_cov_pub = None
+        if self._nav2 is not None:
+            self._nav2.destroy()
+            self._nav2 = None
         if self._tf_pub is not None:
             self._tf_pub.destroy()
             self._tf_pub = None
@@ -286,9 +297,6 @@ class RelocalizationNode(LifecycleNode):
         with self._cond:
             self._running = False
             self._cond.notify_all()
-            for req in self._requests:
-                req.message = "node deactivated"
-                req.done.set()
             self._requests = []
         if self._worker is not None:
             self._worker.join(timeout=WORKER_JOIN_S)
@@ -376,12 +384,12 @@ class RelocalizationNode(LifecycleNode):
         self.stats.received(dropped)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        key = (msg.width, msg.height, msg.distortion_model, tuple(msg.k), tuple(msg.d))
+        key = (msg.width, msg.height, msg.distortion_model, tuple(msg.k), tuple(msg.d), tuple(msg.p))
         if key == self._camera_msg_key:
             return  # unchanged (camera_info comes with every image)
         self._camera_msg_key = key
         try:
-            self._camera = conv.camera_from_camera_info(msg, self.cfg.camera_info_topic)
+            self._camera = conv.camera_from_camera_info(msg, self._topic["camera_info_topic"], self.cfg.rectified)
             self._camera_error = ""
         except ValueError as e:
             self._camera, self._camera_error = None, str(e)
@@ -390,13 +398,13 @@ class RelocalizationNode(LifecycleNode):
     def _on_initialpose(self, msg: PoseWithCovarianceStamped) -> None:
         cfg = self.cfg
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        what = f"initial pose on {cfg.initialpose_topic}"
+        what = f"initial pose on {self._topic['initialpose_topic']}"
         try:
             frame_from_base = conv.matrix_from_pose_msg(msg.pose.pose, what)
         except ValueError as e:
             self._fail("initialpose", f"rejected {e}", stamp_ns=stamp_ns, prior_source="initialpose")
             return
-        if self._echo.is_echo(stamp_ns, frame_from_base[:3, 3]):
+        if self._nav2 is not None and self._nav2.echo.is_echo(stamp_ns, frame_from_base[:3, 3]):
             return  # our own Nav2 output coming back
         frame = msg.header.frame_id.lstrip("/")
         if frame == cfg.map_frame:
@@ -431,23 +439,28 @@ class RelocalizationNode(LifecycleNode):
             self._cond.notify_all()
 
     def _on_relocalize(self, request, response):
-        cfg = self.cfg
+        """Answers at once (as Isaac ROS's trigger): the executor must not wait for a
+        global relocalization (seconds), or TF, the map -> odom republication and the
+        lifecycle services stop meanwhile. The worker localizes the newest frame next;
+        its result comes on ~/status (and, accepted, on every output)."""
         if self._state != "active":
             response.success, response.message = False, f"node is {self._state}, not active"
             return response
         with self._cond:
-            if self._last_job is None:
+            job = self._latest or self._last_job
+            if job is None:
                 response.success = False
-                response.message = f"no image received on {cfg.image_topic} yet"
+                response.message = f"no image received on {self._topic['image_topic']} yet"
                 return response
-            req = _Request("relocalize")
-            self._requests.append(req)
+            if not any(r.kind == "relocalize" for r in self._requests):
+                self._requests.append(_Request("relocalize"))
             self._cond.notify_all()
-        if not req.done.wait(cfg.relocalize_timeout_s):
-            response.success = False
-            response.message = f"no result within relocalize_timeout_s={cfg.relocalize_timeout_s} s"
-            return response
-        response.success, response.message = req.accepted, req.message
+        stamp = conv.stamp_to_ns(job.msg.header.stamp) / 1e9
+        response.success = True
+        response.message = (
+            f"relocalizing the newest frame (stamp {stamp:.3f} s, or a newer one) by global retrieval; "
+            "the result comes on ~/status"
+        )
         return response
 
     # ================================================================== the worker
@@ -467,17 +480,16 @@ class RelocalizationNode(LifecycleNode):
             if job is None:
                 continue
             try:
-                accepted, message = self._localize(job, request)
+                _, message = self._localize(job, request)
             except Exception as e:  # noqa: BLE001 - the worker must survive anything
-                accepted, message = False, f"internal error: {type(e).__name__}: {e}"
+                message = f"internal error: {type(e).__name__}: {e}"
                 try:
                     self.get_logger().error(traceback.format_exc())
                     self._fail("internal", message)
                 except Exception:  # noqa: BLE001 - reporting must not end the worker either
                     traceback.print_exc()
-            if request is not None:
-                request.accepted, request.message = accepted, message
-                request.done.set()
+            if request is not None and request.kind == "relocalize":
+                self.get_logger().info(f"~/relocalize: {message}")
 
     def _localize(self, job: _Job, request: _Request | None) -> tuple[bool, str]:
         cfg = self.cfg
@@ -485,11 +497,14 @@ class RelocalizationNode(LifecycleNode):
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         if job.camera is None:
             return self._fail(
-                "camera_info", job.camera_error or f"no CameraInfo received on {cfg.camera_info_topic} yet", stamp_ns
+                "camera_info",
+                job.camera_error or f"no CameraInfo received on {self._topic['camera_info_topic']} yet", stamp_ns,
             )
         try:
-            image_rgb = conv.image_to_rgb(msg, cfg.image_topic)
-            conv.check_image_matches_camera(image_rgb, job.camera, cfg.image_topic, cfg.camera_info_topic)
+            image_rgb = conv.image_to_rgb(msg, self._topic["image_topic"])
+            conv.check_image_matches_camera(
+                image_rgb, job.camera, self._topic["image_topic"], self._topic["camera_info_topic"]
+            )
         except ValueError as e:
             return self._fail("image", str(e), stamp_ns)
         optical_frame = cfg.camera_frame or msg.header.frame_id.lstrip("/")
@@ -537,16 +552,17 @@ class RelocalizationNode(LifecycleNode):
                 result = session.process(frame)
             rejection = session.rejection_reason(result)
             prior_delta = session.prior_delta(result)
-            if not rejection and session.map_from_odom is not None and odom_from_base is not None:
-                self._map_from_odom = session.map_from_odom.copy()
-            map_from_odom = self._map_from_odom
+            if not rejection:  # the fix's map -> odom, or none: a fix without odometry ends the older one
+                has_odom = session.map_from_odom is not None and odom_from_base is not None
+                self._map_from_odom = session.map_from_odom.copy() if has_odom else None
         accepted = not rejection
         self.stats.processed(result.total_latency_ms, accepted, result.inlier_ratio)
         self._last_prior_source = result.prior.source if result.prior is not None else ""
         if not accepted:
             self._fail("localization", f"frame at {stamp_ns / 1e9:.3f} s: {rejection}", publish=False)
         return self._publish_result(cfg, stamp_ns, optical_frame, result, rejection, prior_delta,
-                                    base_from_optical, extrinsic_error, map_from_odom)
+                                    base_from_optical, extrinsic_error, odom_from_base,
+                                    requested=request is not None and request.kind == "relocalize")
 
     def _extrinsic(self, cfg: NodeConfig, optical_frame: str, stamp_ns: int) -> tuple[np.ndarray | None, str]:
         """``base_from_optical`` (or None and why)."""
@@ -564,7 +580,7 @@ class RelocalizationNode(LifecycleNode):
     # ================================================================== outputs
     def _publish_result(
         self, cfg, stamp_ns, optical_frame, result: LocalizationResult, rejection, prior_delta,
-        base_from_optical, extrinsic_error, map_from_odom,
+        base_from_optical, extrinsic_error, odom_from_base, requested: bool = False,
     ) -> tuple[bool, str]:
         accepted = not rejection
         status = self._status(stamp_ns, rejection, self._last_prior_source)
@@ -609,17 +625,20 @@ class RelocalizationNode(LifecycleNode):
             out_cov.pose = status.pose
             self._pose_cov_pub.publish(out_cov)
 
-        if cfg.publish_tf and self._tf_pub is not None:
-            if not cfg.odom_frame:
-                if optical_frame:
-                    self._tf_pub.send(
-                        [conv.transform_stamped(map_from_optical, cfg.map_frame, optical_frame, stamp_ns)]
-                    )
-            elif map_from_odom is not None:
-                self._republish_map_to_odom()
+        tf_out = tf_output(cfg)
+        if tf_out == TF_MAP_TO_ODOM:
+            self._republish_map_to_odom()
+        elif tf_out == TF_MAP_TO_BASE and self._tf_pub is not None:
+            if base_pose is not None:
+                self._tf_pub.send([conv.transform_stamped(base_pose[0], cfg.map_frame, cfg.base_frame, stamp_ns)])
+            else:
+                self._log_once("extrinsic", f"no {cfg.map_frame} -> {cfg.base_frame} on /tf: {extrinsic_error}")
 
-        if cfg.nav2_mode:
-            self._send_nav2(cfg, stamp_ns, base_pose, extrinsic_error)
+        if self._nav2 is not None:
+            if base_pose is None:
+                self._log_once("nav2", f"fix not sent to AMCL: {extrinsic_error}")
+            else:
+                self._nav2.offer(cfg, stamp_ns, base_pose, odom_from_base, requested)
         t = pose[0][:3, 3] if pose is not None else map_from_optical[:3, 3]
         return True, (
             f"localized at x={t[0]:.3f} y={t[1]:.3f} z={t[2]:.3f} ({status.child_frame_id} in {cfg.map_frame}), "
@@ -627,35 +646,10 @@ class RelocalizationNode(LifecycleNode):
             f"{result.total_latency_ms:.0f} ms"
         )
 
-    def _send_nav2(self, cfg: NodeConfig, stamp_ns: int, base_pose, extrinsic_error: str) -> None:
-        now_ns = self.get_clock().now().nanoseconds
-        if not self._nav2_limiter.ready(now_ns, cfg.nav2_min_interval_s):
-            return
-        if base_pose is None:
-            self._log_once("nav2", f"no Nav2 initial pose: {extrinsic_error}")
-            return
-        if self._nav2_pub is None:
-            self._nav2_pub = self.create_publisher(
-                PoseWithCovarianceStamped, cfg.initialpose_topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-            )
-        map_from_base, cov_base = base_pose
-        out = PoseWithCovarianceStamped()
-        out.header.stamp, out.header.frame_id = conv.ns_to_stamp(stamp_ns), cfg.map_frame
-        conv.pose_msg_from_matrix(map_from_base, out.pose.pose)
-        out.pose.covariance = conv.covariance_to_list(
-            nav2_covariance(cov_base, cfg.nav2_min_position_std_m, cfg.nav2_min_yaw_std_deg)
-        )
-        self._echo.sent(stamp_ns, map_from_base[:3, 3])
-        self._nav2_pub.publish(out)
-        self._nav2_limiter.mark(now_ns)
-        self.get_logger().info(
-            f"Nav2: published the fix on {cfg.initialpose_topic} (x={map_from_base[0, 3]:.3f} y={map_from_base[1, 3]:.3f})"
-        )
-
     def _republish_map_to_odom(self) -> None:
         cfg = self.cfg
         map_from_odom = self._map_from_odom
-        if map_from_odom is None or not cfg.publish_tf or not cfg.odom_frame or self._tf_pub is None:
+        if map_from_odom is None or tf_output(cfg) != TF_MAP_TO_ODOM or self._tf_pub is None:
             return
         stamp_ns = self.get_clock().now().nanoseconds + int(cfg.transform_tolerance_s * 1e9)
         self._tf_pub.send([conv.transform_stamped(map_from_odom, cfg.map_frame, cfg.odom_frame, stamp_ns)])
@@ -742,11 +736,10 @@ def main(args: list[str] | None = None) -> int:
     if node.cfg.autostart:
         node.autostart()
     # One executor thread: the callbacks only hand messages over (localization runs in
-    # the node's worker thread). rclpy's MultiThreadedExecutor spent a whole core on
-    # its own bookkeeping under a 30 Hz camera stream and starved the worker of the
-    # GIL (0.14 fixes/s, 4.4 s latency p50 on 2 cores; single-threaded: 3.3 fixes/s,
-    # 236 ms). ~/relocalize blocks this thread until the worker answers (at most
-    # relocalize_timeout_s); incoming messages wait in their DDS queues meanwhile.
+    # the node's worker thread) and never wait for it (~/relocalize answers at once).
+    # rclpy's MultiThreadedExecutor spent a whole core on its own bookkeeping under a
+    # 30 Hz camera stream and starved the worker of the GIL (0.14 fixes/s, 4.4 s latency
+    # p50 on 2 cores; single-threaded: 3.3 fixes/s, 236 ms).
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
