@@ -106,6 +106,8 @@ class ParameterValue:
 
     def evaluate(self, context: Context):
         text = perform(context, self.value)
+        if self.value_type is str:
+            return text
         value = yaml.safe_load(text) if text else text
         if self.value_type is not None and not isinstance(value, self.value_type):
             raise TypeError(f"parameter value {text!r} is not a {self.value_type.__name__}")

@@ -32,9 +32,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _load(path: Path, node: str) -> dict:
     data = yaml.safe_load(path.read_text())
-    assert list(data) == [node], f"{path}: top level must be just {node!r}"
-    assert list(data[node]) == ["ros__parameters"]
-    return _flatten(data[node]["ros__parameters"])
+    key = params.PARAMETER_FILE_KEYS[node]
+    assert list(data) == [key], f"{path}: top level must be just {key!r}"
+    assert list(data[key]) == ["ros__parameters"]
+    return _flatten(data[key]["ros__parameters"])
 
 
 @pytest.mark.parametrize("node", sorted(FILES))

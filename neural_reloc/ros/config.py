@@ -48,7 +48,7 @@ class NodeConfig:
     )
     device: str = setting("auto", f"Device the map is loaded onto: {DEVICE_HELP}.", read_only=True)
     autostart: bool = setting(
-        False,
+        True,
         "Configure and activate by itself at startup; with a bad map_path it retries when "
         "map_path is set again. Set false when a lifecycle manager (e.g. Nav2's, with "
         "bond_timeout 0.0) drives the node.",
@@ -61,12 +61,12 @@ class NodeConfig:
     )
     # -- topics and QoS --------------------------------------------------------------
     image_topic: str = setting(
-        "/camera/image_raw",
+        "camera/image_raw",
         "sensor_msgs/Image input (relative names resolve in the node's namespace).",
         read_only=True,
     )
     camera_info_topic: str = setting(
-        "/camera/camera_info",
+        "camera/camera_info",
         "sensor_msgs/CameraInfo input; each image uses the CameraInfo with its stamp when one came, else the newest.",
         read_only=True,
     )
@@ -77,7 +77,7 @@ class NodeConfig:
         read_only=True,
     )
     initialpose_topic: str = setting(
-        "/initialpose",
+        "initialpose",
         "geometry_msgs/PoseWithCovarianceStamped of base_frame in map_frame: a prior for "
         "the next frame (e.g. from RViz); in Nav2 mode fixes are sent to AMCL here when needed.",
         read_only=True,

@@ -34,6 +34,10 @@ PARAMETER_FILES = {
     NODE_NAME: (NodeConfig, "relocalize.yaml"),
     MAP_BUILDER_NAME: (MapBuilderConfig, "build_map.yaml"),
 }
+#: The top-level key of each parameter file: the relocalization node's file is keyed
+#: ``/**`` (any node name, any namespace), as Nav2's, so that it applies to the node
+#: started in a namespace or under another name.
+PARAMETER_FILE_KEYS = {NODE_NAME: "/**", MAP_BUILDER_NAME: MAP_BUILDER_NAME}
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,9 @@ def render_yaml(node_name: str = NODE_NAME) -> str:
         f"# nests and the methods' localization configs: python -m neural_reloc.ros.params {node_name} > config/{filename}",
         "# test/test_ros_params.py checks that this file equals the dataclass defaults.",
         "# Read-only parameters (marked [read-only]) can only be set at startup.",
-        f"{node_name}:",
+        *(["# Keyed /** (every node it is given to, in any namespace), as Nav2's parameter files."]
+          if PARAMETER_FILE_KEYS[node_name] == "/**" else []),
+        f"{PARAMETER_FILE_KEYS[node_name]}:",
         "  ros__parameters:",
     ]
     open_sections: list[str] = []
@@ -345,6 +351,7 @@ __all__ = [
     "MAP_BUILDER_NAME",
     "NODE_NAME",
     "PARAMETER_FILES",
+    "PARAMETER_FILE_KEYS",
     "ParamSpec",
     "check_value",
     "config_from_node",
