@@ -259,6 +259,7 @@ def cmd_eval_bag(args) -> int:
             device=args.device,
             reloc_overrides=reloc_overrides,
             progress=True,
+            method=args.method,
         )
     except BaseException:
         name = failed_path(out / RESULTS_NAME) if failed_path(out / RESULTS_NAME).is_file() else out / RESULTS_NAME
@@ -289,6 +290,7 @@ def cmd_eval_bag(args) -> int:
         reloc_overrides=reloc_overrides,
         node_running=args.node_running,
         progress=True,
+        method=args.method,
     )
     agreement = compare_runs(results["frames"], live["frames"])
     write_json_atomic(out / "agreement.json", agreement)
@@ -306,7 +308,7 @@ def cmd_localize(args) -> int:
     from .map_loading import load_relocalizer
 
     out = check_output_file(args.out) if args.out else None
-    reloc = load_relocalizer(args.map, args.device, args.set or None)
+    reloc = load_relocalizer(args.map, args.device, args.set or None, method=args.method)
     data = load_dataset(args.data)
     cfg = LocalizeDatasetConfig(
         split=args.split, prior=args.prior, perturb_m=args.perturb_m, perturb_deg=args.perturb_deg,
@@ -455,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bag", required=True, help="rosbag2 directory, .mcap or .db3 file")
     e.add_argument("--map", required=True, help="map directory (build-map --method crossfire)")
     e.add_argument("--out", required=True, help="folder for results.json and report.html")
+    e.add_argument("--method", help="which of the map's methods localizes (default: the map's)")
     gt = e.add_mutually_exclusive_group()
     gt.add_argument("--gt-topic", help="ground-truth pose topic (default /ground_truth/camera_pose)")
     gt.add_argument("--gt-tf", nargs=2, metavar=("PARENT", "CHILD"), help="ground truth from the TF transform PARENT -> CHILD")
@@ -487,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--map", required=True, help="map directory (build-map --method crossfire)")
     lo.add_argument("--data", required=True, help="dataset with the query frames (transforms.json or folder)")
     lo.add_argument("--split", default="test", help="query frames: test (default), train or all")
+    lo.add_argument("--method", help="which of the map's methods localizes (neural-reloc info lists them; default: the map's)")
     lo.add_argument("--prior", default="retrieval", choices=("retrieval", "perturbed", "constant"),
                     help="retrieval over the map, ground truth perturbed, or one constant pose (Table 2)")
     lo.add_argument("--perturb-m", type=float, default=0.3, help="perturbed prior: translation offset, metres")

@@ -67,6 +67,7 @@ def evaluate_bag(
     device: str | None = None,
     reloc_overrides: dict | list[str] | None = None,
     progress: bool = False,
+    method: str | None = None,
 ) -> dict:
     """Evaluate a relocalizer (given, or loaded from ``map_path``) on a bag.
 
@@ -127,7 +128,7 @@ def evaluate_bag(
             if relocalizer is None:
                 from ..map_loading import load_relocalizer
 
-                relocalizer = load_relocalizer(map_path, device, reloc_overrides)
+                relocalizer = load_relocalizer(map_path, device, reloc_overrides, method=method)
             results["method"] = relocalizer.method
             session = RelocalizationSession(relocalizer, cfg.tracking)
             total = frames.num_frames if not cfg.max_frames else min(cfg.max_frames, frames.num_frames)

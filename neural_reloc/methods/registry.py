@@ -136,5 +136,6 @@ def _load_builtin() -> None:
         if "crossfire" not in str(e):
             raise
     from . import classical  # noqa: F401
+    from . import nerfmatch  # noqa: F401
 
     _load_plugins()

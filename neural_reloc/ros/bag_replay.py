@@ -377,6 +377,7 @@ def evaluate_bag_live(
     replay: ReplayConfig | None = None,
     progress: bool = False,
     env: dict | None = None,
+    method: str | None = None,
 ) -> dict:
     """The live half of ``eval-bag --live``: start the node (unless ``node_running``),
     replay the bag into it, record its statuses to ``out_dir/recorded``, and write
@@ -424,7 +425,8 @@ def evaluate_bag_live(
         if not node_running:
             if map_path is None:
                 raise ValueError("live evaluation needs the map to start the node with")
-            proc = start_node(map_path, node_params_for(cfg, device, reloc_overrides, map_path), out_dir / "node.log", env)
+            proc = start_node(map_path, node_params_for(cfg, device, reloc_overrides, map_path, method), out_dir / "node.log",
+                              env)
         results["replay"] = replay_bag(bag_path, recorded, replay, progress=progress)
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the node exited with status {proc.returncode} during the replay (see {out_dir / 'node.log'})")

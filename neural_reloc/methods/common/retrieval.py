@@ -15,12 +15,26 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...geometry.camera import Camera
 from ...geometry.pnp import PnPConfig, pnp_ransac
 from ...geometry.se3 import invert_pose, pose_error
 from .matching import mutual_nearest_neighbours
+
+
+#: Spatial pyramid levels (cells per side) of the global descriptor.
+PYRAMID_LEVELS = (1, 2)
+
+
+def global_descriptor(fmap: torch.Tensor) -> torch.Tensor:
+    """(1, D, h, w) unit descriptor map -> (D * sum(l^2),) unit global descriptor."""
+    parts = []
+    for level in PYRAMID_LEVELS:
+        pooled = F.adaptive_avg_pool2d(fmap, level)  # (1, D, l, l)
+        parts.append(F.normalize(pooled, dim=1).flatten())
+    return F.normalize(torch.cat(parts), dim=0)
 
 
 class RetrievalIndex(nn.Module):
@@ -127,4 +141,4 @@ def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     return out
 
 
-__all__ = ["Candidate", "RetrievalIndex", "distinct_hypotheses", "panned_c2w_opengl", "verify_by_keyframe"]
+__all__ = ["Candidate", "RetrievalIndex", "global_descriptor", "distinct_hypotheses", "panned_c2w_opengl", "verify_by_keyframe"]

@@ -23,21 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..common.retrieval import RetrievalIndex, panned_c2w_opengl
+from ..common.retrieval import RetrievalIndex, global_descriptor, panned_c2w_opengl
 from .config import LocalizationConfig
-
-#: Spatial pyramid levels (cells per side) of the global descriptor.
-PYRAMID_LEVELS = (1, 2)
-
-
-def global_descriptor(fmap: torch.Tensor) -> torch.Tensor:
-    """(1, D, h, w) unit descriptor map -> (D * sum(l^2),) unit global descriptor."""
-    parts = []
-    for level in PYRAMID_LEVELS:
-        pooled = F.adaptive_avg_pool2d(fmap, level)  # (1, D, l, l)
-        parts.append(F.normalize(pooled, dim=1).flatten())
-    return F.normalize(torch.cat(parts), dim=0)
-
 
 def retrieval_input(image_rgb: np.ndarray, long_side: int, device) -> torch.Tensor:
     """The CNN input for retrieval: the image resized to ``4 * long_side`` on its long

@@ -1,0 +1,131 @@
+"""Building NeRFMatch: the field (``build-map --method nerfmatch``, as any map) or an
+existing map's frozen field (``add-method nerfmatch``), then the matcher on cached
+renders (:mod:`.training`, skipped on a rerun when finished), then the retrieval index
+over rendered reference views (the map alone localizes, the paper's "NeRF-only" mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from ...geometry.frames import opencv_w2c_from_opengl_c2w
+from ...nerf.train import NeuralMapTrainer, atomic_torch_save
+from ..common.retrieval import RetrievalIndex, global_descriptor, panned_c2w_opengl
+from .config import NerfMatchConfig
+from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
+from .training import cache_views, train_matcher
+
+#: Tensor-name prefixes of the component (unique across a map's components).
+ENCODER, PROJECTION, RETRIEVAL = "nerfmatch_encoder", "nerfmatch_projection", "nerfmatch_retrieval"
+
+
+def layer_dim(model, layer: str) -> int:
+    """Width of one of the field's FEATURE_LAYERS."""
+    f, cfg = model.field, model.field.cfg
+    dims = {"encoding": f.encoding.out_dim, "density_hidden": cfg.hidden_dim, "geo_feat": cfg.geo_feat_dim,
+            "color_hidden": cfg.color_hidden_dim if cfg.color_layers else 0}
+    if not dims.get(layer):
+        raise ValueError(f"features.layer={layer!r}: the field has no such layer (or it is empty)")
+    return dims[layer]
+
+
+def retrieval_image(image_rgb: np.ndarray, long_side: int) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1], long side ``long_side``, sides multiples of the stride."""
+    h, w = image_rgb.shape[:2]
+    s = long_side / max(h, w)
+    W, H = max(STRIDE, int(round(w * s / STRIDE)) * STRIDE), max(STRIDE, int(round(h * s / STRIDE)) * STRIDE)
+    img = cv2.resize(image_rgb, (W, H), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+
+
+@torch.no_grad()
+def build_retrieval_index(model, encoder: ImageEncoder, data, cfg: NerfMatchConfig, progress=None) -> RetrievalIndex:
+    """Global descriptors (pooled encoder maps) of the mapping views rendered by the map,
+    and of each panned by ``localization.retrieval_extra_yaw_deg``."""
+    lc = cfg.localization
+    views = [(i, 0.0) for i in range(len(data))] + [(i, y) for y in lc.retrieval_extra_yaw_deg for i in range(len(data))]
+    rows, poses, refs = [], [], []
+    it = views if progress is None else progress(views, desc="nerfmatch: retrieval index")
+    for i, yaw in it:
+        cam = data.camera(i)
+        c2w = panned_c2w_opengl(data.c2w_opengl[i], yaw) if yaw else data.c2w_opengl[i]
+        x = retrieval_image(np.zeros((cam.height, cam.width, 3), np.uint8), lc.retrieval_long_side)
+        cam_r = cam.resized(x.shape[-1], x.shape[-2])
+        rgb = model.render_view(cam_r, c2w, ("rgb",), num_fine=lc.render_samples)["rgb"]
+        x = torch.from_numpy(np.clip(rgb, 0, 1)).permute(2, 0, 1)[None].float().to(model.device)
+        rows.append(global_descriptor(encoder(x)))
+        poses.append(opencv_w2c_from_opengl_c2w(c2w))
+        refs.append(i)
+    index = RetrievalIndex(len(rows), rows[0].numel())
+    index.descriptors.copy_(torch.stack(rows))
+    index.w2c_opencv.copy_(torch.from_numpy(np.stack(poses)))
+    index.reference.copy_(torch.tensor(refs))
+    return index
+
+
+class NerfMatchTrainer(NeuralMapTrainer):
+    def __init__(self, data, cfg: NerfMatchConfig, device: torch.device, work_dir: Path,
+                 progress: Callable | None = None, log: Callable[[str], None] = print):
+        self.method_config = cfg
+        self.xcfg = cfg
+        self.full_data = data  # the matcher sees images at their own size, not the field's
+        super().__init__(data, cfg.map, device, work_dir, progress, log)
+
+    def setup_extras(self) -> None:
+        dim = layer_dim(self.model, self.xcfg.features.layer)
+        self.encoder = ImageEncoder(self.xcfg.encoder).to(self.device)
+        self.projection = NerfFeatureProjection(dim, self.xcfg.encoder).to(self.device)
+        self.retrieval: RetrievalIndex | None = None
+
+    def modules_to_save(self) -> dict:
+        mods = {"map": self.model, ENCODER: self.encoder, PROJECTION: self.projection}
+        if self.retrieval is not None:
+            mods[RETRIEVAL] = self.retrieval
+        return mods
+
+    def fit(self):
+        state = super().fit()  # the field (no steps when adopted from a map)
+        self.model.eval()
+        path = self.work_dir / "nerfmatch_matcher.pt"
+        ident = self.run_identity()
+        done = False
+        if path.is_file():
+            try:
+                ck = torch.load(path, map_location=self.device, weights_only=True)
+                if ck.get("ident") == ident:
+                    self.encoder.load_state_dict(ck["encoder"])
+                    self.projection.load_state_dict(ck["projection"])
+                    self.log(f"nerfmatch: matcher trained in a previous run ({path})")
+                    done = True
+            except Exception as e:  # unreadable: train again
+                self.log(f"nerfmatch: ignoring unreadable {path}: {e}")
+        if not done:
+            views = cache_views(self.model, self.full_data, self.xcfg, self.scene.extent, self.progress)
+            self.summary = train_matcher(self.encoder, self.projection, views, self.full_data, self.xcfg, self.device,
+                                         self.progress, self.log)
+            atomic_torch_save({"ident": ident, "encoder": self.encoder.state_dict(),
+                               "projection": self.projection.state_dict()}, path)
+        self.encoder.eval()
+        self.retrieval = build_retrieval_index(self.model, self.encoder, self.full_data, self.xcfg, self.progress)
+        return state
+
+
+def add_to_map(bundle, data, cfg: NerfMatchConfig, device, work_dir, progress=None, log=print):
+    """NeRFMatch on an existing map's field, used as it is (``add-method nerfmatch``)."""
+    import dataclasses
+
+    from ...config_io import from_dict
+    from ...nerf.config import NeuralMapConfig
+
+    cfg = dataclasses.replace(cfg, map=from_dict(NeuralMapConfig, bundle.manifest["field"]["config"]))
+    trainer = NerfMatchTrainer(data, cfg, device, work_dir, progress=progress, log=log)
+    trainer.adopt_field(bundle)
+    trainer.fit()
+    return trainer.modules_to_save(), getattr(trainer, "summary", {})
+
+
+__all__ = ["ENCODER", "PROJECTION", "RETRIEVAL", "NerfMatchTrainer", "add_to_map", "build_retrieval_index", "layer_dim"]
