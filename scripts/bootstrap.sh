@@ -231,11 +231,11 @@ nr_bootstrap() {
   # existing files live without a rebuild). Library modules are imported from the
   # source tree, so adding one needs no rebuild.
   colcon_key=$(
-    cd "$NR_ROOT" && nr_hash package.xml CMakeLists.txt "$ros_key" msg/* \
+    cd "$NR_ROOT" && nr_hash package.xml CMakeLists.txt "$ros_key" msg/* srv/* \
       $(find $NR_VENDORED_PACKAGES -type f 2>/dev/null | LC_ALL=C sort) \
-      "$(find msg nodes launch config 2>/dev/null | LC_ALL=C sort)"
+      "$(find msg srv nodes launch config 2>/dev/null | LC_ALL=C sort)"
   )
-  generated="$NR_ROOT/install/neural_reloc/lib/python3.11/site-packages/neural_reloc/msg/_relocalization_status.py"
+  generated="$NR_ROOT/install/neural_reloc/lib/python3.11/site-packages/neural_reloc/srv/_set_initial_pose.py"
   generated_tf="$NR_ROOT/install/tf2_msgs/lib/python3.11/site-packages/tf2_msgs/msg/_tf_message.py"
   [[ -f "$generated" && -f "$generated_tf" && -f "$NR_ROOT/install/setup.bash" ]] || rm -f "$NR_STAMPS/colcon"
   nr_step colcon "colcon build --symlink-install (msg/ -> install/)" "$colcon_key" \

@@ -26,6 +26,7 @@ from node_helpers import (
     Oracle,
     camera_info,
     grey_image,
+    initialpose,
     matrix,
     node_log,
     node_process,
@@ -79,14 +80,14 @@ class Ros:
         self.drivers.append(d)
         return d
 
-    def start(self, *params: str, **driver_kw) -> tuple:
+    def start(self, *params: str, image_pub=None, **driver_kw) -> tuple:
         """The node and a driver, once the node is active and subscribed."""
         proc = self.node(*params)
         d = self.driver(**driver_kw)
         t0 = time.monotonic()
         d.spin_until(lambda: d.diagnostics_with(lambda st, v: v.get("lifecycle_state") == "active", t0),
                      STARTUP_S, "the node to become active", proc)
-        prime(d, proc)
+        prime(d, proc, image_pub=image_pub(d) if image_pub else None)
         return proc, d
 
     def close(self) -> list[str]:
@@ -109,9 +110,9 @@ def ros(oracle, ros_env):
     r.close()
 
 
-def prime(d: Driver, proc, info=None) -> None:
+def prime(d: Driver, proc, info=None, image_pub=None) -> None:
     """Once the node subscribes: the camera extrinsic and a first CameraInfo."""
-    d.wait_for_subscribers([d.image_pub, d.info_pub], proc)
+    d.wait_for_subscribers([image_pub or d.image_pub, d.info_pub], proc)
     d.tf_static_pub.publish(_tf_message([static("base_link", CAMERA_FRAME, BASE_FROM_OPTICAL)]))
     d.info_pub.publish(info or camera_info(CAMERA))
     d.spin(0.5)
@@ -452,3 +453,111 @@ def test_bayer_yuv422_and_16_bit_images_are_localized(ros, oracle):
         assert status.success, f"{encoding}: {status.reason}"
         call = oracle.calls()[-1]
         assert call["id"] == grey and call["shape"] == [48, 64, 3], (encoding, call)
+
+
+# ====================================================================== beyond the bugs
+def test_set_initial_pose_service_and_priors_given_while_inactive(ros, oracle):
+    """A prior published on /initialpose while the node is inactive is kept for the first
+    frame after activation; ``~/set_initial_pose`` sets the next frame's prior and refuses
+    a NaN pose."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from neural_reloc.srv import SetInitialPose
+
+    from neural_reloc.ros.conversions import ns_to_stamp, pose_msg_from_matrix
+
+    proc = ros.node(autostart=False)
+    d = ros.driver()
+
+    def transition(t: int) -> bool:
+        return d.service(ChangeState, f"/{NODE}/change_state", ChangeState.Request(transition=Transition(id=t)),
+                         proc=proc).success
+
+    assert transition(Transition.TRANSITION_CONFIGURE)
+    d.wait_for_subscribers([d.initialpose_pub], proc)
+    given = MAP_FROM_BASE @ make_pose(np.eye(3), [0.2, -0.1, 0.0])
+    initialpose(d, given, "map", wall_ns())
+    d.spin(1.0)
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    prime(d, proc)
+    _localized(d, proc, _frame(d, 100), time.monotonic())
+    first = oracle.calls()[-1]
+    assert first["prior_source"] == "initialpose", first
+    assert close(np.array(first["prior"]), given @ BASE_FROM_OPTICAL), "the prior given while inactive was lost"
+
+    request = SetInitialPose.Request()
+    request.pose.header.frame_id, request.pose.header.stamp = "map", ns_to_stamp(wall_ns())
+    other = MAP_FROM_BASE @ make_pose(np.eye(3), [-0.3, 0.0, 0.0])
+    pose_msg_from_matrix(other, request.pose.pose.pose)
+    response = d.service(SetInitialPose, f"/{NODE}/set_initial_pose", request, proc=proc)
+    assert response.success and "x=" in response.message, response.message
+    _localized(d, proc, _frame(d, 100), time.monotonic())
+    call = oracle.calls()[-1]
+    assert call["prior_source"] == "initialpose" and close(np.array(call["prior"]), other @ BASE_FROM_OPTICAL)
+    request.pose.pose.pose.position.x = math.nan
+    response = d.service(SetInitialPose, f"/{NODE}/set_initial_pose", request, proc=proc)
+    assert not response.success and "NaN" in response.message, response.message
+
+
+def test_compressed_images(ros, oracle):
+    """``image_transport: compressed``: JPEG CompressedImage on <image_topic>/compressed,
+    as compressed_image_transport publishes."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage
+
+    from neural_reloc.ros.conversions import compressed_image_msg_from_rgb, ns_to_stamp
+
+    pubs = {}
+
+    def compressed_pub(d):
+        pubs["c"] = d.node.create_publisher(CompressedImage, "/camera/image_raw/compressed", qos_profile_sensor_data)
+        return pubs["c"]
+
+    proc, d = ros.start("image_transport:=compressed", image_pub=compressed_pub)
+    stamp = wall_ns()
+    info = camera_info(CAMERA)
+    info.header.stamp = ns_to_stamp(stamp)
+    d.info_pub.publish(info)
+    msg = compressed_image_msg_from_rgb(grey_image(100))
+    msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp), CAMERA_FRAME
+    t0 = time.monotonic()
+    pubs["c"].publish(msg)
+    _localized(d, proc, stamp, t0)
+    assert oracle.calls()[-1]["id"] == 100
+
+
+def test_camera_info_is_matched_by_stamp_and_frames_are_checked(ros, oracle):
+    """Each image uses the CameraInfo with its stamp (not merely the newest); a CameraInfo
+    of another frame_id and an image frame that is not an optical frame are warned about."""
+    from neural_reloc.ros.conversions import ns_to_stamp
+
+    proc, d = ros.start()
+    infos = {}
+    for fx in (40.0, 60.0):  # two calibrations, each with its own image stamp
+        info = _camera_info_msg(k=[fx, 0, 31.5, 0, fx, 23.5, 0, 0, 1], d=[0.0] * 5, p=[0.0] * 12)
+        stamp = wall_ns()
+        info.header.stamp = ns_to_stamp(stamp)
+        d.info_pub.publish(info)
+        infos[stamp] = fx
+        d.spin(0.2)
+    for stamp, fx in infos.items():  # the older one first: the newest CameraInfo is the other one
+        t0 = time.monotonic()
+        _frame(d, 100, stamp, info=False)
+        _localized(d, proc, stamp, t0)
+        assert oracle.calls()[-1]["camera"]["fx"] == fx
+    # a CameraInfo of another frame, and an image in a body frame (not optical)
+    stamp = wall_ns()
+    info = _camera_info_msg(k=[50.0, 0, 31.5, 0, 50.0, 23.5, 0, 0, 1], d=[0.0] * 5, p=[0.0] * 12, frame_id="other_frame")
+    info.header.stamp = ns_to_stamp(stamp)
+    d.tf_static_pub.publish(_tf_message([static("base_link", "camera_link", np.eye(4))]))
+    d.info_pub.publish(info)
+    d.spin(0.3)
+    from neural_reloc.ros.conversions import image_msg_from_rgb
+
+    body = image_msg_from_rgb(grey_image(100))
+    body.header.frame_id = "camera_link"
+    _localized(d, proc, _frame(d, 100, stamp, info=False, image_msg=body), time.monotonic() - 1.0)
+    log = stop(proc)
+    assert "CameraInfo frame_id 'other_frame' is not the image's 'camera_link'" in log, log
+    assert "'camera_link' does not look like an optical frame" in log, log
+

@@ -442,3 +442,34 @@ def test_progress_reporter_is_a_tqdm_like_callable():
     records.clear()
     assert list(progress(iter("abc"), desc="loading")) == ["a", "b", "c"]
     assert records[-1]["done"] == 3 and records[-1]["total"] is None
+
+
+def test_camera_info_matcher_pairs_by_stamp_else_the_newest():
+    m = logic.CameraInfoMatcher(size=3)
+    assert m.for_image(5, "cam") == (None, "")
+    for stamp, cam in ((1, "A"), (2, "B"), (3, "C")):
+        m.add(logic.CameraEntry(stamp, "cam", cam))
+    assert m.for_image(2, "cam")[0].camera == "B" and m.for_image(2, "cam")[1] == ""
+    entry, note = m.for_image(9, "cam")
+    assert entry.camera == "C" and "newest" in note
+    m.add(logic.CameraEntry(4, "other", "D"))  # the oldest (1) drops out
+    assert m.for_image(1, "cam")[0].camera == "D"
+    assert "frame_id 'other' is not the image's 'cam'" in m.for_image(4, "cam")[1]
+    assert logic.looks_like_optical_frame("camera_color_optical_frame") and logic.looks_like_optical_frame("/cam_optical")
+    assert not logic.looks_like_optical_frame("camera_link") and not logic.looks_like_optical_frame("base_link")
+
+
+@pytest.mark.requires_ros
+def test_compressed_images_decode_to_rgb():
+    from sensor_msgs.msg import CompressedImage
+
+    from neural_reloc.ros.conversions import compressed_image_msg_from_rgb, compressed_image_to_rgb
+
+    rgb = random_rgb(np.random.default_rng(3), h=16, w=24)
+    assert np.array_equal(compressed_image_to_rgb(compressed_image_msg_from_rgb(rgb, "png")), rgb)
+    grey = np.full((16, 24, 3), 77, np.uint8)
+    assert np.array_equal(compressed_image_to_rgb(compressed_image_msg_from_rgb(grey, "jpeg")), grey)
+    with pytest.raises(ValueError, match="cannot decode 3 bytes"):
+        compressed_image_to_rgb(CompressedImage(format="jpeg", data=b"abc"), "/cam/c")
+    with pytest.raises(ValueError, match="is a depth image"):
+        compressed_image_to_rgb(CompressedImage(format="16UC1; compressedDepth png", data=b"abc"))

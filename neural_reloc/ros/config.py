@@ -22,6 +22,7 @@ from ..tracking import TrackingConfig
 #: Image QoS presets (``image_qos``): best-effort "sensor data" (matches best-effort and
 #: reliable publishers) or reliable (only reliable publishers).
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
+IMAGE_TRANSPORT_CHOICES = ("raw", "compressed")
 POSE_OF_CHOICES = ("camera", "base")
 EXTRINSIC_SOURCE_CHOICES = ("tf", "parameter")
 DEVICE_HELP = "auto (CUDA if present), cpu or cuda[:N]"
@@ -68,6 +69,14 @@ class NodeConfig:
     camera_info_topic: str = setting(
         "camera/camera_info",
         "sensor_msgs/CameraInfo input; each image uses the CameraInfo with its stamp when one came, else the newest.",
+        read_only=True,
+    )
+    image_transport: str = setting(
+        "raw",
+        "raw: sensor_msgs/Image on image_topic; compressed: sensor_msgs/CompressedImage on "
+        "image_topic/compressed (image_transport's naming: JPEG or PNG, as "
+        "compressed_image_transport publishes).",
+        choices=IMAGE_TRANSPORT_CHOICES,
         read_only=True,
     )
     rectified: bool = setting(

@@ -129,6 +129,43 @@ def image_to_rgb(msg, topic: str = "") -> np.ndarray:
     return np.ascontiguousarray(to_rgb(pixels))
 
 
+def compressed_image_to_rgb(msg, topic: str = "") -> np.ndarray:
+    """RGB uint8 (H, W, 3) array of a sensor_msgs/CompressedImage as
+    compressed_image_transport publishes it (``format`` "jpeg", "png", or
+    "rgb8; jpeg compressed bgr8" ...: the picture is stored in OpenCV's BGR order,
+    grey or 16-bit PNGs too). compressedDepth and undecodable data raise ValueError."""
+    import cv2
+
+    fmt = (msg.format or "").strip().lower()
+    if "compresseddepth" in fmt:
+        raise ValueError(f"compressed image{_where(topic)}: format {msg.format!r} is a depth image, not a camera image")
+    data = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ValueError(f"compressed image{_where(topic)}: cannot decode {data.size} bytes of format {msg.format!r}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 2:
+        return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=2))
+    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return np.ascontiguousarray(cv2.cvtColor(image, code))
+
+
+def compressed_image_msg_from_rgb(image_rgb: np.ndarray, fmt: str = "jpeg", msg=None):
+    """A sensor_msgs/CompressedImage of an RGB uint8 image (for publishers and tests), as
+    compressed_image_transport writes it: format "rgb8; jpeg compressed bgr8"."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", np.ascontiguousarray(np.asarray(image_rgb)[..., ::-1]))
+    if not ok:
+        raise ValueError(f"cannot encode the image as {fmt}")
+    msg = CompressedImage() if msg is None else msg
+    msg.format = f"rgb8; {fmt} compressed bgr8"
+    msg.data = buf.tobytes()
+    return msg
+
+
 def image_msg_from_rgb(image_rgb: np.ndarray, encoding: str = "rgb8", row_padding: int = 0, msg=None):
     """A sensor_msgs/Image of an RGB uint8 image in ``encoding`` (for publishers and
     tests); ``row_padding`` extra bytes at the end of every row."""

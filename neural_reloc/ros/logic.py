@@ -145,6 +145,56 @@ class Nav2Gate:
         return ""
 
 
+@dataclass
+class CameraEntry:
+    """One CameraInfo as received: its camera (or why it is unusable)."""
+
+    stamp_ns: int
+    frame_id: str
+    camera: object | None  # a neural_reloc Camera
+    error: str = ""
+
+
+class CameraInfoMatcher:
+    """Pairs an image with its CameraInfo as image_pipeline does (same stamp), without
+    waiting: the CameraInfo with the image's stamp when one came, else the newest.
+    Thread-safe (filled by the executor, read by the worker)."""
+
+    def __init__(self, size: int = 30) -> None:
+        self._entries: collections.deque = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, entry: CameraEntry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def for_image(self, stamp_ns: int, frame_id: str) -> tuple[CameraEntry | None, str]:
+        """The entry for an image (None: no CameraInfo yet) and a note when it is not a
+        match: another stamp (the newest), or another frame_id."""
+        with self._lock:
+            entries = list(self._entries)
+        if not entries:
+            return None, ""
+        exact = [e for e in entries if e.stamp_ns == stamp_ns]
+        entry = exact[-1] if exact else entries[-1]
+        note = "" if exact else "no CameraInfo with the image's stamp: using the newest"
+        if entry.frame_id and frame_id and entry.frame_id.lstrip("/") != frame_id.lstrip("/"):
+            note = f"CameraInfo frame_id {entry.frame_id!r} is not the image's {frame_id!r}"
+        return entry, note
+
+
+def looks_like_optical_frame(frame_id: str) -> bool:
+    """REP-103 optical frames (x right, y down, z forward) are named ``*_optical_frame``
+    (or ``*_optical``) by convention; a camera body frame (``camera_link``: x forward, z
+    up) given as an image's frame_id rotates every pose by 90 degrees twice."""
+    name = frame_id.lstrip("/").lower()
+    return name.endswith(("optical_frame", "_optical")) or name == "optical"
+
+
 class EchoFilter:
     """Recognizes our own messages coming back on a topic we both publish and subscribe
     (Nav2 mode: /initialpose), by stamp and position."""

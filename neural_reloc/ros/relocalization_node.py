@@ -28,17 +28,14 @@ interval, a status message and the diagnostics' last failure; the node carries o
 
 from __future__ import annotations
 
-import math
-import re
 import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -51,31 +48,27 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from neural_reloc.msg import RelocalizationStatus
+from neural_reloc.srv import SetInitialPose
 
-from ..geometry.camera import Camera
-from ..geometry.frames import (
-    map_from_optical_from_map_from_base,
-    map_from_optical_from_opencv_w2c,
-)
-from ..geometry.se3 import invert_pose, yaw_from_rotation
-from ..methods.base import LocalizationResult
+from ..geometry.frames import map_from_optical_from_map_from_base
+from ..geometry.se3 import invert_pose
 from ..tracking import Frame, RelocalizationSession
 from . import conversions as conv
 from .config import NodeConfig, validate_node_config
 from .logic import (
-    TF_MAP_TO_BASE,
-    TF_MAP_TO_ODOM,
+    CameraInfoMatcher,
     NodeStats,
     base_from_optical_from_config,
-    base_pose_with_covariance,
-    diagnostic_level,
+    looks_like_optical_frame,
     tf_output,
 )
 from .nav2 import Nav2Link
+from .node_inputs import Job, NodeInputs, Request
+from .node_outputs import NodeOutputs
 from .params import (
     NODE_NAME,
     check_value,
@@ -86,35 +79,11 @@ from .params import (
 )
 from .tf_buffer import TfBroadcaster, TransformLookupError, make_transform_lookup
 
-#: The same failure (digits ignored) is logged at most once per this many seconds.
-LOG_REPEAT_S = 5.0
 #: How long deactivation waits for the frame being localized to finish.
 WORKER_JOIN_S = 60.0
 
 
-@dataclass
-class _Job:
-    """An image as received, with the camera known at that moment."""
-
-    msg: Image
-    camera: Camera | None
-    camera_error: str
-
-
-@dataclass
-class _Request:
-    """A one-shot localization (~/relocalize, or /initialpose when not continuous)."""
-
-    kind: str  # "relocalize" (global, retrieval) or "initialpose"
-
-
-@dataclass
-class _InitialPose:
-    map_from_base: np.ndarray
-    odom_from_base: np.ndarray | None  # at the initial pose's stamp, when available
-
-
-class RelocalizationNode(LifecycleNode):
+class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self._specs = declare_parameters(self)
@@ -133,21 +102,24 @@ class RelocalizationNode(LifecycleNode):
 
         # The frame slot, one-shot requests and the pending initial pose, under _cond.
         self._cond = threading.Condition()
-        self._latest: _Job | None = None
-        self._last_job: _Job | None = None
-        self._requests: list[_Request] = []
-        self._initial: _InitialPose | None = None
+        self._latest: Job | None = None
+        self._last_job: Job | None = None
+        self._requests: list[Request] = []
+        self._initial = None  # node_inputs.InitialPose
         self._running = False
         self._worker: threading.Thread | None = None
 
-        self._camera: Camera | None = None
+        self._camera = None  # the newest CameraInfo's Camera (or None and why)
         self._camera_error = ""
         self._camera_msg_key: tuple | None = None
+        self._cameras = CameraInfoMatcher()
         self._last_logged: dict[str, float] = {}
         self._last_prior_source = ""
         # Topic names as resolved in the node's namespace and remappings (for messages).
         self._topic = {name: self.resolve_topic_name(getattr(self.cfg, name))
                        for name in ("image_topic", "camera_info_topic", "initialpose_topic")}
+        if self.cfg.image_transport == "compressed":  # image_transport's naming
+            self._topic["image_topic"] = self._topic["image_topic"].rstrip("/") + "/compressed"
 
         self._io_group = MutuallyExclusiveCallbackGroup()
         self._tf_group = MutuallyExclusiveCallbackGroup()
@@ -157,6 +129,7 @@ class RelocalizationNode(LifecycleNode):
         self._nav2: Nav2Link | None = None
         self._pose_pub = self._pose_cov_pub = None
         self._subs: list = []
+        self._initialpose_sub = None
         self._tf_timer = None
 
         # Always on, in every lifecycle state: failures (e.g. a map that does not load)
@@ -166,6 +139,9 @@ class RelocalizationNode(LifecycleNode):
         self._diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
         self._relocalize_srv = self.create_service(
             Trigger, "~/relocalize", self._on_relocalize, callback_group=self._service_group
+        )
+        self._set_initial_pose_srv = self.create_service(
+            SetInitialPose, "~/set_initial_pose", self._on_set_initial_pose, callback_group=self._io_group
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
@@ -193,6 +169,14 @@ class RelocalizationNode(LifecycleNode):
             self._tf_pub = TfBroadcaster(self)
         self._pose_pub = self.create_publisher(PoseStamped, "~/pose", 10)
         self._pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
+        # From configure on (not activate): a prior given while inactive is kept for activation.
+        self._initialpose_sub = self.create_subscription(
+            PoseWithCovarianceStamped,
+            cfg.initialpose_topic,
+            self._on_initialpose,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+            callback_group=self._io_group,
+        )
         self.get_logger().info(
             f"configured: map {cfg.map_path} (method {self._map_method}, device {cfg.device}), "
             f"TF from {self._tf.backend}, images via {conv.image_backend()}, "
@@ -205,17 +189,19 @@ class RelocalizationNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cfg = self.cfg
         image_qos = self._image_qos(cfg)
+        if cfg.image_transport == "compressed":
+            image_sub = self.create_subscription(
+                CompressedImage, self._topic["image_topic"], self._on_compressed_image, image_qos,
+                callback_group=self._io_group,
+            )
+        else:
+            image_sub = self.create_subscription(
+                Image, cfg.image_topic, self._on_image, image_qos, callback_group=self._io_group
+            )
         self._subs = [
-            self.create_subscription(Image, cfg.image_topic, self._on_image, image_qos, callback_group=self._io_group),
+            image_sub,
             self.create_subscription(
                 CameraInfo, cfg.camera_info_topic, self._on_camera_info, image_qos, callback_group=self._io_group
-            ),
-            self.create_subscription(
-                PoseWithCovarianceStamped,
-                cfg.initialpose_topic,
-                self._on_initialpose,
-                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
-                callback_group=self._io_group,
             ),
         ]
         self._tf_timer = self.create_timer(cfg.tf_republish_period_s, self._republish_map_to_odom)
@@ -279,6 +265,9 @@ class RelocalizationNode(LifecycleNode):
             if pub is not None:
                 self.destroy_publisher(pub)
         self._pose_pub = self._pose_cov_pub = None
+        if self._initialpose_sub is not None:
+            self.destroy_subscription(self._initialpose_sub)
+            self._initialpose_sub = None
         if self._nav2 is not None:
             self._nav2.destroy()
             self._nav2 = None
@@ -374,70 +363,7 @@ class RelocalizationNode(LifecycleNode):
             self.get_logger().info(f"map_path set to {cfg.map_path!r}: retrying autostart")
             self.autostart()
 
-    # ================================================================== inputs
-    def _on_image(self, msg: Image) -> None:
-        job = _Job(msg, self._camera, self._camera_error)
-        with self._cond:
-            dropped = self._latest is not None
-            self._latest = self._last_job = job
-            self._cond.notify_all()
-        self.stats.received(dropped)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        key = (msg.width, msg.height, msg.distortion_model, tuple(msg.k), tuple(msg.d), tuple(msg.p))
-        if key == self._camera_msg_key:
-            return  # unchanged (camera_info comes with every image)
-        self._camera_msg_key = key
-        try:
-            self._camera = conv.camera_from_camera_info(msg, self._topic["camera_info_topic"], self.cfg.rectified)
-            self._camera_error = ""
-        except ValueError as e:
-            self._camera, self._camera_error = None, str(e)
-            self._fail("camera_info", str(e))
-
-    def _on_initialpose(self, msg: PoseWithCovarianceStamped) -> None:
-        cfg = self.cfg
-        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        what = f"initial pose on {self._topic['initialpose_topic']}"
-        try:
-            frame_from_base = conv.matrix_from_pose_msg(msg.pose.pose, what)
-        except ValueError as e:
-            self._fail("initialpose", f"rejected {e}", stamp_ns=stamp_ns, prior_source="initialpose")
-            return
-        if self._nav2 is not None and self._nav2.echo.is_echo(stamp_ns, frame_from_base[:3, 3]):
-            return  # our own Nav2 output coming back
-        frame = msg.header.frame_id.lstrip("/")
-        if frame == cfg.map_frame:
-            map_from_base = frame_from_base
-        else:
-            try:
-                if not frame:
-                    raise TransformLookupError("header.frame_id is empty")
-                map_from_base = self._tf.lookup(cfg.map_frame, frame, stamp_ns, 0.0) @ frame_from_base
-            except TransformLookupError as e:
-                self._fail(
-                    "initialpose",
-                    f"rejected {what}: it is in frame {frame!r}, not {cfg.map_frame!r}, and cannot be "
-                    f"transformed to {cfg.map_frame!r}: {e}",
-                    stamp_ns=stamp_ns,
-                    prior_source="initialpose",
-                )
-                return
-        odom_from_base = None
-        if cfg.odom_frame:
-            try:
-                odom_from_base = self._tf.lookup(cfg.odom_frame, cfg.base_frame, stamp_ns, 0.0)
-            except TransformLookupError:
-                odom_from_base = None
-        x, y, _ = map_from_base[:3, 3]
-        yaw = math.degrees(yaw_from_rotation(map_from_base[:3, :3]))
-        self.get_logger().info(f"{what}: x={x:.3f} y={y:.3f} yaw={yaw:.1f} deg (used for the next frame)")
-        with self._cond:
-            self._initial = _InitialPose(map_from_base, odom_from_base)
-            if not cfg.continuous:
-                self._requests.append(_Request("initialpose"))
-            self._cond.notify_all()
-
+    # ================================================================== services
     def _on_relocalize(self, request, response):
         """Answers at once (as Isaac ROS's trigger): the executor must not wait for a
         global relocalization (seconds), or TF, the map -> odom republication and the
@@ -453,7 +379,7 @@ class RelocalizationNode(LifecycleNode):
                 response.message = f"no image received on {self._topic['image_topic']} yet"
                 return response
             if not any(r.kind == "relocalize" for r in self._requests):
-                self._requests.append(_Request("relocalize"))
+                self._requests.append(Request("relocalize"))
             self._cond.notify_all()
         stamp = conv.stamp_to_ns(job.msg.header.stamp) / 1e9
         response.success = True
@@ -491,23 +417,30 @@ class RelocalizationNode(LifecycleNode):
             if request is not None and request.kind == "relocalize":
                 self.get_logger().info(f"~/relocalize: {message}")
 
-    def _localize(self, job: _Job, request: _Request | None) -> tuple[bool, str]:
+    def _localize(self, job: Job, request: Request | None) -> tuple[bool, str]:
         cfg = self.cfg
-        msg = job.msg
-        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        if job.camera is None:
-            return self._fail(
-                "camera_info",
-                job.camera_error or f"no CameraInfo received on {self._topic['camera_info_topic']} yet", stamp_ns,
-            )
+        msg, stamp_ns = job.msg, job.stamp_ns
+        image_topic, info_topic = self._topic["image_topic"], self._topic["camera_info_topic"]
+        entry, note = self._cameras.for_image(stamp_ns, msg.header.frame_id)
+        if entry is None or entry.camera is None:
+            reason = entry.error if entry is not None else ""
+            return self._fail("camera_info", reason or f"no CameraInfo received on {info_topic} yet", stamp_ns)
+        if note.startswith("CameraInfo frame_id"):
+            self._log_once("camera_info", f"{note} ({info_topic}, {image_topic})")
+        camera = entry.camera
         try:
-            image_rgb = conv.image_to_rgb(msg, self._topic["image_topic"])
-            conv.check_image_matches_camera(
-                image_rgb, job.camera, self._topic["image_topic"], self._topic["camera_info_topic"]
-            )
+            image_rgb = (conv.compressed_image_to_rgb if job.compressed else conv.image_to_rgb)(msg, image_topic)
+            conv.check_image_matches_camera(image_rgb, camera, image_topic, info_topic)
         except ValueError as e:
             return self._fail("image", str(e), stamp_ns)
         optical_frame = cfg.camera_frame or msg.header.frame_id.lstrip("/")
+        if optical_frame and not looks_like_optical_frame(optical_frame):
+            self._log_once(
+                "optical_frame",
+                f"the camera frame {optical_frame!r} does not look like an optical frame (REP-103: x right, y "
+                "down, z forward, named *_optical_frame); poses are computed as if it were one: set camera_frame "
+                "or publish the images in the optical frame",
+            )
 
         base_from_optical, extrinsic_error = self._extrinsic(cfg, optical_frame, stamp_ns)
         odom_from_base = None
@@ -519,7 +452,7 @@ class RelocalizationNode(LifecycleNode):
             if odom_from_base is not None and base_from_optical is None:
                 self._log_once("extrinsic", f"frame used without odometry: {extrinsic_error}")
                 odom_from_base = None
-        frame = Frame(image_rgb, job.camera, stamp_ns, odom_from_base, base_from_optical)
+        frame = Frame(image_rgb, camera, stamp_ns, odom_from_base, base_from_optical)
 
         initial = None
         if request is None or request.kind != "relocalize":  # ~/relocalize ignores priors
@@ -528,7 +461,7 @@ class RelocalizationNode(LifecycleNode):
         if initial is not None:
             if base_from_optical is None:
                 self._fail(
-                    "initialpose", f"initial pose not used: {extrinsic_error}", stamp_ns, prior_source="initialpose"
+                    "initialpose", f"initial pose not used: {extrinsic_error}", stamp_ns, prior_source=initial.source
                 )
             else:
                 map_from_base = initial.map_from_base
@@ -538,7 +471,7 @@ class RelocalizationNode(LifecycleNode):
                 with self._reloc_lock:
                     if self._session is not None:
                         self._session.set_initial_pose(
-                            map_from_optical_from_map_from_base(map_from_base, base_from_optical)
+                            map_from_optical_from_map_from_base(map_from_base, base_from_optical), initial.source
                         )
 
         with self._reloc_lock:
@@ -546,7 +479,7 @@ class RelocalizationNode(LifecycleNode):
             if session is None:
                 return self._fail("map", "no map loaded", stamp_ns)
             if request is not None and request.kind == "relocalize":
-                result = session.relocalizer.localize(image_rgb, job.camera, None)  # global: retrieval
+                result = session.relocalizer.localize(image_rgb, camera, None)  # global: retrieval
                 session.observe(frame, result)
             else:
                 result = session.process(frame)
@@ -576,153 +509,6 @@ class RelocalizationNode(LifecycleNode):
             return self._tf.lookup(cfg.base_frame, optical_frame, stamp_ns, cfg.tf_lookup_timeout_s), ""
         except TransformLookupError as e:
             return None, f"no camera extrinsic {cfg.base_frame} -> {optical_frame} on TF: {e}"
-
-    # ================================================================== outputs
-    def _publish_result(
-        self, cfg, stamp_ns, optical_frame, result: LocalizationResult, rejection, prior_delta,
-        base_from_optical, extrinsic_error, odom_from_base, requested: bool = False,
-    ) -> tuple[bool, str]:
-        accepted = not rejection
-        status = self._status(stamp_ns, rejection, self._last_prior_source)
-        status.method = result.method
-        status.num_matches, status.num_inliers = int(result.num_matches), int(result.num_inliers)
-        status.inlier_ratio = float(result.inlier_ratio)
-        status.iterations = int(result.iterations)
-        status.stage_names = list(result.latency_ms)
-        status.stage_latency_ms = [float(v) for v in result.latency_ms.values()]
-        status.total_latency_ms = float(result.total_latency_ms)
-        status.prior_translation_delta_m, status.prior_rotation_delta_deg = (float(v) for v in prior_delta)
-        status.child_frame_id = optical_frame if cfg.pose_of == "camera" else cfg.base_frame
-        if not accepted:
-            self._status_pub.publish(status)
-            return False, rejection
-
-        map_from_optical = map_from_optical_from_opencv_w2c(result.w2c_opencv)
-        cov_optical = np.asarray(result.covariance, dtype=np.float64)
-        base_pose = None
-        if base_from_optical is not None:
-            base_pose = base_pose_with_covariance(map_from_optical, cov_optical, base_from_optical)
-        if cfg.pose_of == "camera":
-            pose = (map_from_optical, cov_optical)
-        elif base_pose is not None:
-            pose = base_pose
-        else:
-            pose = None
-            self._log_once("extrinsic", f"pose_of=base: ~/pose not published: {extrinsic_error}")
-        if pose is not None:
-            conv.pose_msg_from_matrix(pose[0], status.pose.pose)
-            status.pose.covariance = conv.covariance_to_list(pose[1])
-        self._status_pub.publish(status)
-
-        header_stamp = conv.ns_to_stamp(stamp_ns)
-        if pose is not None and self._pose_pub is not None:
-            out = PoseStamped()
-            out.header.stamp, out.header.frame_id = header_stamp, cfg.map_frame
-            conv.pose_msg_from_matrix(pose[0], out.pose)
-            self._pose_pub.publish(out)
-            out_cov = PoseWithCovarianceStamped()
-            out_cov.header = out.header
-            out_cov.pose = status.pose
-            self._pose_cov_pub.publish(out_cov)
-
-        tf_out = tf_output(cfg)
-        if tf_out == TF_MAP_TO_ODOM:
-            self._republish_map_to_odom()
-        elif tf_out == TF_MAP_TO_BASE and self._tf_pub is not None:
-            if base_pose is not None:
-                self._tf_pub.send([conv.transform_stamped(base_pose[0], cfg.map_frame, cfg.base_frame, stamp_ns)])
-            else:
-                self._log_once("extrinsic", f"no {cfg.map_frame} -> {cfg.base_frame} on /tf: {extrinsic_error}")
-
-        if self._nav2 is not None:
-            if base_pose is None:
-                self._log_once("nav2", f"fix not sent to AMCL: {extrinsic_error}")
-            else:
-                self._nav2.offer(cfg, stamp_ns, base_pose, odom_from_base, requested)
-        t = pose[0][:3, 3] if pose is not None else map_from_optical[:3, 3]
-        return True, (
-            f"localized at x={t[0]:.3f} y={t[1]:.3f} z={t[2]:.3f} ({status.child_frame_id} in {cfg.map_frame}), "
-            f"{result.num_inliers}/{result.num_matches} inliers, prior {status.prior_source or 'none'}, "
-            f"{result.total_latency_ms:.0f} ms"
-        )
-
-    def _republish_map_to_odom(self) -> None:
-        cfg = self.cfg
-        map_from_odom = self._map_from_odom
-        if map_from_odom is None or tf_output(cfg) != TF_MAP_TO_ODOM or self._tf_pub is None:
-            return
-        stamp_ns = self.get_clock().now().nanoseconds + int(cfg.transform_tolerance_s * 1e9)
-        self._tf_pub.send([conv.transform_stamped(map_from_odom, cfg.map_frame, cfg.odom_frame, stamp_ns)])
-
-    def _status(self, stamp_ns: int | None, reason: str, prior_source: str = "") -> RelocalizationStatus:
-        status = RelocalizationStatus()
-        status.header.frame_id = self.cfg.map_frame
-        conv.ns_to_stamp(stamp_ns if stamp_ns is not None else self.get_clock().now().nanoseconds, status.header.stamp)
-        status.method = self._map_method or self.cfg.method
-        status.success = not reason
-        status.reason = reason
-        status.prior_source = prior_source
-        status.pose.pose.orientation.w = 1.0
-        status.prior_translation_delta_m = status.prior_rotation_delta_deg = math.nan
-        return status
-
-    def _fail(
-        self, kind: str, reason: str, stamp_ns: int | None = None, prior_source: str = "",
-        publish: bool = True, error: bool = False,
-    ) -> tuple[bool, str]:
-        """Report a failure: a log line (once per kind and interval), the diagnostics'
-        last failure and (``publish``) a status message."""
-        self.stats.failure(reason)
-        self._log_once(kind, reason, error=error)
-        if publish:
-            self._status_pub.publish(self._status(stamp_ns, reason, prior_source))
-        return False, reason
-
-    def _log_once(self, kind: str, text: str, error: bool = False) -> None:
-        key = kind + ":" + re.sub(r"[-+]?\d[\d.e+-]*", "#", text)
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -math.inf) < LOG_REPEAT_S:
-            return
-        self._last_logged[key] = now
-        # One call site per severity: rclpy refuses a call site that changes severity.
-        if error:
-            self.get_logger().error(text)
-        else:
-            self.get_logger().warning(text)
-
-    def _publish_diagnostics(self) -> None:
-        cfg = self.cfg
-        snap = self.stats.snapshot()
-        session = self._session
-        level, message = diagnostic_level(snap, self._state, session is not None, self.stats.window_s)
-        st = DiagnosticStatus()
-        st.level = bytes([level])
-        st.name = f"{self.get_name()}: relocalization"
-        st.message = message
-        st.hardware_id = self._map_path_loaded or cfg.map_path
-
-        def fmt(v):
-            if isinstance(v, float):
-                return "nan" if math.isnan(v) else f"{v:.3f}"
-            return str(v)
-
-        values = {
-            "lifecycle_state": self._state,
-            "map_loaded": session is not None,
-            "map_path": self._map_path_loaded or cfg.map_path,
-            "method": self._map_method,
-            "device": cfg.device,
-            "prior_source": self._last_prior_source,
-            "failures_in_a_row": session.failures_in_a_row if session is not None else 0,
-            "tf_backend": self._tf.backend if self._tf is not None else "",
-            "image_backend": conv.image_backend(),
-            **snap,
-        }
-        st.values = [KeyValue(key=k, value=fmt(v)) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [st]
-        self._diag_pub.publish(arr)
 
 
 def main(args: list[str] | None = None) -> int:
