@@ -217,6 +217,8 @@ def test_relocalize_answers_at_once_and_map_to_odom_never_goes_stale(ros, oracle
     answered = []
     _stream(d, 6.0, on_tick=lambda: (lookup(), future.done() and not answered and answered.append(time.monotonic())),
             proc=proc)
+    print(f"\n~/relocalize answered in {(answered[0] - t_call) * 1000 if answered else math.inf:.0f} ms; "
+          f"{len(failures)} of {lookups[0]} map -> odom lookups (10 Hz, 30 Hz replay) failed")
     assert lookups[0] >= 60 and not failures, f"{len(failures)} of {lookups[0]} map -> odom lookups failed: {failures[:3]}"
     assert answered, "~/relocalize did not answer within 6 s"
     response = future.result()
@@ -346,6 +348,9 @@ def test_nav2_with_amcl_first_pose_received_none_repeated_while_amcl_agrees(ros)
     assert len(amcl.since(t2)) == 1, f"{len(amcl.since(t2))} poses sent to an unsure AMCL"
 
     # exactly one map -> odom publisher: AMCL
+    n0, n1, n2 = len(amcl.since(t0)), len(amcl.since(t1)), len(amcl.since(t2))
+    print(f"\nposes sent to AMCL: first fix 1, while agreeing {n0 - n1 - 1} more, AMCL 1 m off {n1 - n2}, "
+          f"AMCL unsure {n2}; /tf publishers {sorted(_tf_publishers(d))}")
     assert _tf_publishers(d) - {"test_driver"} == {"amcl"}, _tf_publishers(d)
     from neural_reloc.ros.conversions import matrix_from_transform_msg
 
