@@ -197,7 +197,10 @@ def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None,
         "base_frame": (cfg.bag.frames, "base"),
     }.items():
         if params.get(key):
-            setattr(obj, attr, params[key])
+            value = params[key]
+            if key.endswith("_topic") and not value.startswith("/"):
+                value = "/" + value  # a node's relative topic, in the bag's (root) namespace
+            setattr(obj, attr, value)
     if "odom_frame" in params and not params["odom_frame"]:
         cfg.bag.use_odometry = False
     from .map_bundle import read_manifest

@@ -430,7 +430,7 @@ def test_node_parameter_file_gives_the_evaluation_the_nodes_settings(tmp_path):
     params = {
         "relocalization_node": {
             "ros__parameters": {
-                "image_topic": "/front/image",
+                "image_topic": "front/image",  # a node's relative name: the bag's /front/image
                 "odom_frame": "",
                 "tracking": {"lost_after_failures": 7, "accept_min_inliers": 50},
                 "method": "crossfire",

@@ -52,11 +52,11 @@ class NerfMatchTrainConfig:
     # Long side (pixels) of the images the encoder sees, in training and localization
     # (rounded to a multiple of features.patch).
     image_long_side: int = 320
-    steps: int = 1500
+    steps: int = 5000
     lr: float = 1e-3
     # The learning rate is multiplied by lr_decay after decay_at_fraction of the steps.
     lr_decay: float = 0.1
-    decay_at_fraction: float = 0.6
+    decay_at_fraction: float = 0.8
     # A query image's reference render is one of its this many nearest training views
     # (itself included), at the view's pose or a jittered one: the gap between a
     # retrieved reference and the query that the matcher meets at run time.
@@ -84,7 +84,7 @@ class LocalizationConfig(RenderingLocalizationConfig):
     """NeRFMatch-Mini's localization settings."""
 
     min_score: float = setting(
-        0.05, "A mutual dual-softmax match needs at least this score.", range=(0.0, 1.0)
+        0.0, "A mutual dual-softmax match needs at least this score (0: every mutual match).", range=(0.0, 1.0)
     )
     pnp: PnPConfig = setting(
         _PNP_COARSE, "PnP + RANSAC of the matching rounds, in the encoder camera (image_long_side pixels "
