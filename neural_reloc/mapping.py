@@ -221,8 +221,11 @@ def add_method(
     bundle = read_map(map_dir)
     man = bundle.manifest
     cfg = config if config is not None else spec.config_factory()
+    stored = to_dict(cfg)
+    if bundle.has_field and "map" in stored:  # the field it is trained on, not a default one
+        stored["map"] = man["field"]["config"]
     existing = man["components"].get(method)
-    if existing is not None and build_config_key(existing["config"]) == build_config_key(to_dict(cfg)):
+    if existing is not None and build_config_key(existing["config"]) == build_config_key(stored):
         log(f"map {map_dir} already has a {method} component with these build settings: nothing to do")
         if out_dir != map_dir:
             write_bundle(out_dir, {k: v for k, v in man.items() if k not in ("files", "format_version")},
@@ -250,9 +253,6 @@ def add_method(
         manifest["field"] = {**man["field"], "file": FIELD_FILE}
         assert FIELD_FILE in files and files[FIELD_FILE].keys() == field_tensors(bundle).keys()
     manifest["components"] = {n: {**c, "file": component_file(n)} for n, c in man["components"].items() if n != method}
-    stored = to_dict(cfg)
-    if bundle.has_field and "map" in stored:  # the field it was trained on, not a default one
-        stored["map"] = man["field"]["config"]
     manifest["components"][method] = {
         "method": method, "version": spec.version, "config": stored, "file": component_file(method),
         "created_unix": time.time(),

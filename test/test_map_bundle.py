@@ -320,3 +320,45 @@ def test_crossfire_descriptor_stages_stop_at_their_time_budgets(tmp_path):
     assert any(m.startswith("CNN on correspondences: time budget 0s reached at step 0") for m in logs), logs
     assert any(m.startswith("descriptor field: time budget 0s reached at step 0") for m in logs), logs
     assert any(m.startswith("descriptor field: 0 steps") for m in logs), logs
+
+
+def test_add_method_trains_components_on_the_frozen_field(tmp_path):
+    """One map, many methods: add-method puts CROSSFIRE and NeRFMatch on a map built with
+    --method nerf; the field's file stays byte for byte, every component loads, and a
+    rerun with the same settings does nothing."""
+    from neural_reloc.config_io import load_method_config, merge, parse_dotted
+    from neural_reloc.data import load_dataset
+    from neural_reloc.map_bundle import FIELD_FILE, sha256_file
+    from neural_reloc.map_loading import describe_map, load_relocalizer
+    from neural_reloc.mapping import add_method, build_map
+    from neural_reloc.nerf.config import NeuralMapConfig
+
+    data = load_dataset(_tiny_dataset(tmp_path))
+    m = build_map(data, tmp_path / "map", method="nerf", config=merge(NeuralMapConfig(), parse_dotted(TINY)),
+                  log=lambda s: None, evaluate=False)
+    field_sha = sha256_file(m / FIELD_FILE)
+    assert describe_map(m)["components"] == {}
+    with pytest.raises(ValueError, match="no relocalization method"):
+        load_relocalizer(m)
+    crossfire = load_method_config("crossfire", None, [
+        "train.cnn_steps=2", "train.field_steps=2", "train.max_cached_views=3", "train.surface_samples=2",
+        "localization.retrieval_extra_yaw_deg=[]"])
+    add_method(m, "crossfire", data, crossfire, log=lambda s: None)
+    nerfmatch = load_method_config("nerfmatch", None, [
+        "train.steps=2", "train.jitter_renders=0", "train.image_long_side=64", "encoder.channels=[8,8,8]",
+        "encoder.dim=8", "encoder.nerf_hidden=8", "localization.retrieval_extra_yaw_deg=[]"])
+    add_method(m, "nerfmatch", data, nerfmatch, log=lambda s: None)
+    info = describe_map(m)
+    assert list(info["components"]) == ["crossfire", "nerfmatch"] and info["default_method"] == "crossfire"
+    assert sha256_file(m / FIELD_FILE) == field_sha  # the field is used as it is
+    assert sorted(p.name for p in m.iterdir()) == ["crossfire.safetensors", FIELD_FILE, "manifest.json",
+                                                   "nerfmatch.safetensors"]
+    for method in ("crossfire", "nerfmatch"):
+        reloc = load_relocalizer(m, "cpu", method=method)
+        assert reloc.method == method
+        i = data.indices("test")[0]
+        res = reloc.localize(data.image(i), data.camera(i), None)  # runs; a 2-step model need not localize
+        assert res.method == method and (res.success or res.reason)
+    logs: list[str] = []
+    add_method(m, "nerfmatch", data, nerfmatch, log=logs.append)
+    assert any("nothing to do" in s for s in logs)
