@@ -60,8 +60,9 @@ _PNP_1PX = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
 
 @dataclass
 class RenderingLocalizationConfig(IterativeLocalizationConfig):
-    """A method that renders the neural map at its estimates: render budgets and the
-    flow refinement by the map's colours (:mod:`.refinement`) that follows its rounds."""
+    """A method that renders the neural map at its estimates: render budgets, the flow
+    refinement by the map's colours (:mod:`.refinement`) that follows its rounds, and
+    retrieval over views rendered from the map (:mod:`.retrieval`)."""
 
     render_samples: int = setting(12, "Fine samples per ray when rendering for localization.", range=(1, 1024))
     render_coarse_samples: int = setting(
@@ -97,6 +98,21 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         0.3, "A refinement round is kept only with at least min_inliers and this inlier ratio.", range=(0.0, 1.0)
     )
     flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
+    retrieval_top_k: int = setting(
+        3, "Without a prior, the best this many retrieved reference views are hypotheses: each gets a first "
+        "round and the one with the most inliers goes on (hloc's top-k; 1: a top-1 retrieval prior).",
+        range=(1, 1000),
+    )
+    retrieval_distinct_rel: float = setting(
+        0.05, "A retrieved view closer than both this (fraction of the scene extent) and retrieval_distinct_deg "
+        "to a better-ranked hypothesis is skipped (it would give the same first round).", range=(0.0, 1e9),
+    )
+    retrieval_distinct_deg: float = setting(20.0, "The rotation half of that test (degrees).", range=(0.0, 180.0))
+    retrieval_extra_yaw_deg: tuple[float, ...] = setting(
+        (-35.0, 35.0), "Besides the mapping poses, the retrieval index holds each mapping pose panned by these "
+        "angles (degrees, about the camera's vertical axis), rendered when the method is trained: views where "
+        "the mapping walk did not look.", range=(-180.0, 180.0),
+    )
 
 
 __all__ = ["IterativeLocalizationConfig", "LocalizationConfigBase", "RenderingLocalizationConfig"]

@@ -155,18 +155,6 @@ class LocalizationConfig(RenderingLocalizationConfig):
         40, "Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees 4x this), of "
         "rendered reference views (at build time) and of the query.", range=(8, 4096),
     )
-    retrieval_top_k: int = setting(
-        3, "Without a prior, the best this many retrieved reference views are hypotheses: each gets a first "
-        "round and the one with the most inliers goes on (hloc's top-k; 1: the paper's top-1 prior).",
-        range=(1, 1000),
-    )
-    retrieval_distinct_rel: float = setting(
-        0.05, "A retrieved view closer than both this (fraction of the scene extent) and retrieval_distinct_deg "
-        "to a better-ranked hypothesis is skipped (it would give the same first round).", range=(0.0, 1e9),
-    )
-    retrieval_distinct_deg: float = setting(
-        20.0, "The rotation half of that test (degrees).", range=(0.0, 180.0)
-    )
     retrieval_shortlist: int = setting(
         20, "Retrieved views are verified before they become hypotheses: the best this many by global "
         "descriptor are matched to the query by their keyframes (descriptors and 3D points rendered at build "
@@ -180,11 +168,6 @@ class LocalizationConfig(RenderingLocalizationConfig):
     keyframe_pnp: PnPConfig = setting(
         PnPConfig(reprojection_threshold_px=4.0),
         "PnP of the keyframe verification: threshold in matching-grid cells (half a block).",
-    )
-    retrieval_extra_yaw_deg: tuple[float, ...] = setting(
-        (-35.0, 35.0), "Besides the mapping poses, the retrieval index holds each mapping pose panned by these "
-        "angles (degrees, about the camera's vertical axis), rendered when the map is built: views where the "
-        "mapping walk did not look.", range=(-180.0, 180.0),
     )
     cnn_precision: str = setting(
         "auto", "Precision of the query CNN's 3x3 convolutions (its 1x1 head and the normalization stay "

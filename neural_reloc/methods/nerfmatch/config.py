@@ -94,19 +94,6 @@ class LocalizationConfig(RenderingLocalizationConfig):
         80, "Retrieval prior: global descriptors from encoder maps of images this long (long side), of "
         "rendered reference views (when the component is trained) and of the query.", range=(16, 4096),
     )
-    retrieval_top_k: int = setting(
-        3, "Without a prior, the best this many retrieved reference views are hypotheses: each gets a first "
-        "round and the one with the most inliers goes on.", range=(1, 1000),
-    )
-    retrieval_distinct_rel: float = setting(
-        0.05, "A retrieved view closer than both this (fraction of the scene extent) and retrieval_distinct_deg "
-        "to a better-ranked hypothesis is skipped.", range=(0.0, 1e9),
-    )
-    retrieval_distinct_deg: float = setting(20.0, "The rotation half of that test (degrees).", range=(0.0, 180.0))
-    retrieval_extra_yaw_deg: tuple[float, ...] = setting(
-        (-35.0, 35.0), "Besides the mapping poses, the retrieval index holds each mapping pose panned by these "
-        "angles (degrees), rendered when the component is trained.", range=(-180.0, 180.0),
-    )
 
 
 @dataclass
