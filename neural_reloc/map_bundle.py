@@ -161,10 +161,11 @@ def split_field(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
     return field, {k: v for k, v in tensors.items() if k not in field}
 
 
-def write_bundle(out_dir: str | Path, manifest: dict, files: dict[str, dict[str, torch.Tensor]]) -> Path:
-    """Write a map atomically: each ``files`` entry (file name -> tensors) as
-    safetensors (large float tensors as float16), then ``manifest`` with the size and
-    sha256 of every file, into a hidden sibling directory renamed into place last."""
+def write_bundle(out_dir: str | Path, manifest: dict, files: dict[str, dict[str, torch.Tensor] | Path]) -> Path:
+    """Write a map atomically: each ``files`` entry (file name -> tensors, or the path
+    of an existing file to copy unchanged) as safetensors (large float tensors as
+    float16), then ``manifest`` with the size and sha256 of every file, into a hidden
+    sibling directory renamed into place last."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -175,6 +176,13 @@ def write_bundle(out_dir: str | Path, manifest: dict, files: dict[str, dict[str,
         listed = {}
         for name, tensors in files.items():
             _check_file_name(name, tmp)
+            if isinstance(tensors, (str, Path)):  # an existing file, kept byte for byte
+                shutil.copyfile(tensors, tmp / name)
+                os.chmod(tmp / name, _file_mode())
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
+                listed[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+                continue
             out = {}
             for k, t in tensors.items():
                 t = t.detach().cpu().contiguous()

@@ -205,7 +205,6 @@ def add_method(
         FIELD_FILE,
         component_file,
         component_tensors,
-        field_tensors,
         flatten_modules,
         read_map,
         split_field,
@@ -251,7 +250,6 @@ def add_method(
     manifest = {k: v for k, v in man.items() if k not in ("files", "format_version", "upgraded_from_format_version")}
     if bundle.has_field:
         manifest["field"] = {**man["field"], "file": FIELD_FILE}
-        assert FIELD_FILE in files and files[FIELD_FILE].keys() == field_tensors(bundle).keys()
     manifest["components"] = {n: {**c, "file": component_file(n)} for n, c in man["components"].items() if n != method}
     manifest["components"][method] = {
         "method": method, "version": spec.version, "config": stored, "file": component_file(method),
@@ -269,7 +267,12 @@ def _current_files(bundle) -> dict:
     """A bundle's tensors as version 2 files: the field, then each component."""
     from .map_bundle import FIELD_FILE, component_file, component_tensors, field_tensors
 
-    files = {FIELD_FILE: field_tensors(bundle)} if bundle.has_field else {}
-    for name in bundle.components:
-        files[component_file(name)] = component_tensors(bundle, name)
+    man = bundle.manifest
+    files: dict = {}
+    if bundle.has_field:  # a format-2 field file is copied byte for byte; format 1 is split
+        own = man["field"]["file"] == FIELD_FILE
+        files[FIELD_FILE] = bundle.path / FIELD_FILE if own else field_tensors(bundle)
+    for name, entry in bundle.components.items():
+        own = entry["file"] == component_file(name)
+        files[component_file(name)] = bundle.path / entry["file"] if own else component_tensors(bundle, name)
     return files
