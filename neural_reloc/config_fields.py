@@ -43,10 +43,6 @@ def with_default(cls: type, name: str, default: Any) -> Any:
     return setting(default, meta.pop("description", ""), **{k: v for k, v in meta.items()})
 
 
-def describe(field: dataclasses.Field) -> str:
-    return field.metadata.get("description", "")
-
-
 def setting_problems(cfg: Any, prefix: str = "") -> list[str]:
     """Every field of ``cfg`` (nested dataclasses included) whose value is outside its
     declared range or choices, as ``"path=value must be ..."`` lines."""
@@ -81,4 +77,4 @@ def check_settings(cfg: Any, what: str = "config") -> Any:
     return cfg
 
 
-__all__ = ["check_settings", "describe", "setting", "setting_problems", "with_default"]
+__all__ = ["check_settings", "setting", "setting_problems", "with_default"]

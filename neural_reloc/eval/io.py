@@ -53,12 +53,7 @@ def check_output_file(path: str | Path, option: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name (e.g. {path / 'results.json'})")
-    parent = path.parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
-    if existing is not None and not os.access(existing, os.W_OK):
-        raise ValueError(f"{option} {path}: {existing} is not writable")
+    _check_folder(path.parent, path, option)
     return path
 
 
@@ -67,9 +62,14 @@ def check_output_dir(path: str | Path, option: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path}: is a file; give a folder (it is created if missing)")
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    _check_folder(path, path, option)
+    return path
+
+
+def _check_folder(folder: Path, path: Path, option: str) -> None:
+    """The nearest existing of ``folder`` and its parents must be a writable folder."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
     if existing is not None and not os.access(existing, os.W_OK):
         raise ValueError(f"{option} {path}: {existing} is not writable")
-    return path

@@ -144,3 +144,15 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
             break
     return best
+
+
+class FlowRefinement:
+    """The ``refine`` hook of an :class:`~.iterative.IterativeRelocalizer` that renders a
+    map (``self.model``, ``self.loc`` a :class:`~.config.RenderingLocalizationConfig`,
+    ``self.extent``): :func:`refine_by_flow`, timed as the "refine" stage."""
+
+    def refine(self, image_rgb, camera, query, best, result, clock):
+        if self.loc.flow_refinement_iterations <= 0:
+            return best
+        with clock.stage("refine"):
+            return refine_by_flow(self.model, image_rgb, camera, best, result, self.loc, self.extent)

@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from ...device import inference_dtype
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w, opengl_c2w_from_opencv_w2c
-from ...geometry.pnp import PnPResult
 from ...map_bundle import MapBundle, MapError
-from ..base import LocalizationResult, PosePrior
+from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.matching import match_coarse_to_fine, subpixel_offsets
-from ..common.refinement import refine_by_flow
+from ..common.refinement import FlowRefinement
 from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, verify_by_keyframe
 from ...map_loading import map_method_config
 from .config import CrossfireConfig
@@ -51,7 +50,7 @@ class Query:
     cam_desc: Camera
 
 
-class CrossfireRelocalizer(IterativeRelocalizer):
+class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
     method = "crossfire"
     STAGES = STAGES
 
@@ -221,15 +220,6 @@ class CrossfireRelocalizer(IterativeRelocalizer):
             pts = points_r[ir].double().cpu().numpy()
             uv = uv_desc.double().cpu().numpy()
         return Correspondences(uv, pts, query.cam_desc)
-
-    def refine(self, image_rgb: np.ndarray, camera: Camera, query: Query, best: tuple[PnPResult, int],
-               result: LocalizationResult, clock: StageClock) -> tuple[PnPResult, int]:
-        """Flow refinement by the map's colours (:mod:`~neural_reloc.methods.common.refinement`)."""
-        lc = self.cfg.localization
-        if lc.flow_refinement_iterations <= 0:
-            return best
-        with clock.stage("refine"):
-            return refine_by_flow(self.model, image_rgb, camera, best, result, lc, self.extent)
 
 
 def make_relocalizer(bundle: MapBundle, device, overrides: dict | None = None, method: str = "crossfire") -> CrossfireRelocalizer:

@@ -15,12 +15,11 @@ import torch
 
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
-from ...geometry.pnp import PnPResult
 from ...map_bundle import MapBundle, MapError
 from ...map_loading import load_neural_map, map_method_config
-from ..base import LocalizationResult, PosePrior
+from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
-from ..common.refinement import refine_by_flow
+from ..common.refinement import FlowRefinement
 from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, global_descriptor
 from .config import NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
@@ -37,10 +36,9 @@ RETRIEVAL_CANDIDATES_PER_HYPOTHESIS = 4
 class Query:
     features: torch.Tensor  # (N_m, D) unit, row-major over the (H/8, W/8) grid
     camera: Camera  # the encoder camera
-    image_rgb: np.ndarray
 
 
-class NerfMatchRelocalizer(IterativeRelocalizer):
+class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
     method = "nerfmatch"
     STAGES = STAGES
 
@@ -87,7 +85,7 @@ class NerfMatchRelocalizer(IterativeRelocalizer):
             img = cv2.resize(image_rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
             x = torch.from_numpy(img).to(self.device).permute(2, 0, 1)[None].float() / 255.0
             fmap = self.encoder(x)[0]
-        return Query(fmap.flatten(1).T.contiguous(), cam, image_rgb)
+        return Query(fmap.flatten(1).T.contiguous(), cam)
 
     @torch.no_grad()
     def retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query) -> list[PosePrior]:
@@ -120,13 +118,6 @@ class NerfMatchRelocalizer(IterativeRelocalizer):
             uv = centers[cells.cpu().numpy()]
             points = rp.points[opaque][pts.cpu()].double().numpy()
         return Correspondences(uv, points, query.camera)
-
-    def refine(self, image_rgb: np.ndarray, camera: Camera, query: Query, best: tuple[PnPResult, int],
-               result: LocalizationResult, clock: StageClock) -> tuple[PnPResult, int]:
-        if self.loc.flow_refinement_iterations <= 0:
-            return best
-        with clock.stage("refine"):
-            return refine_by_flow(self.model, image_rgb, camera, best, result, self.loc, self.extent)
 
 
 def make_relocalizer(bundle: MapBundle, device, overrides: dict | None = None, method: str = "nerfmatch"):
