@@ -78,8 +78,9 @@ def cmd_add_method(args) -> int:
 
     cfg = load_method_config(args.method, args.config, args.set or [])
     data = load_dataset(args.data) if args.data else None
+    extra = {"unlabeled": args.unlabeled} if args.unlabeled else {}
     out = add_method(args.map, args.method, data, config=cfg, device=resolve_device(args.device),
-                     progress=progress_bar(), out_dir=args.out)
+                     progress=progress_bar(), out_dir=args.out, **extra)
     info = describe_map(out)
     print(json.dumps({"map": str(out), "size_mb": info["size_mb"], "components": info["components"]}, indent=1))
     return 0
@@ -89,6 +90,54 @@ def cmd_info(args) -> int:
     from .map_loading import describe_map
 
     print(json.dumps(describe_map(args.map), indent=1, default=str))
+    return 0
+
+
+def cmd_align(args) -> int:
+    """Set a map's ``map_from_world`` (the similarity to a robot's metric, z-up map)."""
+    import numpy as np
+
+    from .geometry import alignment as al
+    from .geometry.frames import opencv_c2w_from_opengl_c2w
+    from .map_bundle import read_manifest, write_alignment
+    from .map_loading import describe_map
+
+    man = read_manifest(args.map)
+    if args.points and (args.scale is not None or args.distance is not None):
+        raise ValueError("--scale and --distance go with --gravity: point pairs give their own scale")
+    if args.points:
+        world, map_ = al.read_point_pairs(args.points)
+        try:
+            fit = al.similarity_from_point_pairs(world, map_)
+        except ValueError as e:
+            raise ValueError(f"{args.points}: {e}") from None
+        sim = fit.similarity
+        how = {"estimated_from": "points", "points_file": str(Path(args.points).resolve()), "num_points": len(world),
+               "rms_residual": round(fit.rms_residual, 6), "max_residual": round(float(fit.residuals.max()), 6)}
+        print(f"{len(world)} point pairs: scale {sim.scale:.6g}, RMS residual {fit.rms_residual:.4g} "
+              f"(max {fit.residuals.max():.4g}) map units", file=sys.stderr)
+    else:
+        if args.scale is not None and args.distance is not None:
+            raise ValueError("give --scale or --distance, not both")
+        scale, scale_from = 1.0, "none given: 1 map unit per world unit"
+        if args.scale is not None:
+            scale, scale_from = args.scale, "--scale"
+        elif args.distance is not None:
+            v = args.distance
+            scale = al.scale_from_distance(v[0:3], v[3:6], v[6])
+            scale_from = f"--distance: world points {v[0:3]} and {v[3:6]} are {v[6]} map units apart"
+        c2w = np.array([opencv_c2w_from_opengl_c2w(T) for T in man["reference_views"]["c2w_opengl"]])
+        try:
+            sim, est = al.gravity_alignment(c2w, scale)
+        except ValueError as e:
+            raise ValueError(f"{args.map}: {e}") from None
+        how = {"estimated_from": "gravity", "up_world": est.up_world.round(6).tolist(), "up_from": est.how,
+               "rms_roll_deg": round(est.rms_roll_deg, 3), "num_cameras": est.num_cameras, "scale_from": scale_from}
+        print(f"up in world {est.up_world.round(4).tolist()} from {est.num_cameras} cameras ({est.how}; their roll "
+              f"spread {est.rms_roll_deg:.2f} deg RMS), scale {scale:.6g} ({scale_from})", file=sys.stderr)
+    entry = {"map_from_world": sim.to_dict(), **how, "created_unix": time.time()}
+    out = write_alignment(args.map, entry, args.out)
+    print(json.dumps({"map": str(out), "alignment": describe_map(out)["alignment"]}, indent=1))
     return 0
 
 
@@ -424,8 +473,27 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--out", help="write the map with the new component here (default: replace --map, atomically)")
     am.add_argument("--config", help="YAML config of the method")
     am.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.cnn_steps=300")
+    am.add_argument("--unlabeled", metavar="DIR_OR_BAG",
+                    help="images without poses (a folder, a dataset, a rosbag2 bag) to refine the component on, "
+                         "for methods that take them (posemap: self-supervised alignment)")
     add_device(am)
     am.set_defaults(func=cmd_add_method)
+
+    al = sub.add_parser("align", help="set the similarity map_from_world to a robot's metric, z-up map frame "
+                        "(applied to every pose and TF the node publishes)")
+    al.add_argument("--map", required=True, help="map directory (build-map)")
+    how = al.add_mutually_exclusive_group(required=True)
+    how.add_argument("--points", metavar="PAIRS.csv",
+                     help="3 or more point pairs, rows world_x,world_y,world_z,map_x,map_y,map_z: scale, rotation "
+                     "and translation by least squares (Umeyama)")
+    how.add_argument("--gravity", action="store_true",
+                     help="rotate the mapping cameras' up onto +z (no translation, yaw unchanged), scaled by "
+                     "--scale or --distance")
+    al.add_argument("--scale", type=float, help="with --gravity: map units (metres) per world unit")
+    al.add_argument("--distance", type=float, nargs=7, metavar=("X1", "Y1", "Z1", "X2", "Y2", "Z2", "D"),
+                    help="with --gravity: two world points D map units (metres) apart give the scale")
+    al.add_argument("--out", help="write the aligned map here (default: --map, in place, atomically)")
+    al.set_defaults(func=cmd_align)
 
     r = sub.add_parser("render", help="render a map at reference views or a dataset's views")
     r.add_argument("--map", required=True)

@@ -8,7 +8,9 @@ methods"). Layout (format version 2)::
                              reference views (intrinsics + OpenGL c2w), training-data
                              fingerprint, ``field`` (its config, file, training, metrics),
                              ``components`` (per method: its config, version, file,
-                             training), and the size + sha256 of every file
+                             training), and the size + sha256 of every file;
+                             optionally ``alignment`` (``map_from_world``, the
+                             similarity to a robot's metric map; absent: identity)
       field.safetensors      the neural field's tensors (``map.*``; none for a map
                              without a field, e.g. the classical baseline's)
       <method>.safetensors   each component's tensors (its CNN, heads of the field
@@ -99,6 +101,12 @@ class MapBundle:
     @property
     def references(self) -> ReferenceViews:
         return ReferenceViews.from_dict(self.manifest["reference_views"])
+
+    @property
+    def map_from_world(self):
+        """The map's :class:`~neural_reloc.geometry.alignment.Similarity` (identity when
+        the manifest has no ``alignment``)."""
+        return manifest_alignment(self.manifest)
 
     def module_state(self, prefix: str) -> dict[str, torch.Tensor]:
         p = prefix + "."
@@ -325,6 +333,62 @@ def _check_manifest_structure(m: dict, man: Path) -> None:
     if m.get("field") is not None and not (isinstance(m["field"].get("file"), str)
                                            and isinstance(m["field"].get("config"), dict)):
         raise bad("'field' must have 'file' and 'config'")
+    if m.get("alignment") is not None:
+        try:
+            manifest_alignment(m)
+        except ValueError as e:
+            raise bad(f"'alignment': {e}") from None
+
+
+def manifest_alignment(manifest: dict):
+    """``map_from_world`` of a manifest's ``alignment`` entry (``{"map_from_world":
+    {scale, rotation, translation}, ...}``; absent or null: identity). ValueError
+    naming the field when it is malformed."""
+    from .geometry.alignment import IDENTITY, Similarity
+
+    entry = manifest.get("alignment")
+    if entry is None:
+        return IDENTITY
+    if not isinstance(entry, dict) or "map_from_world" not in entry:
+        raise ValueError("must be a mapping with 'map_from_world' ({scale, rotation, translation})")
+    return Similarity.from_dict(entry["map_from_world"], "map_from_world")
+
+
+def write_alignment(map_dir: str | Path, alignment: dict | None, out_dir: str | Path | None = None) -> Path:
+    """Set (None: remove) a map's ``alignment`` manifest entry, atomically; to
+    ``out_dir`` (default: in place). The map is verified first. Its files are not
+    touched (their sizes and checksums stay valid): a format 2 map in place gets a new
+    manifest (written beside it, renamed over it); a copy, or a format 1 map (rewritten
+    as format 2), is written as a whole new bundle with its files copied byte for byte."""
+    map_dir = Path(map_dir)
+    out_dir = Path(out_dir) if out_dir is not None else map_dir
+    bundle = read_map(map_dir)
+    man = {k: v for k, v in bundle.manifest.items() if k != "alignment"}
+    if alignment is not None:
+        man["alignment"] = alignment
+        _check_manifest_structure(man, map_dir / MANIFEST_NAME)
+    stored_version = json.loads((map_dir / MANIFEST_NAME).read_text())["format_version"]
+    if out_dir.resolve() == map_dir.resolve() and stored_version == MAP_FORMAT_VERSION:
+        tmp = map_dir / f".{MANIFEST_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(man, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _file_mode())
+            os.replace(tmp, map_dir / MANIFEST_NAME)
+            _fsync_dir(map_dir)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return out_dir
+    from .mapping import _current_files  # the field and each component, as format 2 files
+
+    man = {k: v for k, v in man.items() if k not in ("files", "format_version", "upgraded_from_format_version")}
+    if bundle.has_field:
+        man["field"] = {**man["field"], "file": FIELD_FILE}
+    man["components"] = {n: {**c, "file": component_file(n)} for n, c in man["components"].items()}
+    return write_bundle(out_dir, man, _current_files(bundle))
 
 
 def upgrade_manifest_v1(manifest: dict) -> dict:

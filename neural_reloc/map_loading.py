@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .map_bundle import MapBundle, MapError, map_size_bytes, read_manifest, read_map
+from .map_bundle import MapBundle, MapError, manifest_alignment, map_size_bytes, read_manifest, read_map
 from .methods.registry import available_methods, get_method
 
 
@@ -85,12 +85,16 @@ def load_neural_map(bundle: MapBundle | str | Path, device: torch.device | str =
     return model.to(device).eval()
 
 
-def load_relocalizer(map_path, device=None, overrides: dict | list[str] | None = None, method: str | None = None):
+def load_relocalizer(map_path, device=None, overrides: dict | list[str] | None = None, method: str | None = None,
+                     global_prior: str = ""):
     """The :class:`~neural_reloc.methods.base.Relocalizer` of a map's ``method``
     component (default: the map's default method).
 
     ``overrides``: localization settings as a nested dict or ``key=value`` strings
     relative to the method config (e.g. ``["localization.max_iterations=2"]``).
+    ``global_prior``: another component of the map that needs no prior (e.g. ``kscr``)
+    gives the frames without a prior their first pose, instead of the method's own
+    retrieval (:class:`~neural_reloc.methods.common.global_prior.GlobalPriorRelocalizer`).
     Raises :class:`~neural_reloc.map_bundle.MapError` for unreadable maps or a missing
     component and ``ValueError`` for maps that cannot relocalize.
     """
@@ -111,7 +115,20 @@ def load_relocalizer(map_path, device=None, overrides: dict | list[str] | None =
         raise ValueError(f"{map_path}: method {spec.name!r} has no relocalizer")
     if isinstance(overrides, list):
         overrides = parse_dotted(overrides)
-    return spec.relocalizer_factory(bundle, resolve_device(device), overrides or {}, method=entry["method"])
+    reloc = spec.relocalizer_factory(bundle, resolve_device(device), overrides or {}, method=entry["method"])
+    if not global_prior:
+        return reloc
+    from .methods.common.global_prior import GlobalPriorRelocalizer
+
+    prior_entry = component_entry(man, global_prior)
+    if prior_entry["method"] == entry["method"]:
+        raise ValueError(f"global prior {global_prior!r} is the method itself; pick another component of {map_path} "
+                         f"(it has {', '.join(sorted(man['components']))})")
+    prior_spec = get_method(prior_entry["method"])
+    if prior_spec.relocalizer_factory is None:
+        raise ValueError(f"{map_path}: global prior method {global_prior!r} has no relocalizer")
+    prior_reloc = prior_spec.relocalizer_factory(bundle, resolve_device(device), {}, method=prior_entry["method"])
+    return GlobalPriorRelocalizer(reloc, prior_reloc)
 
 
 def describe_map(path: str | Path) -> dict:
@@ -142,6 +159,10 @@ def describe_map(path: str | Path) -> dict:
         "training": {k: v for k, v in tr.items() if k != "history"},
         "metrics": {k: v for k, v in man.get("metrics", {}).items() if k != "per_view"},
         "training_data_fingerprint": man.get("training_data_fingerprint"),
+        "alignment": None if man.get("alignment") is None else {
+            "map_from_world": manifest_alignment(man).to_dict(),
+            **{k: v for k, v in man["alignment"].items() if k != "map_from_world"},
+        },
     }
 
 
