@@ -13,7 +13,7 @@ import torch
 
 from neural_reloc.geometry import alignment as al
 from neural_reloc.geometry.frames import camera_center_from_opencv_w2c, opengl_c2w_from_opencv_c2w
-from neural_reloc.geometry.se3 import invert_pose, make_pose, pose_error, rotation_from_rotvec
+from neural_reloc.geometry.se3 import invert_pose, make_pose, rotation_from_rotvec
 from neural_reloc.map_bundle import (
     MANIFEST_NAME,
     MapError,
@@ -240,3 +240,34 @@ def test_bundle_roundtrip_align_info_checksums(tmp_path):
     assert (m / MANIFEST_NAME).read_text() == manifest_before
     write_alignment(m, None)  # removed: identity again, files untouched
     assert read_map(m).map_from_world.is_identity
+
+
+def test_map_frame_relocalizer_converts_priors_in_and_results_out():
+    """The node's one crossing (ros/map_frame.py, no rclpy): priors in map reach the
+    relocalizer in world; its world results come back in map."""
+    from neural_reloc.methods.base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
+    from neural_reloc.ros.map_frame import MapFrameRelocalizer, in_map_frame
+
+    rng = np.random.default_rng(6)
+    sim = random_similarity(rng)
+    w2c_world = invert_pose(make_pose(rotation_from_rotvec(rng.normal(size=3)), rng.normal(size=3)))
+    cov = np.diag([1e-4] * 3 + [1e-6] * 3)
+    seen = []
+
+    class World(Relocalizer):
+        method = "world"
+
+        def localize(self, image_rgb, camera, prior):
+            seen.append(prior)
+            return LocalizationResult(True, self.method, prior, w2c_world, cov, 10, 9, 1,
+                                      history=[IterationRecord(w2c_world, 10, 9, 0.5, 1.0)])
+
+    reloc = in_map_frame(World(), sim)
+    assert isinstance(reloc, MapFrameRelocalizer) and reloc.method == "world"
+    prior_map = sim.apply_w2c_opencv(w2c_world)
+    out = reloc.localize(None, None, PosePrior(prior_map, "initialpose", covariance=sim.apply_covariance(cov)))
+    assert np.allclose(seen[-1].w2c_opencv, w2c_world) and np.allclose(seen[-1].covariance, cov)
+    assert np.allclose(out.w2c_opencv, prior_map) and np.allclose(out.covariance, sim.apply_covariance(cov))
+    assert np.allclose(out.prior.w2c_opencv, prior_map) and out.prior.source == "initialpose"
+    assert np.allclose(out.history[0].w2c_opencv, prior_map) and math.isclose(out.history[0].pose_update_m, 0.5 * sim.scale)
+    assert in_map_frame(World(), al.IDENTITY).__class__ is World

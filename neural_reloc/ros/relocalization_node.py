@@ -6,6 +6,11 @@ starts listening to TF; *activate* subscribes to the image, CameraInfo and
 that. With ``autostart`` the node configures and activates itself (no lifecycle
 manager needed); if that fails on a bad map, setting ``map_path`` again retries.
 
+Frames: every pose the node publishes or receives is in ``map_frame``. A map whose
+bundle stores ``map_from_world`` (``neural-reloc align``) is wrapped once, at load
+(:mod:`.map_frame`): priors are carried to the map's world before the relocalizer sees
+them and results come back in ``map_frame``.
+
 Per frame the worker takes the **newest** image (older ones are dropped while it is busy:
 one slot, no queue), converts it (:mod:`.conversions`), looks up ``odom -> base_link`` at
 the image stamp and the ``base_link -> camera`` extrinsic, and hands a
@@ -66,6 +71,7 @@ from .logic import (
     looks_like_optical_frame,
     tf_output,
 )
+from .map_frame import in_map_frame
 from .nav2 import Nav2Link
 from .node_inputs import Job, NodeInputs, Request
 from .node_outputs import NodeOutputs
@@ -304,7 +310,7 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
         )
 
     def _load_session(self, cfg: NodeConfig) -> RelocalizationSession:
-        from ..map_bundle import read_manifest
+        from ..map_bundle import manifest_alignment, read_manifest
         from ..map_loading import load_relocalizer, map_default_method
 
         if not cfg.map_path:
@@ -317,12 +323,17 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
                 self.get_logger().warning(f"parameters under {other}. are ignored: the method is {method}")
         t0 = time.perf_counter()
         relocalizer = load_relocalizer(cfg.map_path, device=cfg.device, overrides=overrides, method=method)
+        map_from_world = manifest_alignment(read_manifest(cfg.map_path))
         self.get_logger().info(
             f"loaded map {cfg.map_path} (method {method}"
             + (f", settings set here: {overrides['localization']}" if overrides else "")
-            + f") in {time.perf_counter() - t0:.1f} s"
+            + f") in {time.perf_counter() - t0:.1f} s; "
+            + ("its world is the map frame (no alignment)" if map_from_world.is_identity else
+               f"{cfg.map_frame}_from_world: scale {map_from_world.scale:.6g}, translation "
+               f"{np.round(map_from_world.translation, 4).tolist()}")
         )
-        return RelocalizationSession(relocalizer, cfg.tracking)
+        # The session (fix, map -> odom, metre thresholds) and every output are in map_frame.
+        return RelocalizationSession(in_map_frame(relocalizer, map_from_world), cfg.tracking)
 
     # ================================================================== parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
