@@ -24,7 +24,7 @@ from ..geometry.frames import camera_center_from_opencv_w2c, opengl_c2w_from_ope
 from ..geometry.se3 import check_pose
 
 #: Prior sources, as reported in results and in the ROS status message.
-PRIOR_SOURCES = ("given", "initialpose", "odometry", "retrieval", "constant")
+PRIOR_SOURCES = ("given", "initialpose", "odometry", "retrieval", "constant", "regressor")
 
 
 @dataclass

@@ -137,5 +137,7 @@ def _load_builtin() -> None:
             raise
     from . import classical  # noqa: F401
     from . import nerfmatch  # noqa: F401
+    from . import kscr  # noqa: F401
+    from . import posemap  # noqa: F401
 
     _load_plugins()
