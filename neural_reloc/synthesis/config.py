@@ -6,8 +6,12 @@ The match threshold ``filter.min_matches`` (the paper's eta) is an absolute coun
 synthetic view's keypoints matched to its reference views. The paper's 500 is for
 SuperPoint + LightGlue with 2048 keypoints at 640x480 (about a quarter of the budget).
 Here the default is for ~1024 keypoints at 160-320 px wide with SIFT + mutual NN + ratio
-test, which matches a smaller share of its keypoints than LightGlue does; the scaling
-and the measured match counts are in NOTES.md. Rescale it with the keypoint budget.
+test. Scaling eta by the budget alone (500 * 1024 / 2048 = 250) is far too high for
+such images: plain indoor walls at 320x240 give SIFT a few hundred keypoints, and
+SIFT + ratio test matches a smaller share of them than LightGlue does; even a render
+at a real view's own pose matches only a few dozen of that view's keypoints on the
+test room (NOTES.md has the measured counts). Rescale it with keypoint count and
+resolution when changing either.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class RenderConfig:
 
     num_fine: int = setting(0, "Fine samples per ray (network evaluations); 0 = the map's own setting.",
                             range=_COUNT)
-    color_samples: int = setting(0, "Run the colour MLP at this many heaviest samples per ray only (faster on "
+    color_samples: int = setting(4, "Run the colour MLP at this many heaviest samples per ray only (faster on "
                                  "opaque scenes); 0 = at every sample with weight.", range=_COUNT)
     min_opacity: float = setting(0.9, "A keypoint's 3D point comes from the map's depth along its ray; rays whose "
                                  "accumulated opacity is below this have no reliable surface and are dropped.",
@@ -54,7 +58,7 @@ class FeatureSettings:
     ratio_threshold: float = setting(0.85, "Lowe's ratio test of the sift matcher: a mutual nearest neighbour is "
                                      "kept when its distance is at most this fraction of the second nearest's.",
                                      range=(0.01, 1.0))
-    sift_contrast_threshold: float = setting(0.02, "OpenCV SIFT's contrast threshold (lower finds more keypoints "
+    sift_contrast_threshold: float = setting(0.01, "OpenCV SIFT's contrast threshold (lower finds more keypoints "
                                              "in weakly textured or blurred renders; OpenCV's default 0.04).",
                                              range=(0.0, 1.0))
     weights_dir: str = setting("", "Folder holding superpoint_v1.pth and superpoint_lightglue.pth for "
@@ -66,7 +70,7 @@ class FeatureSettings:
 class FilterConfig:
     """Sec. III-D: keep a rendered view only if it matches its reference views well enough."""
 
-    min_matches: int = setting(150, "Keep a synthetic view when at least this many of its keypoints match a "
+    min_matches: int = setting(30, "Keep a synthetic view when at least this many of its keypoints match a "
                                "keypoint of one of its two reference views (the paper's eta = 500 at 2048 "
                                "SuperPoint keypoints, 640x480; see the module docstring for the scaling).",
                                range=_COUNT)

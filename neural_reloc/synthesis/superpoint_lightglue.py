@@ -65,6 +65,18 @@ def check_requirements(cfg: FeatureSettings, need: tuple[str, ...]) -> dict[str,
     return paths
 
 
+def load_weights(path: Path) -> dict:
+    """A checkpoint's state dict (tensors only); WeightsMissingError naming the file otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or not a torch file
+        raise WeightsMissingError(f"{path}: not a readable weights file ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict):
+        raise WeightsMissingError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
 class SuperPointNet(nn.Module):
     """Magic Leap's SuperPoint: a shared VGG-style encoder, a 65-way detector head per 8x8
     cell and a 256-d descriptor head (parameter names of ``superpoint_v1.pth``)."""
@@ -101,7 +113,7 @@ class SuperPointExtractor:
         paths = check_requirements(cfg, (SUPERPOINT_FILE,))
         self.cfg = cfg
         self.net = SuperPointNet().eval()
-        state = torch.load(paths[SUPERPOINT_FILE], map_location="cpu", weights_only=True)
+        state = load_weights(paths[SUPERPOINT_FILE])
         try:
             self.net.load_state_dict(state)
         except RuntimeError as e:
@@ -138,7 +150,7 @@ class LightGlueMatcher:
         # Pruning off, as in the paper (it trades matches for speed).
         self.net = LightGlue(None, input_dim=DESCRIPTOR_DIM, filter_threshold=float(cfg.lightglue_filter_threshold),
                              depth_confidence=-1, width_confidence=-1).eval()
-        state = torch.load(paths[LIGHTGLUE_FILE], map_location="cpu", weights_only=True)
+        state = load_weights(paths[LIGHTGLUE_FILE])
         for i in range(self.net.conf.n_layers):  # cvg's file names the attention layers the old way
             state = {k.replace(f"self_attn.{i}", f"transformers.{i}.self_attn")
                       .replace(f"cross_attn.{i}", f"transformers.{i}.cross_attn"): v for k, v in state.items()}
