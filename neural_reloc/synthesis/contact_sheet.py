@@ -1,5 +1,6 @@
 """``contact_sheet.png``: kept renders (top rows) and rejected ones (bottom rows), each
-labelled with its name and match counts with its two reference views (cv2 drawing)."""
+labelled with its name, its matched keypoints (the count compared with eta) and, in
+brackets, its matches with each of its two reference views (cv2 drawing)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import numpy as np
 COLUMNS = 4
 #: Height of the label band under each tile, pixels.
 LABEL_PX = 30
+#: Tiles are enlarged to at least this width so that their labels fit.
+MIN_TILE_WIDTH_PX = 150
 FONT_SCALE = 0.4
 KEPT_BGR = (60, 170, 60)
 REJECTED_BGR = (50, 50, 200)
@@ -30,7 +33,7 @@ def thumbnail(image_rgb: np.ndarray, long_side: int) -> np.ndarray:
 def _tile(image_rgb: np.ndarray, title: str, detail: str, kept: bool, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     tile = np.full((h + LABEL_PX, w, 3), 255, np.uint8)
-    img = cv2.cvtColor(cv2.resize(image_rgb, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    img = cv2.cvtColor(cv2.resize(image_rgb, (w, h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2BGR)
     tile[:h] = img
     color = KEPT_BGR if kept else REJECTED_BGR
     cv2.rectangle(tile, (0, 0), (w - 1, h - 1), color, 2)
@@ -40,14 +43,17 @@ def _tile(image_rgb: np.ndarray, title: str, detail: str, kept: bool, size: tupl
 
 
 def write_contact_sheet(path: Path, entries: list[dict]) -> Path | None:
-    """Write the sheet of ``entries`` (dicts: image_rgb, name, kept, num_matches) atomically;
+    """Write the sheet of ``entries`` (dicts: image_rgb, name, kept, num_matched, num_matches) atomically;
     None when there is nothing to draw."""
     if not entries:
         return None
-    size = (max(e["image_rgb"].shape[1] for e in entries), max(e["image_rgb"].shape[0] for e in entries))
+    w = max(e["image_rgb"].shape[1] for e in entries)
+    h = max(e["image_rgb"].shape[0] for e in entries)
+    scale = max(1.0, MIN_TILE_WIDTH_PX / w)
+    size = (round(w * scale), round(h * scale))
     tiles = [
         _tile(e["image_rgb"], f"{e['name']} {'kept' if e['kept'] else 'rejected'}",
-              "matches " + " + ".join(str(int(n)) for n in e["num_matches"]), e["kept"], size)
+              f"matched {e['num_matched']} ({' + '.join(str(int(n)) for n in e['num_matches'])})", e["kept"], size)
         for e in entries
     ]
     blank = np.full_like(tiles[0], 255)

@@ -149,7 +149,7 @@ def synthesize(neural_map_or_map_dir, data: PosedImages, out_dir: str | Path, cf
     log(f"synthetic views: {n} poses, {n - len(todo)} done before")
     if limit is not None:
         todo = todo[: max(0, int(limit))]
-    timings = {"render": 0.0, "extract": 0.0, "match": 0.0}
+    timings = {"render": 0.0, "features": 0.0, "match": 0.0}
     t_loop = time.perf_counter()
     it = progress(todo, desc="synthetic views", total=len(todo)) if progress else todo
     for m in it:
@@ -158,7 +158,9 @@ def synthesize(neural_map_or_map_dir, data: PosedImages, out_dir: str | Path, cf
                                      (refs[a], refs[b]), extractor, matcher, cfg, time.perf_counter)
         for k, v in res.timings_s.items():
             timings[k] += v
-        extra = {"thumbnail": thumbnail(res.image_rgb, cfg.contact_sheet_tile_px)} if m % thumb_every == 0 else None
+        extra = {"num_matched": np.int64(res.num_matched)}
+        if m % thumb_every == 0:
+            extra["thumbnail"] = thumbnail(res.image_rgb, cfg.contact_sheet_tile_px)
         write_view(views_dir / view_file_name(True, m), res.view, extra)
     t_loop = time.perf_counter() - t_loop
     summary = _summary(out_dir, n, train, cfg, len(todo), timings, t_loop, t_real, time.perf_counter() - t_start)
@@ -180,13 +182,13 @@ def _summary(out_dir: Path, n: int, train: list[int], cfg: SynthesisConfig, proc
         done += 1
         with np.load(p) as z:
             kept = bool(z["kept"])
-            matches.append(int(z["num_matches"].sum()))
+            matches.append(int(z["num_matched"]))
             if kept:
                 kept_kp.append(int(z["keypoints_px"].shape[0]))
                 kept_rel.append(int(z["reliable"].sum()))
             if "thumbnail" in z.files:
                 sheet[kept].append({"image_rgb": z["thumbnail"], "name": p.stem, "kept": kept,
-                                    "num_matches": z["num_matches"]})
+                                    "num_matched": int(z["num_matched"]), "num_matches": z["num_matches"]})
     entries = []
     for kept in (True, False):
         c = sheet[kept]
@@ -202,7 +204,7 @@ def _summary(out_dir: Path, n: int, train: list[int], cfg: SynthesisConfig, proc
                  float(sum(int(v.reliable.sum()) for v in real) / max(1, sum(real_kp)))},
         "synthetic": {"generated": n, "done": done, "kept": len(kept_kp), "rejected": done - len(kept_kp),
                       "kept_ratio": len(kept_kp) / max(1, done), "keypoints_per_kept_view": stats(kept_kp),
-                      "reliable_per_kept_view": stats(kept_rel), "matches_per_view": stats(matches)},
+                      "reliable_per_kept_view": stats(kept_rel), "matched_keypoints_per_view": stats(matches)},
         "this_run": {"synthetic_views_processed": processed, "views_rendered_per_s":
                      processed / timings["render"] if timings["render"] > 0 else None,
                      "views_per_s": processed / t_loop if t_loop > 0 and processed else None,

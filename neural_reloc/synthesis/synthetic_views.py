@@ -37,6 +37,7 @@ class SyntheticResult:
     view: KeypointView
     image_rgb: np.ndarray
     timings_s: dict
+    num_matched: int  # keypoints with a counted match in either reference view (compared with eta)
 
 
 def process_synthetic_view(model, name: str, camera: Camera, w2c_opencv: np.ndarray, refs: tuple[Reference, ...],
@@ -63,7 +64,8 @@ def process_synthetic_view(model, name: str, camera: Camera, w2c_opencv: np.ndar
         counted[m[ok, 0]] = True
         counts.append(int(ok.sum()))
     t3 = clock()
-    kept = int(counted.sum()) >= int(cfg.filter.min_matches)
+    num_matched = int(counted.sum())
+    kept = num_matched >= int(cfg.filter.min_matches)
     keep = np.flatnonzero(matched) if kept else np.zeros(0, np.int64)
     view = KeypointView(
         name=name, synthetic=True, keypoints_px=f.keypoints_px[keep], descriptors=f.descriptors[keep],
@@ -71,7 +73,7 @@ def process_synthetic_view(model, name: str, camera: Camera, w2c_opencv: np.ndar
         width=camera.width, height=camera.height, kept=kept, num_matches=np.array(counts, np.int64),
         source_indices=np.array([r.index for r in refs], np.int64),
     )
-    return SyntheticResult(view, rgb, {"render": t1 - t0, "extract": t2 - t1, "match": t3 - t2})
+    return SyntheticResult(view, rgb, {"render": t1 - t0, "features": t2 - t1, "match": t3 - t2}, num_matched)
 
 
 __all__ = ["Reference", "SyntheticResult", "process_synthetic_view"]

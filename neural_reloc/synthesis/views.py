@@ -7,7 +7,10 @@ float16, read as float32), ``xyz_world`` (N, 3), ``reliable`` (N,), ``w2c_opencv
 ``K``, ``width``, ``height``, ``kept`` (a rejected synthetic view is written too, with
 no keypoints, so that a resumed run knows it is done), ``num_matches`` (per reference
 view) and ``source_indices`` (the data's frame indices: the view itself for a real
-view, the two reference views for a synthetic one). Files are written atomically.
+view, the two reference views for a synthetic one). A synthetic view's file also has
+``num_matched`` (its keypoints with a counted match: the number compared with eta)
+and some have a ``thumbnail`` of the render (for the contact sheet). Files are
+written atomically.
 """
 
 from __future__ import annotations
