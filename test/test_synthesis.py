@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -220,6 +221,25 @@ def test_superpoint_loads_weights_from_the_folder(tmp_path):
     (tmp_path / SUPERPOINT_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match=SUPERPOINT_FILE):
         make_extractor("superpoint_lightglue", _cfg(features={"weights_dir": str(tmp_path)}))
+
+
+def test_lightglue_loads_cvg_weights_from_the_folder(tmp_path):
+    kf = pytest.importorskip("kornia.feature", reason="kornia is optional (superpoint_lightglue only)")
+    from neural_reloc.synthesis.superpoint_lightglue import LIGHTGLUE_FILE, SUPERPOINT_FILE, SuperPointNet
+
+    torch.manual_seed(0)
+    torch.save(SuperPointNet().state_dict(), tmp_path / SUPERPOINT_FILE)
+    state = kf.LightGlue(None, input_dim=256).state_dict()
+    # cvg's file names the attention layers self_attn.<i> / cross_attn.<i>
+    state = {re.sub(r"^transformers\.(\d+)\.(self|cross)_attn", r"\2_attn.\1", k): v for k, v in state.items()}
+    assert "self_attn.0.Wqkv.weight" in state
+    torch.save(state, tmp_path / LIGHTGLUE_FILE)
+    cfg = _cfg(features={"weights_dir": str(tmp_path), "max_keypoints": 60})
+    ex, matcher = make_extractor("superpoint_lightglue", cfg), make_matcher("superpoint_lightglue", cfg)
+    img = _texture(3)[:120, :160].copy()
+    fa, fb = extract_features(ex, img), extract_features(ex, img[5:, 3:].copy())
+    m = matcher.match(fa, fb)
+    assert m.shape[1] == 2 and m.dtype == np.int64 and np.all(m[:, 0] < len(fa)) and np.all(m[:, 1] < len(fb))
 
 
 # ----------------------------------------------------------------- filter
