@@ -225,7 +225,11 @@ def test_superpoint_loads_weights_from_the_folder(tmp_path):
 
 def test_lightglue_loads_cvg_weights_from_the_folder(tmp_path):
     kf = pytest.importorskip("kornia.feature", reason="kornia is optional (superpoint_lightglue only)")
-    from neural_reloc.synthesis.superpoint_lightglue import LIGHTGLUE_FILE, SUPERPOINT_FILE, SuperPointNet
+    from neural_reloc.synthesis.superpoint_lightglue import (
+        LIGHTGLUE_FILE,
+        SUPERPOINT_FILE,
+        SuperPointNet,
+    )
 
     torch.manual_seed(0)
     torch.save(SuperPointNet().state_dict(), tmp_path / SUPERPOINT_FILE)
