@@ -170,6 +170,10 @@ class PnPResult:
     iterations: int = 0
     #: Wall-clock time of the whole call, milliseconds.
     solve_ms: float = 0.0
+    #: (K, 2) pixels of the inliers in ``camera`` (the one PnP ran in) and its (width,
+    #: height): where the pose's support is, for drawing. None on failure.
+    inlier_uv: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
     @property
     def inlier_ratio(self) -> float:
@@ -501,4 +505,6 @@ def pnp_ransac(
         reason="",
         iterations=iterations,
         solve_ms=(time.perf_counter() - t0) * 1e3,
+        inlier_uv=p2[mask],
+        image_size=(camera.width, camera.height),
     )

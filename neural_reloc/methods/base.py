@@ -80,6 +80,9 @@ class LocalizationResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     history: list[IterationRecord] = field(default_factory=list)
+    #: (K, 2) pixels (x right, y down) of the query image where the final pose's inlier
+    #: correspondences are, for drawing (the node's ~/debug_image); None: not reported.
+    inlier_uv: np.ndarray | None = None
 
     @property
     def total_latency_ms(self) -> float:

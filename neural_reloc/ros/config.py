@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config_fields import setting, setting_problems
+from ..eval.debug_image import DebugImageConfig
 from ..tracking import TrackingConfig
 
 #: Image QoS presets (``image_qos``): best-effort "sensor data" (matches best-effort and
@@ -211,6 +212,8 @@ class NodeConfig:
         1.0, "Period of /diagnostics, seconds (also the window of the reported rates).", range=(0.1, 60.0),
         read_only=True,
     )
+    # -- ~/debug_image (drawn only while it has a subscriber) -------------------------------
+    debug_image: DebugImageConfig = field(default_factory=DebugImageConfig)
     # -- the core's configs --------------------------------------------------------------
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

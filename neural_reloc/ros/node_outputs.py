@@ -171,6 +171,7 @@ class NodeOutputs:
             "failures_in_a_row": session.failures_in_a_row if session is not None else 0,
             "tf_backend": self._tf.backend if self._tf is not None else "",
             "image_backend": conv.image_backend(),
+            "debug_images_published": self._debug.published if self._debug is not None else 0,
             **snap,
         }
         st.values = [KeyValue(key=k, value=fmt(v)) for k, v in values.items()]

@@ -19,6 +19,7 @@ that the bag evaluator uses too, so live and offline runs take the same decision
 (prior from /initialpose, odometry since the last fix, the last fix, or retrieval).
 
 Outputs: ``~/status`` (RelocalizationStatus, every attempt and every rejected input),
+``~/debug_image`` (only while subscribed: :mod:`.debug_output`),
 ``~/pose`` and ``~/pose_with_covariance`` (confident fixes, of the camera optical frame or
 base_link in ``map``), ``/tf`` (REP-105 ``map -> odom``, or ``map -> base_link`` without an
 odometry frame; nothing in Nav2 mode, where AMCL owns ``map -> odom``), ``initialpose``
@@ -71,6 +72,7 @@ from .logic import (
     looks_like_optical_frame,
     tf_output,
 )
+from .debug_output import DebugImageOutput
 from .map_frame import in_map_frame
 from .nav2 import Nav2Link
 from .node_inputs import Job, NodeInputs, Request
@@ -134,6 +136,7 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
         self._tf_pub: TfBroadcaster | None = None
         self._nav2: Nav2Link | None = None
         self._pose_pub = self._pose_cov_pub = None
+        self._debug: DebugImageOutput | None = None
         self._subs: list = []
         self._initialpose_sub = None
         self._tf_timer = None
@@ -175,6 +178,7 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
             self._tf_pub = TfBroadcaster(self)
         self._pose_pub = self.create_publisher(PoseStamped, "~/pose", 10)
         self._pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
+        self._debug = DebugImageOutput(self)
         # From configure on (not activate): a prior given while inactive is kept for activation.
         self._initialpose_sub = self.create_subscription(
             PoseWithCovarianceStamped,
@@ -271,6 +275,9 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
             if pub is not None:
                 self.destroy_publisher(pub)
         self._pose_pub = self._pose_cov_pub = None
+        if self._debug is not None:
+            self._debug.destroy()
+            self._debug = None
         if self._initialpose_sub is not None:
             self.destroy_subscription(self._initialpose_sub)
             self._initialpose_sub = None
@@ -496,6 +503,7 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
                 result = session.process(frame)
             rejection = session.rejection_reason(result)
             prior_delta = session.prior_delta(result)
+            relocalizer = session.relocalizer
             if not rejection:  # the fix's map -> odom, or none: a fix without odometry ends the older one
                 has_odom = session.map_from_odom is not None and odom_from_base is not None
                 self._map_from_odom = session.map_from_odom.copy() if has_odom else None
@@ -504,6 +512,9 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
         self._last_prior_source = result.prior.source if result.prior is not None else ""
         if not accepted:
             self._fail("localization", f"frame at {stamp_ns / 1e9:.3f} s: {rejection}", publish=False)
+        debug = self._debug
+        if debug is not None and debug.wanted():  # drawn and rendered in its own thread, only when watched
+            debug.offer(relocalizer, image_rgb, camera, result, rejection, stamp_ns, msg.header.frame_id or optical_frame)
         return self._publish_result(cfg, stamp_ns, optical_frame, result, rejection, prior_delta,
                                     base_from_optical, extrinsic_error, odom_from_base,
                                     requested=request is not None and request.kind == "relocalize")

@@ -201,7 +201,12 @@ class IterativeRelocalizer(Relocalizer):
         if best is not None:
             with clock.stage("refine"):
                 best = self.refine(image_rgb, camera, query, best, result, clock)
-        return self._finish(result, best, clock)
+        result = self._finish(result, best, clock)
+        pnp = best[0] if best is not None else None
+        if result.success and pnp.inlier_uv is not None:  # in the query's pixels (PnP may run on a resized camera)
+            w, h = pnp.image_size
+            result.inlier_uv = pnp.inlier_uv * np.array([camera.width / w, camera.height / h])
+        return result
 
     def _finish(self, result: LocalizationResult, best: tuple[PnPResult, int] | None, clock: StageClock) -> LocalizationResult:
         lc = self.loc
