@@ -48,6 +48,8 @@ def test_drawing_blends_the_render_and_marks_inliers():
     assert abs(int(out[30, 30, 0]) - 64) <= 1  # half of the render's 128 over black
     assert tuple(out[10, 10]) == (0, 255, 0) and tuple(out[40, 50]) == (0, 255, 0)
     assert (image == 0).all(), "the camera image is not drawn on"
+    many = np.c_[np.arange(64.0), np.full(64, 20.0)]
+    assert (draw_debug_image(image, None, many, max_inliers=4)[20, :, 1] == 255).sum() < 4 * 4  # 4 dots, not 64
     texted = draw_debug_image(image, None, None, "crossfire: 40/100 inliers")
     assert texted[:12].any() and not texted[30:].any()  # text at the top only
     with pytest.raises(ValueError, match="render"):

@@ -36,6 +36,8 @@ class DebugImageConfig:
     )
     blend: float = setting(0.5, "Weight of the render in the blend (0: camera image only, 1: render only).",
                            range=(0.0, 1.0))
+    max_inliers: int = setting(300, "Draw at most this many inliers (an even subset of them; flow refinement "
+                               "keeps thousands).", range=(0, 1_000_000))
 
 
 def render_at_estimate(relocalizer, camera: Camera, w2c_opencv_world: np.ndarray, max_size: int) -> np.ndarray | None:
@@ -56,9 +58,10 @@ def render_at_estimate(relocalizer, camera: Camera, w2c_opencv_world: np.ndarray
 
 
 def draw_debug_image(image_rgb: np.ndarray, render_rgb: np.ndarray | None = None, inlier_uv: np.ndarray | None = None,
-                     text: str = "", failed: bool = False, blend: float = 0.5) -> np.ndarray:
+                     text: str = "", failed: bool = False, blend: float = 0.5, max_inliers: int = 0) -> np.ndarray:
     """``image_rgb`` (H, W, 3) uint8 blended with ``render_rgb`` (same size, or None),
-    ``inlier_uv`` (K, 2) pixels as dots and ``text`` on top: a new (H, W, 3) uint8."""
+    ``inlier_uv`` (K, 2) pixels as dots (an even subset of ``max_inliers`` when > 0) and
+    ``text`` on top: a new (H, W, 3) uint8."""
     import cv2
 
     image = np.asarray(image_rgb)
@@ -76,6 +79,8 @@ def draw_debug_image(image_rgb: np.ndarray, render_rgb: np.ndarray | None = None
         radius = max(1, int(round(w * DOT_RADIUS_PER_WIDTH)))
         uv = np.asarray(inlier_uv, dtype=np.float64).reshape(-1, 2)
         uv = uv[np.all(np.isfinite(uv), axis=1)]
+        if 0 < max_inliers < len(uv):
+            uv = uv[np.linspace(0, len(uv) - 1, max_inliers).astype(int)]
         for u, v in np.rint(uv).astype(int):
             if 0 <= u < w and 0 <= v < h:
                 cv2.circle(out, (int(u), int(v)), radius, INLIER_RGB, -1, lineType=cv2.LINE_AA)

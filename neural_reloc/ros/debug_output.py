@@ -66,7 +66,8 @@ class DebugImageOutput:
                 relocalizer, w2c_world = relocalizer.inner, relocalizer.world_from_map.apply_w2c_opencv(w2c_world)
             render = render_at_estimate(relocalizer, camera, w2c_world, cfg.render_max_size)
         image = draw_debug_image(image_rgb, render, result.inlier_uv,
-                                 result_text(result, rejection), failed=bool(rejection), blend=cfg.blend)
+                                 result_text(result, rejection), failed=bool(rejection), blend=cfg.blend,
+                                 max_inliers=cfg.max_inliers)
         msg = conv.image_msg_from_rgb(image, "rgb8")
         msg.header.stamp, msg.header.frame_id = conv.ns_to_stamp(stamp_ns), frame_id
         self.publisher.publish(msg)
