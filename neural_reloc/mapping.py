@@ -196,11 +196,16 @@ def add_method(
     progress: Callable | None = None,
     log: Callable[[str], None] = print,
     out_dir: str | Path | None = None,
+    unlabeled: str | Path | None = None,
 ) -> Path:
     """Train ``method``'s component on the existing map's frozen field and write the
     map (atomically; to ``out_dir``, default in place) with it beside the components
     it already has; returns where it wrote. A map that already has this component with
-    the same build settings is left as it is."""
+    the same build settings is left as it is (unless ``unlabeled`` is given).
+
+    ``unlabeled``: images without poses (a folder, a dataset, a bag) for a method whose
+    ``add_to_map`` takes them (PoseMap's self-supervised alignment); passed on only
+    when given, and a method that does not take them is an error."""
     from .map_bundle import (
         FIELD_FILE,
         component_file,
@@ -215,6 +220,13 @@ def add_method(
     if spec.add_to_map is None:
         raise ValueError(f"method {method!r} cannot be added to an existing map: build one with "
                          f"`neural-reloc build-map --method {method}`")
+    extra = {}
+    if unlabeled is not None:
+        import inspect
+
+        if "unlabeled" not in inspect.signature(spec.add_to_map).parameters:
+            raise ValueError(f"method {method!r} does not take unlabeled images (--unlabeled)")
+        extra["unlabeled"] = unlabeled
     map_dir = Path(map_dir)
     out_dir = Path(out_dir) if out_dir is not None else map_dir
     bundle = read_map(map_dir)
@@ -224,7 +236,7 @@ def add_method(
     if bundle.has_field and "map" in stored:  # the field it is trained on, not a default one
         stored["map"] = man["field"]["config"]
     existing = man["components"].get(method)
-    if existing is not None and build_config_key(existing["config"]) == build_config_key(stored):
+    if existing is not None and build_config_key(existing["config"]) == build_config_key(stored) and not extra:
         log(f"map {map_dir} already has a {method} component with these build settings: nothing to do")
         if out_dir != map_dir:
             write_bundle(out_dir, {k: v for k, v in man.items() if k not in ("files", "format_version")},
@@ -238,7 +250,7 @@ def add_method(
             "in the map's frame")
     work = partial_dir(out_dir).with_name(partial_dir(out_dir).name + f"-{method}")
     t0 = time.perf_counter()
-    modules, info = spec.add_to_map(bundle, train, cfg, torch.device(device), work, progress=progress, log=log)
+    modules, info = spec.add_to_map(bundle, train, cfg, torch.device(device), work, progress=progress, log=log, **extra)
     train_s = time.perf_counter() - t0
     _, comp = split_field(flatten_modules(modules))  # the field is frozen: its file is kept as it is
     others = {k for name in man["components"] if name != method for k in component_tensors(bundle, name)}

@@ -12,7 +12,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
 def test_every_builtin_method_has_its_config_file():
-    assert set(config_files()) == {"neural_map.yaml", "crossfire.yaml", "classical.yaml", "nerfmatch.yaml"}
+    assert set(config_files()) == {"neural_map.yaml", "crossfire.yaml", "classical.yaml", "nerfmatch.yaml", "kscr.yaml",
+                                   "posemap.yaml"}
     assert {p.name for p in CONFIG_DIR.glob("*.yaml")} >= set(config_files())
 
 

@@ -1,0 +1,177 @@
+"""Building PoseMap on a map's frozen field (``add-method posemap``, or ``build-map
+--method posemap``: the field first, as any map). Stages, each kept in the work dir so
+an interrupted run resumes (see :mod:`.training`): NeRF-P's pose branch, the cached
+renders, APR-Net, its validation error; then, with unlabeled images, the alignment.
+
+``add-method posemap --unlabeled U`` on a map that already has a PoseMap component with
+these build settings refines that component (alignment only); otherwise it trains the
+whole component and aligns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ...map_bundle import MapError
+from ...nerf.train import NeuralMapTrainer, atomic_torch_save
+from .alignment import align
+from .apr_net import AprNet
+from .config import PoseMapConfig
+from .pose_branch import HEAD_NAME, PoseMapDecoder, attach_pose_head
+from .training import ViewCache, cache_identity, render_views, train_apr, train_pose_branch, validate
+
+#: Tensor-name prefixes of the component (unique across a map's components); the head
+#: is stored as ``map.field.heads.posemap.*``.
+APR, DECODER = "posemap_apr", "posemap_decoder"
+#: Config sections that do not decide the labelled model (alignment, run-time settings).
+NOT_BUILD = ("localization", "align")
+
+
+def labelled_key(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in NOT_BUILD}
+
+
+class PoseMapTrainer(NeuralMapTrainer):
+    def __init__(self, data, cfg: PoseMapConfig, device: torch.device, work_dir: Path,
+                 progress: Callable | None = None, log: Callable[[str], None] = print,
+                 unlabeled: str | Path | None = None):
+        self.method_config = cfg
+        self.xcfg = cfg
+        self.full_data = data  # APR-Net sees the images at its own size, not the field's
+        self.unlabeled = unlabeled
+        self.summary: dict = {}
+        self._from_component = False
+        super().__init__(data, cfg.map, device, work_dir, progress, log)
+
+    def setup_extras(self) -> None:
+        self.head = attach_pose_head(self.model, self.xcfg.posemap)
+        self.decoder = PoseMapDecoder(self.xcfg.posemap).to(self.device)
+        self.apr = AprNet(self.xcfg.apr).to(self.device)
+        self.extra_modules[APR] = self.apr
+        self.extra_modules[DECODER] = self.decoder
+
+    def load_component(self, bundle) -> None:
+        """Start from the map's own PoseMap component (refinement with unlabeled images)."""
+        try:
+            self.head.load_state_dict(bundle.module_state(f"map.field.heads.{HEAD_NAME}"))
+            self.decoder.load_state_dict(bundle.module_state(DECODER))
+            self.apr.load_state_dict(bundle.module_state(APR))
+        except RuntimeError as e:
+            raise MapError(f"{bundle.path}: its PoseMap weights do not match its config: {e}") from e
+        self._from_component = True
+
+    def _stage(self, name: str, ident, make: Callable[[], dict], load: Callable[[dict], None]) -> dict:
+        path = self.work_dir / f"posemap_{name}.pt"
+        if path.is_file():
+            try:
+                ck = torch.load(path, map_location="cpu", weights_only=True)
+                if ck.get("ident") == ident:
+                    load(ck)
+                    self.log(f"posemap: {name} done in a previous run ({path})")
+                    return ck.get("summary", {})
+            except Exception as e:  # unreadable: do it again
+                self.log(f"posemap: ignoring unreadable {path}: {e}")
+        payload = make()
+        atomic_torch_save({"ident": ident, **payload}, path)
+        return payload.get("summary", {})
+
+    def fit(self):
+        state = super().fit()  # the field (no steps when adopted from a map)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        cfg, dev = self.xcfg, self.device
+        ident = self.run_identity()
+        ident = {**ident, "config": labelled_key(ident["config"])}
+        data = self.full_data
+        if not self._from_component:
+            def branch() -> dict:
+                for p in self.head.parameters():
+                    p.requires_grad_(True)
+                s = train_pose_branch(self.model, self.head, self.decoder, data, cfg, dev, self.progress, self.log)
+                for p in self.head.parameters():
+                    p.requires_grad_(False)
+                return {"head": self.head.state_dict(), "decoder": self.decoder.state_dict(), "summary": s}
+
+            def load_branch(ck):
+                self.head.load_state_dict(ck["head"])
+                self.decoder.load_state_dict(ck["decoder"])
+
+            self.summary["nerf_p"] = self._stage("branch", ident, branch, load_branch)
+            cache = self.view_cache()
+            cams = self.apr_cameras(cache)
+
+            def apr() -> dict:
+                s = train_apr(self.apr, self.model, cache, cams, cfg, dev, self.progress, self.log)
+                s["validation"] = validate(self.apr, cache, dev)
+                return {"apr": self.apr.state_dict(), "summary": s}
+
+            self.summary["apr"] = self._stage("apr", ident, apr, lambda ck: self.apr.load_state_dict(ck["apr"]))
+            self.log(f"posemap: validation {self.summary['apr'].get('validation')}")
+        if self.unlabeled is not None:
+            from .unlabeled import load_unlabeled
+
+            images, cams_u = load_unlabeled(self.unlabeled, cfg, data.camera(0))
+            self.summary["alignment"] = {"source": str(self.unlabeled),
+                                         **align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log)}
+            self.summary["alignment"]["validation"] = validate(self.apr, self.view_cache(), dev)
+        self.apr.eval()
+        return state
+
+    def view_cache(self) -> ViewCache:
+        ident = cache_identity(self.xcfg, self.full_data)
+        holder: dict = {}
+
+        def make() -> dict:
+            holder["cache"] = render_views(self.model, self.full_data, self.xcfg, self.progress)
+            return {"cache": holder["cache"].state()}
+
+        self._stage("views", ident, make, lambda ck: holder.__setitem__("cache", ViewCache(**ck["cache"])))
+        return holder["cache"]
+
+    def apr_cameras(self, cache: ViewCache):
+        h, w = cache.real.shape[1:3]
+        return [self.full_data.camera(i).resized(w, h) for i in range(len(self.full_data))]
+
+
+def add_to_map(bundle, data, cfg: PoseMapConfig, device, work_dir, progress=None, log=print, unlabeled=None):
+    """PoseMap on an existing map's frozen field (``add-method posemap [--unlabeled U]``)."""
+    import dataclasses
+
+    from ...config_io import from_dict, to_dict
+    from ...nerf.config import NeuralMapConfig
+
+    if unlabeled is not None and not Path(unlabeled).exists():
+        from ...data.posed_images import DatasetError
+
+        raise DatasetError(f"--unlabeled {unlabeled}: does not exist (give a folder of images, a posed dataset or a "
+                           "rosbag2 bag)")
+    cfg = dataclasses.replace(cfg, map=from_dict(NeuralMapConfig, bundle.manifest["field"]["config"]))
+    trainer = PoseMapTrainer(data, cfg, device, work_dir, progress=progress, log=log, unlabeled=unlabeled)
+    trainer.adopt_field(bundle)
+    existing = bundle.manifest["components"].get("posemap")
+    if unlabeled is not None and existing is not None and labelled_key(existing["config"]) == labelled_key(to_dict(cfg)):
+        log("posemap: refining the map's PoseMap component with the unlabeled images")
+        trainer.load_component(bundle)
+    trainer.fit()
+    return trainer.modules_to_save(), _manifest_summary(trainer.summary)
+
+
+def _manifest_summary(summary: dict) -> dict:
+    """The stages' figures for the manifest (loss histories left out but the APR's)."""
+    out = {}
+    for k, v in summary.items():
+        out[k] = {kk: vv for kk, vv in v.items() if kk != "history" or k == "apr"} if isinstance(v, dict) else v
+    return out
+
+
+def attach_heads(model, config: dict) -> None:
+    from ...config_io import from_dict
+
+    attach_pose_head(model, from_dict(PoseMapConfig, config).posemap)
+
+
+__all__ = ["APR", "DECODER", "PoseMapTrainer", "add_to_map", "attach_heads"]

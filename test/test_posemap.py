@@ -1,0 +1,223 @@
+"""PoseMap (issue 16): NeRF-P's PoseMap, APR-Net, the losses, add-method posemap with and
+without unlabeled images, and the relocalizer. Tiny scenes and few steps: seconds each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MAP = [
+    "train.steps=40", "train.rays_per_batch=512", "train.checkpoint_every=0", "train.max_image_size=64",
+    "sampler.grid_resolution=16", "sampler.num_coarse=16", "sampler.num_fine=8", "sampler.grid_warmup_steps=2",
+    "sampler.grid_update_every=2", "field.encoding.dense_resolutions=[8,16]", "train.virtual_patches=2",
+]
+TINY_POSEMAP = [
+    "posemap.dim=8", "posemap.head_hidden=16", "posemap.grid_long_side=8", "posemap.decoder_pool=[2,2]",
+    "posemap.decoder_hidden=[32]", "posemap.render_samples=8", "posemap.steps=30", "posemap.batch=4",
+    "apr.image_long_side=32", "apr.channels=[8,8,16]", "apr.head_hidden=32", "apr.feature_dim=8",
+    "train.steps=150", "train.batch=4", "train.rvs_per_view=1", "train.validation_per_view=1",
+    "train.render_samples=8", "train.lr=3e-3", "align.steps=4", "align.rounds=2", "align.batch=2",
+    "align.lr=1e-3",
+]
+#: The add-method round trip trains with L_pose only (the overfit test covers the other losses).
+POSE_ONLY = ["train.image_weight=0", "train.rvs_weight=0", "train.posemap_weight=0"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(dataset dir, a --method nerf map of it) built in seconds."""
+    from neural_reloc.config_io import merge, parse_dotted
+    from neural_reloc.data import load_dataset
+    from neural_reloc.data.procedural import ProceduralSceneConfig, generate_procedural_scene
+    from neural_reloc.mapping import build_map
+    from neural_reloc.nerf.config import NeuralMapConfig
+
+    root = tmp_path_factory.mktemp("posemap")
+    generate_procedural_scene(root / "scene", ProceduralSceneConfig(width=64, height=48, num_frames=10))
+    data = load_dataset(root / "scene")
+    m = build_map(data, root / "map", method="nerf", config=merge(NeuralMapConfig(), parse_dotted(TINY_MAP)),
+                  log=lambda s: None, evaluate=False)
+    return root / "scene", m
+
+
+def _cfg(extra=()):
+    from neural_reloc.config_io import load_method_config
+
+    return load_method_config("posemap", None, TINY_POSEMAP + list(extra))
+
+
+def _model_and_data(tiny):
+    from neural_reloc.data import load_dataset
+    from neural_reloc.map_loading import load_neural_map
+    from neural_reloc.methods.posemap.pose_branch import attach_pose_head
+
+    scene, m = tiny
+    model = load_neural_map(m)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = attach_pose_head(model, _cfg().posemap)
+    return model, head, load_dataset(scene).subset("train")
+
+
+def test_shapes_and_6d_rotation():
+    from neural_reloc.methods.posemap.apr_net import AprNet
+    from neural_reloc.methods.posemap.pose_repr import rotation_from_6d
+
+    cfg = _cfg()
+    net = AprNet(cfg.apr).eval()
+    pose, feats = net(torch.rand(2, 3, 24, 32), features=True)
+    assert pose.shape == (2, 4, 4) and feats.shape == (2, cfg.apr.feature_dim, 6, 8)
+    torch.testing.assert_close(feats.norm(dim=1), torch.ones(2, 6, 8))
+    R = rotation_from_6d(torch.randn(5, 6))
+    torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3).expand(5, 3, 3), atol=1e-5, rtol=0)
+    assert torch.allclose(torch.det(R), torch.ones(5), atol=1e-5)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(torch.rand(1, 3, 20, 32))
+
+
+def test_posemap_render_is_the_weighted_sum_and_differentiable_in_the_pose(tiny):
+    """Eq. 3-4: the PoseMap of a ray equals sum_i w_i f_i over its samples (checked by
+    rendering the head per ray through the map's own renderer), batched renders equal
+    one-at-a-time renders, and the gradient reaches the pose."""
+    from neural_reloc.geometry.frames import opencv_c2w_from_opengl_c2w
+    from neural_reloc.methods.posemap.pose_branch import HEAD_NAME, grid_size, render_posemap
+
+    model, _, data = _model_and_data(tiny)
+    cams = [data.camera(i) for i in range(2)]
+    c2w = torch.tensor(np.stack([opencv_c2w_from_opengl_c2w(data.c2w_opengl[i]) for i in range(2)]),
+                       dtype=torch.float32, requires_grad=True)
+    size = grid_size(cams[0], 8)
+    pm = render_posemap(model, cams, c2w, size, 8)
+    assert pm.shape == (2, 8, size[1], size[0])
+    one = render_posemap(model, cams[1:], c2w[1:], size, 8)
+    torch.testing.assert_close(pm[1:], one, atol=1e-5, rtol=1e-4)
+    ref = model.render_view(cams[0].resized(*size), data.c2w_opengl[0], (HEAD_NAME,), num_fine=8)[HEAD_NAME]
+    torch.testing.assert_close(pm[0].permute(1, 2, 0), torch.as_tensor(ref), atol=1e-4, rtol=1e-3)
+    pm.square().sum().backward()
+    assert c2w.grad is not None and torch.isfinite(c2w.grad).all() and c2w.grad[:, :3, 3].abs().sum() > 0
+
+
+def test_losses_decrease_on_a_tiny_overfit(tiny):
+    from neural_reloc.methods.posemap.apr_net import AprNet
+    from neural_reloc.methods.posemap.pose_branch import PoseMapDecoder
+    from neural_reloc.methods.posemap.training import render_views, train_apr, train_pose_branch
+
+    model, head, data = _model_and_data(tiny)
+    cfg = _cfg()
+    for p in head.parameters():
+        p.requires_grad_(True)
+    nerf_p = train_pose_branch(model, head, PoseMapDecoder(cfg.posemap), data, cfg, "cpu")
+    for p in head.parameters():
+        p.requires_grad_(False)
+    assert nerf_p["history"][-1]["loss"] < nerf_p["history"][0]["loss"]
+    cache = render_views(model, data, cfg)
+    assert cache.real.shape == cache.render.shape and cache.rvs.shape[0] == len(data)
+    cams = [data.camera(i).resized(cache.real.shape[2], cache.real.shape[1]) for i in range(len(data))]
+    s = train_apr(AprNet(cfg.apr), model, cache, cams, cfg, "cpu", log=lambda m: None)
+    first, last = s["history"][0], s["history"][-1]
+    for term in ("pose", "rvs", "posemap", "loss"):
+        assert last[term] < first[term], (term, first, last)
+
+
+def _localize_error(reloc, data, i):
+    from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
+    from neural_reloc.geometry.se3 import pose_error
+
+    res = reloc.localize(data.image(i), data.camera(i), None)
+    return res, pose_error(opencv_c2w_from_opencv_w2c(res.w2c_opencv), opencv_c2w_from_opencv_w2c(data.w2c_opencv(i)))
+
+
+def test_add_method_round_trip_and_unlabeled_refinement(tiny, tmp_path):
+    from neural_reloc.data import load_dataset
+    from neural_reloc.data.posed_images import DatasetError
+    from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
+    from neural_reloc.map_bundle import FIELD_FILE, read_map, sha256_file
+    from neural_reloc.map_loading import describe_map, load_relocalizer
+    from neural_reloc.mapping import add_method
+
+    scene, m = tiny
+    data = load_dataset(scene)
+    cfg = _cfg(POSE_ONLY)
+    out = add_method(m, "posemap", data, cfg, out_dir=tmp_path / "pm", log=lambda s: None)
+    assert sha256_file(out / FIELD_FILE) == sha256_file(m / FIELD_FILE)
+    info = describe_map(out)
+    assert "posemap" in info["components"]
+    reloc = load_relocalizer(out, "cpu", method="posemap")
+    train = data.indices("train")
+    errs = [_localize_error(reloc, data, i)[1][0] for i in train]
+    # a random pose: another training view's (the typical distance between views)
+    rng = np.random.default_rng(0)
+    centers = np.stack([opencv_c2w_from_opencv_w2c(data.w2c_opencv(i))[:3, 3] for i in train])
+    random_err = [np.linalg.norm(centers[i] - centers[j]) for i, j in zip(range(len(train)), rng.permutation(len(train)))]
+    assert np.median(errs) < 0.5 * np.median(random_err), (errs, random_err)
+    res, _ = _localize_error(reloc, data, train[0])
+    assert res.success and res.method == "posemap" and res.covariance.shape == (6, 6)
+    assert np.all(np.diag(res.covariance) > 0) and np.count_nonzero(res.covariance - np.diag(np.diag(res.covariance))) == 0
+    w2c, cov, ms = reloc.predict_w2c_opencv(data.image(train[0]), data.camera(train[0]))
+    np.testing.assert_allclose(w2c, res.w2c_opencv)
+    assert ms > 0 and np.array_equal(cov, res.covariance)
+    # a pose outside the map is not a success
+    reloc.bounds_max = reloc.bounds_min - 1.0
+    bad = reloc.localize(data.image(train[0]), data.camera(train[0]), None)
+    assert not bad.success and "outside the map" in bad.reason
+
+    # unlabeled refinement: the test split without its poses changes APR-Net's weights only
+    before = read_map(out).module_state("posemap_apr")
+    logs: list[str] = []
+    add_method(out, "posemap", data, cfg, unlabeled=scene, log=logs.append)
+    assert any("refining the map's PoseMap component" in s for s in logs), logs
+    after = read_map(out)
+    comp = after.manifest["components"]["posemap"]
+    assert comp["training"]["alignment"]["images"] == len(data.indices("test"))
+    changed = [k for k in before if not torch.equal(before[k], after.module_state("posemap_apr")[k])]
+    assert any(k.endswith("weight") for k in changed)
+    assert sha256_file(out / FIELD_FILE) == sha256_file(m / FIELD_FILE)
+    load_relocalizer(out, "cpu", method="posemap")
+    with pytest.raises(DatasetError, match="--unlabeled .*nowhere.*does not exist"):
+        add_method(out, "posemap", data, cfg, unlabeled=tmp_path / "nowhere", log=lambda s: None)
+    with pytest.raises(ValueError, match="does not take unlabeled images"):
+        add_method(out, "nerfmatch", data, None, unlabeled=scene, log=lambda s: None)
+
+
+def test_unlabeled_image_folder_and_cli_error(tiny, tmp_path):
+    import cv2
+
+    from neural_reloc.data import load_dataset
+    from neural_reloc.data.posed_images import DatasetError
+    from neural_reloc.methods.posemap.unlabeled import load_unlabeled
+
+    scene, m = tiny
+    data = load_dataset(scene)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    test = data.indices("test")
+    for i in test:
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(data.image(i), cv2.COLOR_RGB2BGR))
+    images, cams = load_unlabeled(folder, _cfg(), data.camera(0))
+    assert images.shape == (len(test), cams[0].height, cams[0].width, 3) and max(cams[0].width, cams[0].height) == 32
+    cv2.imwrite(str(folder / "wide.png"), np.zeros((10, 40, 3), np.uint8))
+    with pytest.raises(DatasetError, match="wide.png.*aspect ratio"):
+        load_unlabeled(folder, _cfg(), data.camera(0))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="--unlabeled"):
+        load_unlabeled(empty, _cfg(), data.camera(0))
+    # a rosbag2 bag's camera stream (its CameraInfo gives the camera)
+    bag = subprocess.run([sys.executable, "-m", "neural_reloc.cli", "bag-from-dataset", "--data", str(scene), "--split",
+                          "test", "--out", str(tmp_path / "bag")], check=False, capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert bag.returncode == 0, bag.stderr[-2000:]
+    images, cams = load_unlabeled(tmp_path / "bag", _cfg(), data.camera(0))
+    assert images.shape[0] == len(test) and cams[0].fx == pytest.approx(data.camera(0).fx * cams[0].width / 64)
+    run = subprocess.run([sys.executable, "-m", "neural_reloc.cli", "add-method", "posemap", "--map", str(m), "--data",
+                          str(scene), "--out", str(tmp_path / "o"), "--unlabeled", str(tmp_path / "missing")],
+                         check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "missing" in run.stderr and "does not exist" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.safetensors"))
