@@ -92,3 +92,18 @@ def test_published_poses_tf_and_priors_are_in_the_map_frame(aligned):
     assert call["prior_source"] == "initialpose", call
     assert close(np.array(call["prior"]), WORLD_FROM_MAP.apply_c2w_opencv(given @ BASE_FROM_OPTICAL)), call
     assert CAMERA_FRAME  # the optical frame the poses are of
+
+
+def test_apply_map_alignment_false_publishes_in_world_as_eval_bag_live_does(aligned):
+    """eval-bag scores in the map's world (the bag's ground truth is in it); its live half
+    starts the node with apply_map_alignment false, and the node then ignores the map's
+    map_from_world."""
+    from neural_reloc.eval.eval_bag import EvalBagConfig
+    from neural_reloc.ros.bag_replay import node_params_for
+
+    assert node_params_for(EvalBagConfig())["apply_map_alignment"] is False
+    ros, oracle = aligned
+    proc, d = ros.start("pose_of:=camera", "apply_map_alignment:=false")
+    t0 = time.monotonic()
+    status = _localized(d, proc, _frame(d, 100), t0)
+    assert close(matrix(status.pose.pose), oracle.poses[100])  # the relocalizer's answer as it is

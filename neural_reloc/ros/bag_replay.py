@@ -331,6 +331,8 @@ def node_params_for(
         "base_frame": fr.base,
         "pose_of": "camera",
         "extrinsic_source": "tf",
+        # eval-bag scores in the map's world (the bag's ground truth is in it), offline and live
+        "apply_map_alignment": False,
     }
     if device:
         params["device"] = device

@@ -61,6 +61,12 @@ class NodeConfig:
         "Localize incoming frames continuously (always the newest one); false: only on "
         "~/relocalize calls and on /initialpose.",
     )
+    apply_map_alignment: bool = setting(
+        True,
+        "Publish and receive poses in map_frame through the map's map_from_world (neural-reloc align); "
+        "false: in the map's own world, ignoring it (eval-bag --live does, to score in world as eval-bag does).",
+        read_only=True,
+    )
     # -- topics and QoS --------------------------------------------------------------
     image_topic: str = setting(
         "camera/image_raw",

@@ -317,6 +317,7 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
         )
 
     def _load_session(self, cfg: NodeConfig) -> RelocalizationSession:
+        from ..geometry.alignment import IDENTITY
         from ..map_bundle import manifest_alignment, read_manifest
         from ..map_loading import load_relocalizer, map_default_method
 
@@ -330,12 +331,14 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
                 self.get_logger().warning(f"parameters under {other}. are ignored: the method is {method}")
         t0 = time.perf_counter()
         relocalizer = load_relocalizer(cfg.map_path, device=cfg.device, overrides=overrides, method=method)
-        map_from_world = manifest_alignment(read_manifest(cfg.map_path))
+        map_from_world = manifest_alignment(read_manifest(cfg.map_path)) if cfg.apply_map_alignment else IDENTITY
         self.get_logger().info(
             f"loaded map {cfg.map_path} (method {method}"
             + (f", settings set here: {overrides['localization']}" if overrides else "")
             + f") in {time.perf_counter() - t0:.1f} s; "
-            + ("its world is the map frame (no alignment)" if map_from_world.is_identity else
+            + ("its world is the map frame (no alignment"
+               + ("" if cfg.apply_map_alignment else ": apply_map_alignment is false") + ")"
+               if map_from_world.is_identity else
                f"{cfg.map_frame}_from_world: scale {map_from_world.scale:.6g}, translation "
                f"{np.round(map_from_world.translation, 4).tolist()}")
         )
