@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from neural_reloc.geometry import alignment as al
-from neural_reloc.geometry.frames import camera_center_from_opencv_w2c, opengl_c2w_from_opencv_c2w
+from neural_reloc.geometry.frames import (
+    camera_center_from_opencv_w2c,
+    opengl_c2w_from_opencv_c2w,
+)
 from neural_reloc.geometry.se3 import invert_pose, make_pose, rotation_from_rotvec
 from neural_reloc.map_bundle import (
     MANIFEST_NAME,
@@ -245,7 +248,12 @@ def test_bundle_roundtrip_align_info_checksums(tmp_path):
 def test_map_frame_relocalizer_converts_priors_in_and_results_out():
     """The node's one crossing (ros/map_frame.py, no rclpy): priors in map reach the
     relocalizer in world; its world results come back in map."""
-    from neural_reloc.methods.base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
+    from neural_reloc.methods.base import (
+        IterationRecord,
+        LocalizationResult,
+        PosePrior,
+        Relocalizer,
+    )
     from neural_reloc.ros.map_frame import MapFrameRelocalizer, in_map_frame
 
     rng = np.random.default_rng(6)

@@ -76,7 +76,7 @@ def draw_debug_image(image_rgb: np.ndarray, render_rgb: np.ndarray | None = None
     else:
         out = image.copy()
     if inlier_uv is not None and len(inlier_uv):
-        radius = max(1, int(round(w * DOT_RADIUS_PER_WIDTH)))
+        radius = max(1, round(w * DOT_RADIUS_PER_WIDTH))
         uv = np.asarray(inlier_uv, dtype=np.float64).reshape(-1, 2)
         uv = uv[np.all(np.isfinite(uv), axis=1)]
         if 0 < max_inliers < len(uv):
@@ -86,8 +86,8 @@ def draw_debug_image(image_rgb: np.ndarray, render_rgb: np.ndarray | None = None
                 cv2.circle(out, (int(u), int(v)), radius, INLIER_RGB, -1, lineType=cv2.LINE_AA)
     if text:
         scale = max(0.3, w * TEXT_SCALE_PER_WIDTH)
-        thickness = max(1, int(round(scale)))
-        (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        thickness = max(1, round(scale))
+        (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         org = (2, th + 2)
         cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
         cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, FAILED_TEXT_RGB if failed else OK_TEXT_RGB,

@@ -93,12 +93,12 @@ class Similarity:
         M[:3, :3] *= self.scale
         return M
 
-    def inverse(self) -> "Similarity":
+    def inverse(self) -> Similarity:
         """``world_from_map``."""
         Rt = self.rotation.T
         return Similarity(1.0 / self.scale, Rt, -(Rt @ self.translation) / self.scale)
 
-    def compose(self, other: "Similarity") -> "Similarity":
+    def compose(self, other: Similarity) -> Similarity:
         """``self @ other`` (apply ``other`` first)."""
         return Similarity(self.scale * other.scale, self.rotation @ other.rotation,
                           self.scale * self.rotation @ other.translation + self.translation)
@@ -133,10 +133,10 @@ class Similarity:
         return {"scale": self.scale, "rotation": self.rotation.tolist(), "translation": self.translation.tolist()}
 
     @classmethod
-    def from_dict(cls, d, what: str = "map_from_world") -> "Similarity":
+    def from_dict(cls, d, what: str = "map_from_world") -> Similarity:
         """From :meth:`to_dict`'s mapping; ValueError naming ``what`` and the field."""
         if not isinstance(d, dict):
-            raise ValueError(f"{what} must be a mapping with scale, rotation and translation, got {d!r}")
+            raise ValueError(f"{what} must be a mapping with scale, rotation and translation, got {d!r}")  # noqa: TRY004 - one error type for every malformed entry
         missing = [k for k in ("scale", "rotation", "translation") if k not in d]
         if missing:
             raise ValueError(f"{what} lacks {', '.join(missing)}")
