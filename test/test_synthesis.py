@@ -350,19 +350,30 @@ def test_synthesize_command_on_the_room_map(crossfire_map, tmp_path, capsys):
     map_dir, _ = crossfire_map
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    out = tmp_path / "synth"
-    sets = ["synthesis.poses.poses_per_segment=1", "synthesis.poses.num_neighbors=1", "synthesis.filter.min_matches=5",
+    sets = ["synthesis.poses.poses_per_segment=2", "synthesis.poses.num_neighbors=1", "synthesis.filter.min_matches=5",
             "synthesis.contact_sheet_views=2"]
     data_dir = tmp_path / "data"
     _room_subset(crossfire_map[1], data_dir)
-    args = parser.parse_args(["synthesize", "--map", str(map_dir), "--data", str(data_dir), "--out", str(out),
-                              "--max-long-side", "80", "--quiet", "--device", "cpu", "--set", *sets])
-    assert args.func(args) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["complete"] and printed["real"]["views"] == 3 and printed["synthetic"]["generated"] == 2
-    views = load_views(out, synthetic=False)
+
+    def run(out, *extra):
+        args = parser.parse_args(["synthesize", "--map", str(map_dir), "--data", str(data_dir), "--out", str(out),
+                                  "--max-long-side", "80", "--quiet", "--device", "cpu", *extra, "--set", *sets])
+        assert args.func(args) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert not run(tmp_path / "resumed", "--limit", "1")["complete"]  # stopped after one synthetic view
+    printed = run(tmp_path / "resumed")
+    assert printed["complete"] and printed["real"]["views"] == 3 and printed["synthetic"]["generated"] == 4
+    assert printed["this_run"]["synthetic_views_processed"] == 3
+    views = load_views(tmp_path / "resumed", synthetic=False)
     assert [v.width for v in views] == [80] * 3 and all(len(v) > 0 for v in views)
-    assert (out / "contact_sheet.png").is_file()
+    assert (tmp_path / "resumed" / "contact_sheet.png").is_file()
+    run(tmp_path / "whole")  # the same, uninterrupted: the same views, keypoints and points
+    whole, resumed = _kept(tmp_path / "whole"), _kept(tmp_path / "resumed")
+    assert sorted(whole) == sorted(resumed)
+    for name, v in whole.items():
+        assert np.array_equal(v.keypoints_px, resumed[name].keypoints_px)
+        assert np.array_equal(v.xyz_world, resumed[name].xyz_world)
     from neural_reloc.config_io import ConfigError
     from neural_reloc.synthesis.cli import synthesis_config
 
