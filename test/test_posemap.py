@@ -29,6 +29,16 @@ TINY_POSEMAP = [
 POSE_ONLY = ["train.image_weight=0", "train.rvs_weight=0", "train.posemap_weight=0"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster, and on shared cores two OpenMP threads wait on
+    each other (NOTES.md, "Measuring on these machines")."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(dataset dir, a --method nerf map of it) built in seconds."""

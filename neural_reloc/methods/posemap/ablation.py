@@ -40,7 +40,7 @@ from .training import ViewCache, cache_identity, render_views, train_apr, train_
 EXPERIMENTS = (("pose", 0, 0, 0), ("pose+image", 1, 0, 0), ("pose+image+rvs", 1, 1, 0),
                ("pose+image+rvs+posemap", 1, 1, 1))
 #: Recall thresholds reported (metres, degrees).
-RECALLS = ((0.05, 5.0), (0.10, 10.0))
+RECALLS = ((0.05, 5.0), (0.10, 10.0), (0.50, 10.0))
 
 
 def evaluate(apr: AprNet, data, indices: list[int], cfg: PoseMapConfig) -> dict:
