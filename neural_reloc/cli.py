@@ -265,6 +265,10 @@ def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None,
     return overrides or None
 
 
+GLOBAL_PRIOR_HELP = ("another of the map's methods that needs no prior (kscr) gives the frames without a prior their "
+                     "first pose, instead of the method's own retrieval")
+
+
 #: MKL_CBWR of ``eval-bag --live`` (measured: ~+15 ms of matching per frame).
 REPRODUCIBLE_MKL_CBWR = "COMPATIBLE"
 
@@ -312,6 +316,7 @@ def cmd_eval_bag(args) -> int:
             reloc_overrides=reloc_overrides,
             progress=True,
             method=args.method,
+            global_prior=args.global_prior,
         )
     except BaseException:
         name = failed_path(out / RESULTS_NAME) if failed_path(out / RESULTS_NAME).is_file() else out / RESULTS_NAME
@@ -360,7 +365,7 @@ def cmd_localize(args) -> int:
     from .map_loading import load_relocalizer
 
     out = check_output_file(args.out) if args.out else None
-    reloc = load_relocalizer(args.map, args.device, args.set or None, method=args.method)
+    reloc = load_relocalizer(args.map, args.device, args.set or None, method=args.method, global_prior=args.global_prior)
     data = load_dataset(args.data)
     cfg = LocalizeDatasetConfig(
         split=args.split, prior=args.prior, perturb_m=args.perturb_m, perturb_deg=args.perturb_deg,
@@ -413,6 +418,10 @@ def cmd_benchmark(args) -> int:
         cfg.split = args.split
     if args.limit is not None:
         cfg.limit = args.limit
+    if args.shared_field:
+        cfg.shared_field = True
+    if args.map_every is not None:
+        cfg.map_every = args.map_every
     add_method_overrides(cfg, args.set or [], args.reloc_set or [])
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - stdout keeps the table
     summary = run_benchmark(args.data, args.out, cfg, device=resolve_device(args.device), progress=progress_bar(), log=log)
@@ -529,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--map", required=True, help="map directory (build-map --method crossfire)")
     e.add_argument("--out", required=True, help="folder for results.json and report.html")
     e.add_argument("--method", help="which of the map's methods localizes (default: the map's)")
+    e.add_argument("--global-prior", default="", metavar="METHOD", help=GLOBAL_PRIOR_HELP)
     gt = e.add_mutually_exclusive_group()
     gt.add_argument("--gt-topic", help="ground-truth pose topic (default /ground_truth/camera_pose)")
     gt.add_argument("--gt-tf", nargs=2, metavar=("PARENT", "CHILD"), help="ground truth from the TF transform PARENT -> CHILD")
@@ -562,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--data", required=True, help="dataset with the query frames (transforms.json or folder)")
     lo.add_argument("--split", default="test", help="query frames: test (default), train or all")
     lo.add_argument("--method", help="which of the map's methods localizes (neural-reloc info lists them; default: the map's)")
+    lo.add_argument("--global-prior", default="", metavar="METHOD", help=GLOBAL_PRIOR_HELP)
     lo.add_argument("--prior", default="retrieval", choices=("retrieval", "perturbed", "constant"),
                     help="retrieval over the map, ground truth perturbed, or one constant pose (Table 2)")
     lo.add_argument("--perturb-m", type=float, default=0.3, help="perturbed prior: translation offset, metres")
@@ -575,6 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(lo)
     lo.set_defaults(func=cmd_localize)
 
+    from .synthesis.cli import add_parser as add_synthesize_parser
+
+    add_synthesize_parser(sub)
+
     bm = sub.add_parser(
         "benchmark",
         help="build each method's map and compare the methods side by side on the same query frames",
@@ -583,14 +598,24 @@ def build_parser() -> argparse.ArgumentParser:
         "print a markdown table. A rerun skips maps and localizations that are already done.",
     )
     bm.add_argument("--data", required=True, nargs="+", help="one or more datasets (each gets its own folder and table)")
-    bm.add_argument("--methods", required=True, help="comma-separated registered methods that relocalize, e.g. crossfire,classical")
+    bm.add_argument("--methods", required=True,
+                    help="comma-separated registered methods that relocalize, e.g. crossfire,classical; NAME=METHOD is "
+                    "a second configuration of METHOD with its own --set/--reloc-set (e.g. kscr_real=kscr)")
     bm.add_argument("--out", required=True, help="output folder (maps, per-method results, benchmark.json, report.html)")
-    bm.add_argument("--priors", help="comma-separated priors: retrieval (default), perturbed, constant")
-    bm.add_argument("--set", nargs="+", action="extend", metavar="METHOD:KEY=VALUE",
-                    help="map config override of one method, e.g. crossfire:map.train.steps=600 (rebuilds that map)")
-    bm.add_argument("--reloc-set", nargs="+", action="extend", metavar="METHOD:KEY=VALUE",
+    bm.add_argument("--priors", help="comma-separated priors: retrieval (default), perturbed, constant, global:METHOD "
+                    "(--shared-field: METHOD's component of the same map gives the first pose, e.g. global:kscr)")
+    bm.add_argument("--set", nargs="+", action="extend", metavar="NAME:KEY=VALUE",
+                    help="map config override of one method, e.g. crossfire:map.train.steps=600 (rebuilds that map); "
+                    "field:map.train.steps=600 configures the shared field (--shared-field)")
+    bm.add_argument("--reloc-set", nargs="+", action="extend", metavar="NAME:KEY=VALUE",
                     help="relocalizer override of one method, e.g. crossfire:localization.max_iterations=2 "
                     "(relocalizes again, never rebuilds the map)")
+    bm.add_argument("--shared-field", action="store_true",
+                    help="one neural field per dataset (maps/field) and the methods that can be added to a map trained "
+                    "on it (maps/shared, add-method); the others (classical) build their own map")
+    bm.add_argument("--map-every", type=count, metavar="N",
+                    help="build the maps from every N-th mapping frame only (queries unchanged; results in "
+                    "OUT/<dataset>@everyN)")
     bm.add_argument("--split", help="query frames: test (default), train or all")
     bm.add_argument("--limit", type=count, help="localize at most this many query frames per dataset (default: all)")
     bm.add_argument("--config", help="YAML with BenchmarkConfig fields (thresholds, basin, perturbation, ...)")

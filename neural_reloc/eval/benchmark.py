@@ -1,29 +1,38 @@
 """``neural-reloc benchmark``: methods side by side on the same query frames.
 
 A pipeline of steps (hloc style): each takes typed inputs, returns where it wrote its
-output, and skips work a previous run finished.
+output, and skips work a previous run finished. What runs: a
+:class:`~neural_reloc.eval.benchmark_config.BenchmarkConfig` (entries ``NAME`` or
+``NAME=METHOD``, priors, overrides per entry name, checks).
 
-1. :func:`build_method_map`, per dataset and method: the map of the train split in
-   ``OUT/<dataset>/maps/<method>`` (:func:`neural_reloc.mapping.build_map`, which skips
-   a map of the same method, config and data), and the build's wall time beside it in
-   ``OUT/<dataset>/maps/<method>.build.json``.
-2. :func:`localize_queries`, per method and prior: the query split localized into
-   ``OUT/<dataset>/<method>/<prior>.json`` (records, summary and the identity that makes
-   it reusable: the map's checksums and creation time, the relocalizer overrides, the
-   prior config and the query frames). Skipped when the identity matches, so changing
-   a relocalizer override (``--reloc-set``) reruns this step, never the map build.
+1. The maps (:mod:`neural_reloc.eval.benchmark_maps`), per dataset: by default each
+   entry's own map of the train split in ``OUT/<dataset>/maps/<name>``, with the
+   build's wall time in ``maps/<name>.build.json``. With ``shared_field``: one neural
+   field ``maps/field``, and ``maps/shared`` holding it + the component of each method
+   that can be added to a map (a variant with other component settings: ``maps/<name>``;
+   a method that cannot be added, e.g. classical: its own map as by default).
+2. :func:`localize_queries`, per entry and prior: the query split localized into
+   ``OUT/<dataset>/<name>/<prior>.json`` (records, summary and the identity that makes
+   it reusable: the map's checksums and creation time, or in a shared bundle those of
+   the field and the components used; the relocalizer overrides, the prior config and
+   the query frames). Skipped when the identity matches, so changing a relocalizer
+   override (``--reloc-set``) reruns this step, never the map build. A ``global:METHOD``
+   prior localizes without a prior given, METHOD's component of the same bundle giving
+   the first pose (``load_relocalizer(..., global_prior=METHOD)``).
 3. :func:`summarize_dataset` and :func:`write_benchmark`: ``OUT/benchmark.json``, a
    markdown table (:func:`~neural_reloc.eval.benchmark_report.format_markdown`) and
    ``OUT/report.html``.
 
 Metrics, the scene scale for relative recall and the failure causes:
 :mod:`neural_reloc.eval.benchmark_metrics`; the HTML report and the markdown table:
-:mod:`neural_reloc.eval.benchmark_report`. The output folder::
+:mod:`neural_reloc.eval.benchmark_report`. The output folder (``<dataset>@everyN``
+for maps from every N-th mapping frame, ``map_every``)::
 
     OUT/benchmark.json, OUT/report.html
-    OUT/<dataset>/maps/<method>/             the map bundle
-    OUT/<dataset>/maps/<method>.build.json   its build wall time
-    OUT/<dataset>/<method>/<prior>.json      records, summary, identity
+    OUT/<dataset>/maps/<name>/               an entry's own map
+    OUT/<dataset>/maps/<name>.build.json     its build wall time
+    OUT/<dataset>/maps/field, maps/shared    the shared field and its bundle (+ .build.json)
+    OUT/<dataset>/<name>/<prior>.json        records, summary, identity (global:kscr -> global-kscr.json)
 """
 
 from __future__ import annotations
@@ -33,158 +42,43 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_io import ConfigError, merge, parse_dotted, to_dict
+from ..config_io import parse_dotted, to_dict
 from ..data.posed_images import PosedImages
-from ..localization import PRIOR_MODES, LocalizeDatasetConfig, localize_dataset, summarize_records
-from ..map_bundle import MapError, map_size_bytes, read_manifest
+from ..localization import LocalizeDatasetConfig, localize_dataset, summarize_records
+from ..map_bundle import FIELD_FILE, read_manifest
+from .benchmark_config import (  # noqa: F401 - re-exported: the benchmark's configuration API
+    BenchmarkConfig,
+    add_method_overrides,
+    global_prior_method,
+    method_config,
+    method_entries,
+    parse_method_overrides,
+    prior_file_stem,
+    validate_config,
+)
+from .benchmark_maps import (  # noqa: F401 - re-exported: step 1
+    BUILD_RECORD_SUFFIX,
+    MAPS_DIR,
+    build_method_map,
+    build_record_path,
+    build_shared_maps,
+    component_build_info,
+    map_build_info,
+    mapping_data,
+    mapping_frame_count,
+)
 from .benchmark_metrics import MAP_SPLIT, frame_rows, method_metrics, scene_scale
 from .io import write_json_atomic
 
 SUMMARY_NAME = "benchmark.json"
 REPORT_NAME = "report.html"
-MAPS_DIR = "maps"
-BUILD_RECORD_SUFFIX = ".build.json"
-BYTES_PER_MB = 1e6
-
-
-@dataclass
-class BenchmarkConfig:
-    """What ``neural-reloc benchmark`` runs and how it scores it (defaults in one place)."""
-
-    # Registered methods that relocalize (neural_reloc.methods.registry).
-    methods: tuple[str, ...] = ("crossfire",)
-    # Priors each method starts from: localization.PRIOR_MODES (retrieval, perturbed, constant).
-    priors: tuple[str, ...] = ("retrieval",)
-    # Query frames; maps are built from the "train" split.
-    split: str = "test"
-    # Localize at most this many query frames per dataset (0: all).
-    limit: int = 0
-    # "perturbed" prior: the ground truth moved by exactly this much (dataset units) ...
-    perturb_m: float = 0.3
-    # ... and rotated by exactly this many degrees about a random axis (seeded).
-    perturb_deg: float = 15.0
-    # Seed of those perturbations.
-    seed: int = 0
-    # "constant" prior: the map's reference view used for every frame (-1: the central one).
-    constant_reference: int = -1
-    # Untimed localizations of the first query frame before each timed run, so that
-    # first-call costs (allocations, kernel selection) stay out of the latency figures.
-    warmup_frames: int = 1
-    # Render the held-out views after a build (map PSNR / depth error in the report) ...
-    evaluate_maps: bool = True
-    # ... at most this many of them (0: all).
-    max_eval_views: int = 8
-    # Absolute recall thresholds: (translation in dataset units, normally metres, degrees).
-    recall_thresholds: tuple[tuple[float, float], ...] = ((0.01, 1.0), (0.02, 2.0), (0.05, 5.0))
-    # Relative recall thresholds: (fraction of the scene scale, degrees), for scenes in
-    # arbitrary units (e.g. 0.005 = 0.5% of the median query depth).
-    relative_recall_thresholds: tuple[tuple[float, float], ...] = ((0.005, 1.0), (0.01, 2.0), (0.025, 5.0))
-    # The scene scale is computed over at most this many query frames, evenly spaced (0: all).
-    scale_max_frames: int = 100
-    # Failures by cause are counted over the frames that miss recall at these.
-    failure_t_m: float = 0.05
-    failure_r_deg: float = 5.0
-    # A prior further from the truth than either is "wrong place" (outside the basin).
-    basin_t_m: float = 1.0
-    basin_r_deg: float = 45.0
-    # Per method: map config overrides ("key.path=value", relative to the method config;
-    # part of the map's identity: a change rebuilds the map).
-    map_overrides: dict[str, list[str]] = field(default_factory=dict)
-    # Per method: relocalizer overrides ("localization.max_iterations=2"); they never
-    # rebuild a map, only relocalize again.
-    reloc_overrides: dict[str, list[str]] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- configuration
-def parse_method_overrides(items: Sequence[str], option: str = "--set") -> dict[str, list[str]]:
-    """``["crossfire:map.train.steps=600", ...]`` -> ``{"crossfire": ["map.train.steps=600"]}``."""
-    out: dict[str, list[str]] = {}
-    for item in items:
-        method, sep, assignment = item.partition(":")
-        key = assignment.split("=", 1)[0].strip()
-        if not sep or not method.strip() or "=" in method or "=" not in assignment or not key:
-            raise ConfigError(
-                f"{option} {item!r}: expected METHOD:key.path=value (the method name before the colon), "
-                "e.g. crossfire:map.train.steps=600"
-            )
-        out.setdefault(method.strip(), []).append(assignment.strip())
-    return out
-
-
-def add_method_overrides(cfg: BenchmarkConfig, map_items: Sequence[str] = (), reloc_items: Sequence[str] = ()) -> BenchmarkConfig:
-    """``cfg`` with ``--set`` / ``--reloc-set`` items (METHOD:key=value) appended to the
-    overrides it already has (e.g. from a config file), which they therefore follow."""
-    for name, items, option in (("map_overrides", map_items, "--set"), ("reloc_overrides", reloc_items, "--reloc-set")):
-        table = getattr(cfg, name)
-        if not isinstance(table, dict):
-            raise ConfigError(f"benchmark config {name}: expected a mapping method -> list of overrides, got {table!r}")
-        for method, assignments in parse_method_overrides(items, option).items():
-            table[method] = [*table.get(method, []), *assignments]
-    return cfg
-
-
-def method_config(method: str, overrides: Sequence[str] = (), what: str = "map override") -> Any:
-    """The method's default config with ``key.path=value`` overrides; errors name the method."""
-    from ..methods.registry import get_method
-
-    cfg = get_method(method).config_factory()
-    if not overrides:
-        return cfg
-    try:
-        return merge(cfg, parse_dotted(list(overrides)))
-    except ConfigError as e:
-        raise ConfigError(f"{what} of method {method!r} ({', '.join(overrides)}): {e}") from None
-
-
-def validate_config(cfg: BenchmarkConfig) -> None:
-    """Fail before any work on unknown or map-only methods, unknown priors, overrides
-    for methods that are not benchmarked, invalid override keys and bad thresholds."""
-    from ..methods.registry import available_methods, get_method
-
-    if not cfg.methods:
-        raise ConfigError("no methods to benchmark (--methods)")
-    known = available_methods()
-    relocalizing = [m for m in known if get_method(m).relocalizer_factory is not None]
-    for m in cfg.methods:
-        if m not in known:
-            raise ConfigError(f"method {m!r} is not registered; available: {', '.join(known)}")
-        if m not in relocalizing:
-            raise ConfigError(
-                f"method {m!r} builds maps but cannot relocalize; methods that relocalize: {', '.join(relocalizing)}"
-            )
-    if len(set(cfg.methods)) != len(cfg.methods):
-        raise ConfigError(f"methods listed twice: {', '.join(cfg.methods)}")
-    if not cfg.priors:
-        raise ConfigError("no priors to benchmark (--priors)")
-    for p in cfg.priors:
-        if p not in PRIOR_MODES:
-            raise ConfigError(f"prior {p!r} is not one of {', '.join(PRIOR_MODES)}")
-    for what, table in (("map override", cfg.map_overrides), ("relocalizer override", cfg.reloc_overrides)):
-        for m, overrides in table.items():
-            if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-                raise ConfigError(f"{what}s of method {m!r}: expected a list of 'key.path=value' strings, got {overrides!r}")
-            if m not in cfg.methods:
-                raise ConfigError(f"{what} {m}:{overrides[0]} names method {m!r}, which is not benchmarked "
-                                  f"(methods: {', '.join(cfg.methods)})")
-            method_config(m, overrides, what)
-    for name in ("recall_thresholds", "relative_recall_thresholds"):
-        for i, pair in enumerate(getattr(cfg, name)):
-            if len(pair) != 2:
-                raise ConfigError(f"benchmark config {name}[{i}]: expected [translation, degrees], got {list(pair)}")
-    positive = {"failure_t_m": cfg.failure_t_m, "failure_r_deg": cfg.failure_r_deg,
-                "basin_t_m": cfg.basin_t_m, "basin_r_deg": cfg.basin_r_deg}
-    positive |= {f"recall_thresholds[{i}]": min(t) for i, t in enumerate(cfg.recall_thresholds)}
-    positive |= {f"relative_recall_thresholds[{i}]": min(t) for i, t in enumerate(cfg.relative_recall_thresholds)}
-    for name, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"benchmark config {name}: must be > 0, got {value}")
-    for name in ("limit", "warmup_frames", "max_eval_views", "scale_max_frames"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"benchmark config {name}: must be >= 0, got {getattr(cfg, name)}")
+#: Label suffix of a dataset whose maps use every N-th mapping frame (``room@every10``).
+MAP_EVERY_SUFFIX = "@every"
+#: Relocalizer settings live under this section of a method config.
+LOCALIZATION_SECTION = "localization."
 
 
 def dataset_labels(paths: Sequence[str | Path]) -> list[str]:
@@ -221,87 +115,50 @@ def query_indices(data: PosedImages, cfg: BenchmarkConfig) -> list[int]:
     return idx[: cfg.limit] if cfg.limit else idx
 
 
-# ---------------------------------------------------------------- step 1: maps
-def build_record_path(map_dir: Path) -> Path:
-    return map_dir.parent / f"{map_dir.name}{BUILD_RECORD_SUFFIX}"
-
-
-def _created(map_dir: Path) -> float | None:
-    try:
-        return read_manifest(map_dir).get("created_unix")
-    except MapError:
-        return None
-
-
-def build_method_map(
-    data: PosedImages,
-    maps_dir: Path,
-    method: str,
-    cfg: BenchmarkConfig,
-    device: Any = "cpu",
-    progress: Callable | None = None,
-    log: Callable[[str], None] = print,
-) -> Path:
-    """Build (or find) ``method``'s map of ``data`` in ``maps_dir/<method>``; return it.
-
-    The method config is its defaults with ``cfg.map_overrides[method]``. A map built
-    now gets ``<method>.build.json`` beside it (the build's wall time, evaluation
-    included), which :func:`map_build_info` reads back on later runs."""
-    from ..mapping import build_map
-
-    config = method_config(method, cfg.map_overrides.get(method, []))
-    out = Path(maps_dir) / method
-    before = _created(out)
-    t0 = time.perf_counter()
-    build_map(data, out, method=method, config=config, device=device, progress=progress, log=log,
-              evaluate=cfg.evaluate_maps, max_eval_views=cfg.max_eval_views, overwrite=True)
-    wall_s = time.perf_counter() - t0
-    created = _created(out)
-    if created != before:
-        write_json_atomic(build_record_path(out), {"created_unix": created, "build_wall_s": round(wall_s, 3)})
-    return out
-
-
-def map_build_info(map_dir: Path) -> dict:
-    """Size, build time and held-out quality of a map. ``build_s`` is the wall time the
-    benchmark measured when it built this very map, else the manifest's training time."""
-    man = read_manifest(map_dir)
-    training = man.get("training", {})
-    build_s, source = training.get("train_s"), "manifest training.train_s"
-    rec_path = build_record_path(Path(map_dir))
-    if rec_path.is_file():
-        rec = json.loads(rec_path.read_text())
-        if rec.get("created_unix") == man.get("created_unix"):
-            build_s, source = rec.get("build_wall_s"), "benchmark wall time"
-    metrics = man.get("metrics", {})
-    return {
-        "path": str(map_dir),
-        "method": man["method"],
-        "created_unix": man.get("created_unix"),
-        "size_mb": round(map_size_bytes(map_dir) / BYTES_PER_MB, 3),
-        "build_s": build_s,
-        "build_s_source": source,
-        "train_s": training.get("train_s"),
-        "train_steps": training.get("steps"),
-        "map_quality": {k: v for k, v in metrics.items() if k != "per_view"},
-    }
-
-
 # ---------------------------------------------------------------- step 2: localization
 def localize_config(cfg: BenchmarkConfig, prior: str) -> LocalizeDatasetConfig:
-    return LocalizeDatasetConfig(split=cfg.split, prior=prior, perturb_m=cfg.perturb_m, perturb_deg=cfg.perturb_deg,
+    """``global:METHOD`` localizes as ``retrieval`` (no prior given)."""
+    mode = "retrieval" if global_prior_method(prior) else prior
+    return LocalizeDatasetConfig(split=cfg.split, prior=mode, perturb_m=cfg.perturb_m, perturb_deg=cfg.perturb_deg,
                                  seed=cfg.seed, constant_reference=cfg.constant_reference, limit=cfg.limit)
 
 
-def localization_identity(map_dir: Path, data: PosedImages, loc: LocalizeDatasetConfig, reloc_overrides: Sequence[str]) -> dict:
-    """What a localization result depends on (JSON-normalized for comparison)."""
+def entry_reloc_overrides(cfg: BenchmarkConfig, name: str, in_bundle: bool = False) -> list[str]:
+    """An entry's relocalizer overrides. In a shared bundle its component may be another
+    entry's (same build settings): its own ``localization.*`` map overrides come first."""
+    own = [o for o in cfg.map_overrides.get(name, []) if o.startswith(LOCALIZATION_SECTION)] if in_bundle else []
+    return [*own, *cfg.reloc_overrides.get(name, [])]
+
+
+def localization_identity(
+    map_dir: Path,
+    data: PosedImages,
+    loc: LocalizeDatasetConfig,
+    reloc_overrides: Sequence[str],
+    component: str = "",
+    global_prior: str = "",
+) -> dict:
+    """What a localization result depends on (JSON-normalized for comparison). An own
+    map counts as a whole; in a shared bundle (``component`` given) only the field and
+    the components used count, so adding another method to the bundle reruns nothing."""
     man = read_manifest(map_dir)
-    ident = {
-        "map": {
+    if component:
+        used = [component, *([global_prior] if global_prior else [])]
+        files = [FIELD_FILE, *(man["components"][m]["file"] for m in used)]
+        map_ident = {
+            "method": component,
+            "global_prior": global_prior,
+            "created_unix": {m: man["components"][m].get("created_unix") for m in used},
+            "sha256": {f: man["files"][f]["sha256"] for f in files},
+        }
+    else:
+        map_ident = {
             "method": man["method"],
             "created_unix": man.get("created_unix"),
             "sha256": {name: meta.get("sha256") for name, meta in man["files"].items()},
-        },
+        }
+    ident = {
+        "map": map_ident,
         "reloc_overrides": parse_dotted(list(reloc_overrides)),
         "localize": to_dict(loc),
         "queries": data.fingerprint(None if loc.split in ("", "all") else loc.split),
@@ -325,27 +182,33 @@ def localize_queries(
     load_relocalizer: Callable[[], Any],
     progress: Callable | None = None,
     log: Callable[[str], None] = print,
+    name: str = "",
+    component: str = "",
 ) -> Path:
     """Localize the query frames from ``prior`` into ``out_json`` (atomically); return it.
 
-    ``load_relocalizer()`` gives the map's relocalizer (with the method's relocalizer
-    overrides); it is only called when the result is not already there."""
-    method = read_manifest(map_dir)["method"]
+    ``name``: the entry (default: the map's method), whose relocalizer overrides apply;
+    ``component``: the method of a shared bundle that localizes ("" for an own map).
+    ``load_relocalizer()`` gives the relocalizer (with those overrides and the global
+    prior); it is only called when the result is not already there."""
+    method = component or read_manifest(map_dir)["method"]
+    name = name or method
     loc = localize_config(cfg, prior)
-    overrides = cfg.reloc_overrides.get(method, [])
-    ident = localization_identity(map_dir, data, loc, overrides)
+    overrides = entry_reloc_overrides(cfg, name, bool(component))
+    ident = localization_identity(map_dir, data, loc, overrides, component, global_prior_method(prior))
     if Path(out_json).is_file() and _stored_identity(Path(out_json)) == ident:
         log(f"{out_json} is up to date (same map, overrides, prior and queries): skipping the localization")
         return Path(out_json)
     reloc = load_relocalizer()
     first = query_indices(data, cfg)[0]
     for _ in range(cfg.warmup_frames):
-        reloc.localize(data.image(first), data.camera(first), None if prior == "retrieval" else _warmup_prior(data, first))
+        reloc.localize(data.image(first), data.camera(first), None if loc.prior == "retrieval" else _warmup_prior(data, first))
     t0 = time.perf_counter()
     records = localize_dataset(reloc, data, loc, progress=progress)
     wall_s = time.perf_counter() - t0
     write_json_atomic(Path(out_json), {
         "identity": ident,
+        "name": name,
         "method": method,
         "prior": prior,
         "map": str(map_dir),
@@ -363,22 +226,25 @@ def _warmup_prior(data: PosedImages, i: int):
 
     return PosePrior(data.w2c_opencv(i), source="given")
 
+
 # ---------------------------------------------------------------- step 3: summary
 def summarize_dataset(
     label: str,
     data: PosedImages,
-    maps: dict[str, Path],
+    maps: dict[str, dict],
     runs: dict[tuple[str, str], Path],
     cfg: BenchmarkConfig,
+    extra: dict | None = None,
 ) -> dict:
-    """One dataset's part of benchmark.json from the maps and localization files."""
+    """One dataset's part of benchmark.json from the maps' build info (entry name ->
+    :func:`map_build_info` / :func:`component_build_info`) and the localization files."""
     scale, scale_source = scene_scale(data, query_indices(data, cfg), cfg.scale_max_frames)
     results: dict[str, dict] = {}
-    for (method, prior), path in runs.items():
+    for (name, prior), path in runs.items():
         run = json.loads(Path(path).read_text())
         entry = method_metrics(run["frames"], scale, cfg)
         entry.update(file=str(path), wall_s=run.get("wall_s"), per_frame=frame_rows(run["frames"], scale, cfg))
-        results.setdefault(method, {})[prior] = entry
+        results.setdefault(name, {})[prior] = entry
     return {
         "label": label,
         "data": data.source,
@@ -386,8 +252,9 @@ def summarize_dataset(
         "query_frames": len(query_indices(data, cfg)),
         "scale": scale,
         "scale_source": scale_source,
-        "maps": {m: map_build_info(p) for m, p in maps.items()},
+        "maps": maps,
         "results": results,
+        **(extra or {}),
     }
 
 
@@ -405,9 +272,11 @@ def write_benchmark(out: Path, datasets: list[dict], cfg: BenchmarkConfig) -> Pa
 # ---------------------------------------------------------------- the whole run
 def load_datasets(data_paths: Sequence[str | Path], cfg: BenchmarkConfig, log: Callable[[str], None] = print) -> list[tuple[str, PosedImages]]:
     """(folder label, dataset) of each path; a missing or empty query split fails here,
-    before any build. Warns when query frames are also mapping frames."""
+    before any build. Warns when query frames are also mapping frames. With
+    ``map_every`` > 1 the labels end in ``@everyN``."""
     from ..data import load_dataset
 
+    suffix = f"{MAP_EVERY_SUFFIX}{cfg.map_every}" if cfg.map_every > 1 else ""
     loaded = []
     for label, path in zip(dataset_labels(data_paths), data_paths):
         data = load_dataset(path)
@@ -416,8 +285,20 @@ def load_datasets(data_paths: Sequence[str | Path], cfg: BenchmarkConfig, log: C
         if shared:
             log(f"warning: {data.source}: {len(shared)} query frames are also mapping frames (the maps are built "
                 f"from the {MAP_SPLIT!r} split, or from all frames when there is none)")
-        loaded.append((label, data))
+        loaded.append((label + suffix, data))
     return loaded
+
+
+def _skip_reason(name: str, method: str, prior: str, in_bundle: bool) -> str:
+    """Why a ``global:`` run of an entry is not made ("" when it is)."""
+    g = global_prior_method(prior)
+    if not g:
+        return ""
+    if g == method:
+        return f"{name} is {g} itself (its retrieval run is the same)"
+    if not in_bundle:
+        return f"{name} ({method}) has its own map, without a {g} component"
+    return ""
 
 
 def run_benchmark(
@@ -432,22 +313,45 @@ def run_benchmark(
     from ..map_loading import load_relocalizer
 
     validate_config(cfg)
+    entries = method_entries(cfg)
     out = Path(out)
     datasets = []
     for label, data in load_datasets(data_paths, cfg, log):
         root = out / label
-        maps = {}
-        for method in cfg.methods:
-            log(f"[{label}] map of {method}")
-            maps[method] = build_method_map(data, root / MAPS_DIR, method, cfg, device, progress, log)
+        map_data = mapping_data(data, cfg)
+        field, bundles = None, {}
+        if cfg.shared_field:
+            field, bundles = build_shared_maps(map_data, root / MAPS_DIR, entries, cfg, device, progress, log)
+        maps = dict(bundles)
+        for name, method in entries.items():
+            if name not in maps:
+                log(f"[{label}] map of {name}")
+                maps[name] = build_method_map(map_data, root / MAPS_DIR, method, cfg, device, progress, log, name=name)
+        field_info = map_build_info(field) if field is not None else None
+        infos = {}
         runs: dict[tuple[str, str], Path] = {}
-        for method, map_dir in maps.items():
-            # loaded once per method, and only if some prior's result is not there yet
-            load = functools.cache(functools.partial(load_relocalizer, map_dir, device, cfg.reloc_overrides.get(method) or None))
+        skipped = []
+        for name, method in entries.items():
+            map_dir, in_bundle = maps[name], name in bundles
+            component = method if in_bundle else ""
+            infos[name] = component_build_info(map_dir, method, field_info) if in_bundle else map_build_info(map_dir)
+            overrides = entry_reloc_overrides(cfg, name, in_bundle) or None
+            loads: dict[str, Callable] = {}  # one relocalizer per global prior, loaded only if a result is missing
             for prior in cfg.priors:
-                log(f"[{label}] {method}, {prior} prior")
-                runs[(method, prior)] = localize_queries(map_dir, data, prior, root / method / f"{prior}.json", cfg, load, progress, log)
-        datasets.append(summarize_dataset(label, data, maps, runs, cfg))
+                reason = _skip_reason(name, method, prior, in_bundle)
+                if reason:
+                    log(f"[{label}] {name}, {prior} prior: skipped ({reason})")
+                    skipped.append({"name": name, "prior": prior, "reason": reason})
+                    continue
+                g = global_prior_method(prior)
+                load = loads.setdefault(g, functools.cache(functools.partial(
+                    load_relocalizer, map_dir, device, overrides, method=method, global_prior=g)))
+                log(f"[{label}] {name}, {prior} prior")
+                runs[(name, prior)] = localize_queries(map_dir, data, prior, root / name / f"{prior_file_stem(prior)}.json",
+                                                       cfg, load, progress, log, name=name, component=component)
+        extra = {"map_every": cfg.map_every, "mapping_frames": mapping_frame_count(map_data),
+                 "field": field_info, "skipped": skipped}
+        datasets.append(summarize_dataset(label, data, infos, runs, cfg, extra))
     path = write_benchmark(out, datasets, cfg)
     log(f"wrote {path} and {out / REPORT_NAME}")
     return json.loads(path.read_text())

@@ -100,15 +100,42 @@ def cdf_svg(curves: list[tuple[str, list[float | None]]], x_label: str, markers:
     return "".join(out)
 
 
+def _entry_label(name: str, info: dict) -> str:
+    """``kscr_real (kscr)`` for a variant, the method's name otherwise; ``+ field`` for a
+    component of a shared field."""
+    method = info.get("method", name)
+    label = name if method == name else f"{name} ({method})"
+    return label + (" on the shared field" if info.get("component") else "")
+
+
 def _maps_table(ds: dict) -> str:
     rows = []
-    for method, m in ds["maps"].items():
+    maps = ([("shared field", ds["field"])] if ds.get("field") else []) + [
+        (_entry_label(name, m), m) for name, m in ds["maps"].items()]
+    for label, m in maps:
         q = m.get("map_quality") or {}
-        rows.append([html.escape(method), _fmt(m.get("size_mb"), 2), _fmt(m.get("build_s"), 1), _fmt(m.get("build_s_source")),
+        rows.append([html.escape(label), _fmt(m.get("size_mb"), 2), _fmt(m.get("build_s"), 1), _fmt(m.get("build_s_source")),
                      _fmt(m.get("train_steps")), _fmt(q.get("psnr_mean"), 2), _fmt(q.get("depth_median_rel_err"), 4),
                      _fmt(m.get("path"))])
-    return _table(rows, ["method", "size [MB]", "build [s]", "build time from", "steps", "held-out PSNR [dB]",
-                         "depth rel. error", "map"])
+    note = ""
+    if ds.get("field"):
+        note = ("<p>Methods on the shared field: size = field + component, build = the component's training "
+                "(add-method); the field's build is its own row.</p>")
+    return note + _table(rows, ["map", "size [MB]", "build [s]", "build time from", "steps", "held-out PSNR [dB]",
+                                "depth rel. error", "path"])
+
+
+def _mapping_frames(ds: dict) -> str:
+    every = ds.get("map_every", 1)
+    return "–" if "mapping_frames" not in ds else f"{ds['mapping_frames']}" + (f" (1 in {every} of the map split)" if every > 1 else "")
+
+
+def _skipped(ds: dict) -> str:
+    if not ds.get("skipped"):
+        return ""
+    items = "".join(f"<li>{html.escape(s['name'])} / {html.escape(s['prior'])}: {html.escape(s['reason'])}</li>"
+                    for s in ds["skipped"])
+    return f"<p>Not run:</p><ul>{items}</ul>"
 
 
 def _results_table(ds: dict, cfg: dict) -> str:
@@ -220,6 +247,13 @@ def format_markdown(summary: dict) -> str:
                        f"{_num_str(m['prior_median_t_err_m'], 100, 1)} / {_num_str(m['prior_median_r_err_deg'], digits=1)}",
                        " / ".join(str(c[k]) for k in FAILURE_CAUSES)]
                 parts.append("| " + " | ".join(row) + " |")
+        if ds.get("field"):
+            f = ds["field"]
+            parts.append(f"Shared field {f['path']}: {_num_str(f.get('size_mb'), digits=1)} MB, built in "
+                         f"{_num_str(f.get('build_s'), digits=0)} s; map [MB] and build [s] of the methods on it: "
+                         "field + component, the component's training.")
+        for sk in ds.get("skipped", []):
+            parts.append(f"Not run: {sk['name']} / {sk['prior']} ({sk['reason']}).")
         parts.append("")
     return "\n".join(parts)
 
@@ -247,9 +281,10 @@ def render_benchmark_html(summary: dict) -> str:
         parts += [
             f"<h2>{html.escape(ds['label'])}</h2>",
             _table([["data", _fmt(ds["data"])], ["query frames", f"{ds['query_frames']} ({html.escape(ds['query_split'])} split)"],
+                    ["mapping frames", _mapping_frames(ds)],
                     ["scene scale", f"{scale} ({html.escape(ds['scale_source'])})"]]),
             "<h3>Maps</h3>", _maps_table(ds),
-            "<h3>Methods</h3>", _results_table(ds, cfg),
+            "<h3>Methods</h3>", _results_table(ds, cfg), _skipped(ds),
             "<h3>Cumulative error (fraction of all query frames)</h3>", _plots(ds, cfg),
             "<h3>Latency per stage [ms]</h3>", _latency_table(ds),
             "<h3>Failures by cause</h3>", _failures(ds),
