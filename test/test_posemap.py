@@ -148,8 +148,9 @@ def test_add_method_round_trip_and_unlabeled_refinement(tiny, tmp_path):
     from neural_reloc.data.posed_images import DatasetError
     from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
     from neural_reloc.map_bundle import FIELD_FILE, read_map, sha256_file
-    from neural_reloc.map_loading import describe_map, load_relocalizer
+    from neural_reloc.map_loading import describe_map, load_neural_map, load_relocalizer
     from neural_reloc.mapping import add_method
+    from neural_reloc.methods.posemap.pose_branch import HEAD_NAME
 
     scene, m = tiny
     data = load_dataset(scene)
@@ -158,6 +159,7 @@ def test_add_method_round_trip_and_unlabeled_refinement(tiny, tmp_path):
     assert sha256_file(out / FIELD_FILE) == sha256_file(m / FIELD_FILE)
     info = describe_map(out)
     assert "posemap" in info["components"]
+    assert HEAD_NAME in load_neural_map(out).field.heads  # the head is stored with the component, attached on load
     reloc = load_relocalizer(out, "cpu", method="posemap")
     train = data.indices("train")
     errs = [_localize_error(reloc, data, i)[1][0] for i in train]
