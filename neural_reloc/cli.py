@@ -265,6 +265,10 @@ def _apply_node_params(cfg, params_file: str, reloc_overrides: list[str] | None,
     return overrides or None
 
 
+GLOBAL_PRIOR_HELP = ("another of the map's methods that needs no prior (kscr) gives the frames without a prior their "
+                     "first pose, instead of the method's own retrieval")
+
+
 #: MKL_CBWR of ``eval-bag --live`` (measured: ~+15 ms of matching per frame).
 REPRODUCIBLE_MKL_CBWR = "COMPATIBLE"
 
@@ -312,6 +316,7 @@ def cmd_eval_bag(args) -> int:
             reloc_overrides=reloc_overrides,
             progress=True,
             method=args.method,
+            global_prior=args.global_prior,
         )
     except BaseException:
         name = failed_path(out / RESULTS_NAME) if failed_path(out / RESULTS_NAME).is_file() else out / RESULTS_NAME
@@ -343,6 +348,7 @@ def cmd_eval_bag(args) -> int:
         node_running=args.node_running,
         progress=True,
         method=args.method,
+        global_prior=args.global_prior,
     )
     agreement = compare_runs(results["frames"], live["frames"])
     write_json_atomic(out / "agreement.json", agreement)
@@ -360,7 +366,7 @@ def cmd_localize(args) -> int:
     from .map_loading import load_relocalizer
 
     out = check_output_file(args.out) if args.out else None
-    reloc = load_relocalizer(args.map, args.device, args.set or None, method=args.method)
+    reloc = load_relocalizer(args.map, args.device, args.set or None, method=args.method, global_prior=args.global_prior)
     data = load_dataset(args.data)
     cfg = LocalizeDatasetConfig(
         split=args.split, prior=args.prior, perturb_m=args.perturb_m, perturb_deg=args.perturb_deg,
@@ -533,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--map", required=True, help="map directory (build-map --method crossfire)")
     e.add_argument("--out", required=True, help="folder for results.json and report.html")
     e.add_argument("--method", help="which of the map's methods localizes (default: the map's)")
+    e.add_argument("--global-prior", default="", metavar="METHOD", help=GLOBAL_PRIOR_HELP)
     gt = e.add_mutually_exclusive_group()
     gt.add_argument("--gt-topic", help="ground-truth pose topic (default /ground_truth/camera_pose)")
     gt.add_argument("--gt-tf", nargs=2, metavar=("PARENT", "CHILD"), help="ground truth from the TF transform PARENT -> CHILD")
@@ -566,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--data", required=True, help="dataset with the query frames (transforms.json or folder)")
     lo.add_argument("--split", default="test", help="query frames: test (default), train or all")
     lo.add_argument("--method", help="which of the map's methods localizes (neural-reloc info lists them; default: the map's)")
+    lo.add_argument("--global-prior", default="", metavar="METHOD", help=GLOBAL_PRIOR_HELP)
     lo.add_argument("--prior", default="retrieval", choices=("retrieval", "perturbed", "constant"),
                     help="retrieval over the map, ground truth perturbed, or one constant pose (Table 2)")
     lo.add_argument("--perturb-m", type=float, default=0.3, help="perturbed prior: translation offset, metres")
@@ -578,6 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--quiet", action="store_true", help="no per-frame lines (a progress bar instead)")
     add_device(lo)
     lo.set_defaults(func=cmd_localize)
+
+    from .synthesis.cli import add_parser as add_synthesize_parser
+
+    add_synthesize_parser(sub)
 
     bm = sub.add_parser(
         "benchmark",

@@ -68,6 +68,7 @@ def evaluate_bag(
     reloc_overrides: dict | list[str] | None = None,
     progress: bool = False,
     method: str | None = None,
+    global_prior: str = "",
 ) -> dict:
     """Evaluate a relocalizer (given, or loaded from ``map_path``) on a bag.
 
@@ -128,7 +129,8 @@ def evaluate_bag(
             if relocalizer is None:
                 from ..map_loading import load_relocalizer
 
-                relocalizer = load_relocalizer(map_path, device, reloc_overrides, method=method)
+                relocalizer = load_relocalizer(map_path, device, reloc_overrides, method=method,
+                                               global_prior=global_prior)
             results["method"] = relocalizer.method
             session = RelocalizationSession(relocalizer, cfg.tracking)
             total = frames.num_frames if not cfg.max_frames else min(cfg.max_frames, frames.num_frames)

@@ -310,7 +310,7 @@ def stop_node(proc, timeout_s: float = 20.0) -> int | None:
 # ---------------------------------------------------------------------- live evaluation
 def node_params_for(
     cfg, device: str | None = None, reloc_overrides: dict | list[str] | None = None, map_path: str | Path | None = None,
-    method: str | None = None,
+    method: str | None = None, global_prior: str = "",
 ) -> dict:
     """Node parameters that make the node decide as ``eval-bag`` with ``cfg``
     (an :class:`~neural_reloc.eval.eval_bag.EvalBagConfig`) does.
@@ -350,6 +350,8 @@ def node_params_for(
         method = map_default_method(read_manifest(map_path))
     if method:
         params["method"] = method
+    if global_prior:
+        params["global_prior"] = global_prior
     other = sorted(set(reloc_overrides) - {"localization"})
     if other:
         raise ValueError(f"relocalizer overrides {other}: the node takes only localization.* settings")
@@ -380,6 +382,7 @@ def evaluate_bag_live(
     progress: bool = False,
     env: dict | None = None,
     method: str | None = None,
+    global_prior: str = "",
 ) -> dict:
     """The live half of ``eval-bag --live``: start the node (unless ``node_running``),
     replay the bag into it, record its statuses to ``out_dir/recorded``, and write
@@ -427,7 +430,7 @@ def evaluate_bag_live(
         if not node_running:
             if map_path is None:
                 raise ValueError("live evaluation needs the map to start the node with")
-            proc = start_node(map_path, node_params_for(cfg, device, reloc_overrides, map_path, method), out_dir / "node.log",
+            proc = start_node(map_path, node_params_for(cfg, device, reloc_overrides, map_path, method, global_prior), out_dir / "node.log",
                               env)
         results["replay"] = replay_bag(bag_path, recorded, replay, progress=progress)
         if proc is not None and proc.poll() is not None:

@@ -48,6 +48,13 @@ class NodeConfig:
         "the map does not have fails configure.",
         read_only=True,
     )
+    global_prior: str = setting(
+        "",
+        "Another of the map's methods that needs no prior (e.g. kscr) gives the frames without a prior "
+        "(lost tracking, no initial pose) their first pose, instead of the method's own retrieval; "
+        "empty: retrieval.",
+        read_only=True,
+    )
     device: str = setting("auto", f"Device the map is loaded onto: {DEVICE_HELP}.", read_only=True)
     autostart: bool = setting(
         True,

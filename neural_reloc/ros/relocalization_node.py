@@ -330,7 +330,8 @@ class RelocalizationNode(NodeInputs, NodeOutputs, LifecycleNode):
             if other != method:
                 self.get_logger().warning(f"parameters under {other}. are ignored: the method is {method}")
         t0 = time.perf_counter()
-        relocalizer = load_relocalizer(cfg.map_path, device=cfg.device, overrides=overrides, method=method)
+        relocalizer = load_relocalizer(cfg.map_path, device=cfg.device, overrides=overrides, method=method,
+                                       global_prior=cfg.global_prior)
         map_from_world = manifest_alignment(read_manifest(cfg.map_path)) if cfg.apply_map_alignment else IDENTITY
         self.get_logger().info(
             f"loaded map {cfg.map_path} (method {method}"

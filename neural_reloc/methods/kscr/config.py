@@ -77,6 +77,15 @@ class LocalizationConfig(LocalizationConfigBase):
 
 @dataclass
 class KscrConfig:
+    image_long_side: int = setting(
+        0, "Real views, synthetic renders and queries are used at this long side (pixels; an image smaller "
+        "than that keeps its size); 0: the data's own resolution. Rendering dominates synthesis and its cost grows "
+        "with the pixels: on a CPU, half the resolution renders about 4x as many views.", range=(0, 100_000),
+    )
+    synthesis_dir: str = setting(
+        "", "Descriptor synthesis goes to (and resumes in) this folder, e.g. one written by `neural-reloc "
+        "synthesize` with the same settings, which is then reused; empty: the build's work folder.",
+    )
     map: NeuralMapConfig = default(default_factory=NeuralMapConfig)
     synthesis: SynthesisConfig = default(default_factory=SynthesisConfig)
     model: D2SConfig = default(default_factory=D2SConfig)

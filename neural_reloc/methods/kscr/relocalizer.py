@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 import torch
 
@@ -77,6 +78,10 @@ class KscrRelocalizer(Relocalizer):
         lc = self.loc
         image_rgb = check_query(image_rgb, camera)
         result = LocalizationResult(success=False, method=self.method, prior=prior, iterations=1)
+        long_side = self.cfg.image_long_side
+        if long_side and max(camera.width, camera.height) > long_side:  # the resolution it was trained at
+            camera = camera.fit_within(long_side, long_side)
+            image_rgb = cv2.resize(image_rgb, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
         kp, xyz, rel, lat = self.regress(image_rgb)
         order = np.argsort(-rel, kind="stable")
         order = order[rel[order] >= lc.min_reliability][: lc.max_correspondences]

@@ -31,7 +31,8 @@ class KscrTrainer(NeuralMapTrainer):
                  progress: Callable | None = None, log: Callable[[str], None] = print):
         self.method_config = cfg
         self.kcfg = cfg
-        self.full_data = data  # synthesis renders at the data's resolution, not the field's
+        # synthesis renders at the data's resolution (or image_long_side), not the field's
+        self.full_data = data.with_max_size(cfg.image_long_side) if cfg.image_long_side else data
         self.regressor: D2S | None = None
         self.summary: dict = {}
         super().__init__(data, cfg.map, device, work_dir, progress, log)
@@ -47,8 +48,11 @@ class KscrTrainer(NeuralMapTrainer):
         self.model.eval()
         from ...synthesis.pipeline import synthesize
 
-        synth_dir = synthesize(self.model, self.full_data, self.work_dir / "synthesis", self.kcfg.synthesis,
-                               self.device, self.progress, self.log)
+        where = Path(self.kcfg.synthesis_dir) if self.kcfg.synthesis_dir else self.work_dir / "synthesis"
+        # real views alone: no synthetic view is rendered (limit 0)
+        limit = None if self.kcfg.train.use_synthetic else 0
+        synth_dir = synthesize(self.model, self.full_data, where, self.kcfg.synthesis,
+                               self.device, self.progress, self.log, limit=limit)
         views = load_views(synth_dir, synthetic=self.kcfg.train.use_synthetic)
         if not views:
             raise ValueError(f"kscr: descriptor synthesis in {synth_dir} gave no keypoint views")

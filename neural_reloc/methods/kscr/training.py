@@ -103,7 +103,7 @@ def train_d2s(model: D2S, views: Sequence, cfg: KscrTrainConfig, device: torch.d
             log(f"kscr: time budget of {cfg.time_budget_s:.0f} s reached after {done} of {cfg.steps} steps")
             break
     model.eval()
-    return {"steps": done, "train_s": round(time.perf_counter() - t0, 2), "real_views": len(real),
+    return {"steps": done, "d2s_train_s": round(time.perf_counter() - t0, 2), "real_views": len(real),
             "synthetic_views": len(synthetic), "final_losses": last}
 
 

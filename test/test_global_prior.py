@@ -1,0 +1,77 @@
+"""A prior-free method of the map as the global prior of another (GlobalPriorRelocalizer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neural_reloc.geometry.camera import Camera
+from neural_reloc.methods.base import LocalizationResult, PosePrior, Relocalizer
+from neural_reloc.methods.common.global_prior import GlobalPriorRelocalizer
+
+CAM = Camera(width=8, height=6, fx=10.0, fy=10.0, cx=4.0, cy=3.0)
+IMAGE = np.zeros((6, 8, 3), np.uint8)
+
+
+def pose(x: float) -> np.ndarray:
+    T = np.eye(4)
+    T[0, 3] = x
+    return T
+
+
+class Recorder(Relocalizer):
+    """Returns a fixed result and records the priors it was given."""
+
+    def __init__(self, method: str, success: bool, w2c=None, latency_ms: float = 1.0):
+        self.method, self.success, self.w2c, self.latency_ms = method, success, w2c, latency_ms
+        self.priors: list = []
+
+    def localize(self, image_rgb, camera, prior):
+        self.priors.append(prior)
+        return LocalizationResult(success=self.success, method=self.method, prior=prior,
+                                  w2c_opencv=self.w2c if self.success else None,
+                                  covariance=np.eye(6) * 0.01 if self.success else None,
+                                  num_inliers=40 if self.success else 3, num_matches=60,
+                                  latency_ms={"pnp": self.latency_ms}, reason="" if self.success else "too few")
+
+
+def test_frames_without_a_prior_start_from_the_prior_methods_pose():
+    main, regressor = Recorder("crossfire", True, pose(1.0)), Recorder("kscr", True, pose(0.9), latency_ms=7.0)
+    res = GlobalPriorRelocalizer(main, regressor).localize(IMAGE, CAM, None)
+    assert regressor.priors == [None]
+    given = main.priors[0]
+    assert given.source == "regressor" and np.allclose(given.w2c_opencv, pose(0.9))
+    assert given.detail["method"] == "kscr" and given.detail["num_inliers"] == 40
+    assert res.success and res.method == "crossfire"
+    assert res.latency_ms["prior"] == 7.0 and res.latency_ms["pnp"] == 1.0
+
+
+def test_a_given_prior_skips_the_prior_method():
+    main, regressor = Recorder("crossfire", True, pose(1.0)), Recorder("kscr", True, pose(0.9))
+    odometry = PosePrior(pose(1.1), source="odometry")
+    GlobalPriorRelocalizer(main, regressor).localize(IMAGE, CAM, odometry)
+    assert regressor.priors == [] and main.priors == [odometry]
+
+
+def test_when_the_prior_method_fails_the_main_method_uses_its_own_retrieval():
+    main, regressor = Recorder("crossfire", False), Recorder("kscr", False)
+    res = GlobalPriorRelocalizer(main, regressor).localize(IMAGE, CAM, None)
+    assert main.priors == [None]
+    assert not res.success and "prior" in res.latency_ms
+
+
+def test_the_prior_method_must_be_another_relocalizer():
+    r = Recorder("kscr", True, pose(0.0))
+    with pytest.raises(ValueError, match="another relocalizer"):
+        GlobalPriorRelocalizer(r, r)
+
+
+def test_load_relocalizer_names_a_missing_prior_component(crossfire_map):
+    from neural_reloc.map_bundle import MapError
+    from neural_reloc.map_loading import load_relocalizer
+
+    map_dir = crossfire_map[0]
+    with pytest.raises(MapError, match="no 'kscr' component"):
+        load_relocalizer(map_dir, "cpu", global_prior="kscr")
+    with pytest.raises(ValueError, match="is the method itself"):
+        load_relocalizer(map_dir, "cpu", global_prior="crossfire")
