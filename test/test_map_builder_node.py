@@ -75,3 +75,25 @@ def test_bad_parameters_end_with_one_clear_error(procedural_scene, ros_env, tmp_
     assert proc.returncode == 2 and "error:" in proc.stderr + proc.stdout
     proc = _run(ros_env, f"data:={procedural_scene}", f"out:={tmp_path / 'm'}", "steps:=-1")
     assert proc.returncode == 2 and "steps" in proc.stderr + proc.stdout
+
+
+def test_adds_methods_as_stages_after_the_build(procedural_scene, ros_env, tmp_path):
+    # a 4-step field has no surfaces yet: the kscr stage runs (progress reported as a
+    # stage of this node) and ends with kscr's clear error, after the field was written
+    out = tmp_path / "map_with_kscr"
+    kscr = ("kscr:image_long_side=32 kscr:synthesis.poses.num_neighbors=1 kscr:synthesis.poses.poses_per_segment=1 "
+            "kscr:train.steps=5")
+    proc = _run(ros_env, f"data:={procedural_scene}", f"out:={out}", *TINY, "add_methods:=kscr", f"add_overrides:={kscr}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 2, log
+    assert "stage: add-method kscr" in log and "synthetic views: done" in log
+    assert "error: kscr: no training view has keypoints with 3D coordinates" in log
+    assert _manifest(out)["method"] == "nerf"  # the built map stays
+
+
+def test_add_overrides_must_name_an_added_method(procedural_scene, ros_env, tmp_path):
+    proc = _run(ros_env, f"data:={procedural_scene}", f"out:={tmp_path / 'm'}", *TINY, "add_methods:=kscr",
+                "add_overrides:=nerfmatch:train.steps=3")
+    assert proc.returncode == 2
+    assert "add_overrides: 'nerfmatch:train.steps=3' is for 'nerfmatch', which is not in add_methods" in proc.stderr + proc.stdout
+    assert not (tmp_path / "m").exists()  # failed before the build

@@ -280,6 +280,14 @@ class MapBuilderConfig:
     overrides: str = setting(
         "", "Whitespace-separated config overrides key.path=value (build-map --set), e.g. 'map.train.steps=500'."
     )
+    add_methods: str = setting(
+        "", "Whitespace-separated methods trained on the built map's field afterwards, each a stage of this "
+        "node (neural-reloc add-method), e.g. 'kscr' (descriptor synthesis + D2S) or 'nerfmatch'.",
+    )
+    add_overrides: str = setting(
+        "", "Whitespace-separated METHOD:key.path=value overrides of those methods' configs, e.g. "
+        "'kscr:image_long_side=160 kscr:synthesis.poses.poses_per_segment=10'.",
+    )
     steps: int = setting(0, "Training steps (build-map --steps); 0: the config's.", range=(0, 100_000_000))
     max_size: int = setting(
         0, "Longest image side used for training, px (build-map --max-size); 0: the config's.", range=(0, 100_000)

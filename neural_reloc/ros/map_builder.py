@@ -128,13 +128,14 @@ def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log:
     from ..data import load_dataset
     from ..device import resolve_device
     from ..map_loading import describe_map
-    from ..mapping import build_map
+    from ..mapping import add_method, build_map
 
     if not cfg.out:
         raise ValueError("out is empty: set it to the map directory to write")
     if bool(cfg.data) == bool(cfg.bag):
         raise ValueError("set exactly one of data (a dataset directory) and bag (a rosbag2)")
     device = resolve_device(cfg.device)
+    added_methods(cfg)  # bad add_methods / add_overrides fail before the build
     method_cfg = load_method_config(cfg.method, cfg.config_file or None, cfg.overrides.split())
     map_cfg = method_cfg.map if hasattr(method_cfg, "map") else method_cfg
     if cfg.max_size:
@@ -157,8 +158,33 @@ def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log:
         evaluate=cfg.evaluate,
         max_eval_views=cfg.max_eval_views,
     )
+    for method, overrides in added_methods(cfg).items():
+        log(f"stage: add-method {method}")
+        add_method(out, method, data, config=load_method_config(method, None, overrides), device=device,
+                   progress=progress, log=log)
     info = describe_map(out)
-    return {"map": str(out), "size_mb": info["size_mb"], "training": info["training"], "metrics": info["metrics"]}
+    return {"map": str(out), "size_mb": info["size_mb"], "training": info["training"], "metrics": info["metrics"],
+            "components": sorted(info["components"])}
+
+
+def added_methods(cfg: MapBuilderConfig) -> dict[str, list[str]]:
+    """``add_methods`` in order, each with its ``add_overrides`` (METHOD:key=value)."""
+    from ..methods.registry import get_method
+
+    methods = cfg.add_methods.split()
+    for m in methods:
+        if get_method(m).add_to_map is None:
+            raise ValueError(f"add_methods: method {m!r} cannot be added to a map (it builds its own)")
+    out: dict[str, list[str]] = {m: [] for m in methods}
+    for item in cfg.add_overrides.split():
+        method, sep, assignment = item.partition(":")
+        if not sep or "=" not in assignment:
+            raise ValueError(f"add_overrides: {item!r} is not METHOD:key.path=value")
+        if method not in out:
+            raise ValueError(f"add_overrides: {item!r} is for {method!r}, which is not in add_methods "
+                             f"({cfg.add_methods!r})")
+        out[method].append(assignment)
+    return out
 
 
 # ------------------------------------------------------------------ the node
