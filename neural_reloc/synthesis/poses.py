@@ -52,15 +52,15 @@ def nearest_pairs(centers: np.ndarray, k: int) -> np.ndarray:
 
 def synthesize_poses(w2c_opencv: np.ndarray, cfg: PoseSynthesisConfig) -> SynthesizedPoses:
     """Synthetic poses between the given training cameras (w2c_opencv (N, 4, 4))."""
-    w2c = np.asarray(w2c_opencv, dtype=np.float64).reshape(-1, 4, 4)
-    c2w = np.stack([opencv_c2w_from_opencv_w2c(T) for T in w2c])
-    pairs = nearest_pairs(c2w[:, :3, 3], cfg.num_neighbors)
+    w2c_opencv = np.asarray(w2c_opencv, dtype=np.float64).reshape(-1, 4, 4)
+    c2w_opencv = np.stack([opencv_c2w_from_opencv_w2c(T) for T in w2c_opencv])
+    pairs = nearest_pairs(c2w_opencv[:, :3, 3], cfg.num_neighbors)
     n_seg = int(cfg.poses_per_segment)
     fractions = np.arange(1, n_seg + 1, dtype=np.float64) / (n_seg + 1)
     out, a, b, f = [], [], [], []
     for i, j in pairs:
         for alpha in fractions:
-            out.append(opencv_w2c_from_opencv_c2w(interpolate_pose(c2w[i], c2w[j], float(alpha))))
+            out.append(opencv_w2c_from_opencv_c2w(interpolate_pose(c2w_opencv[i], c2w_opencv[j], float(alpha))))
             a.append(i)
             b.append(j)
             f.append(alpha)

@@ -67,10 +67,10 @@ def real_keypoint_views(model, data: PosedImages, indices: list[int], extractor,
                         progress=None) -> list[KeypointView]:
     """The :class:`KeypointView` of each real view ``indices`` (named ``real_<index>``)."""
     feats = real_view_features(model, data, indices, extractor, cfg, progress)
-    w2c = np.stack([data.w2c_opencv(i) for i in indices])
-    flags = reliable_flags(feats, w2c, matcher, cfg)
+    w2c_opencv = np.stack([data.w2c_opencv(i) for i in indices])
+    flags = reliable_flags(feats, w2c_opencv, matcher, cfg)
     views = []
-    for i, (f, xyz), rel, T in zip(indices, feats, flags, w2c):
+    for i, (f, xyz), rel, T in zip(indices, feats, flags, w2c_opencv):
         cam = data.camera(i)
         views.append(KeypointView(
             name=f"real_{i:04d}", synthetic=False, keypoints_px=f.keypoints_px, descriptors=f.descriptors,

@@ -83,7 +83,7 @@ def _synthesis_stats(synth_dir: Path) -> dict:
         s = json.loads((synth_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
-    keep = ("real_views", "synthetic_views", "kept_views", "views_per_s", "total_s", "extractor")
+    keep = ("real", "synthetic", "this_run", "extractor")  # counts, kept views, views/s, timings
     return {k: s[k] for k in keep if k in s}
 
 

@@ -45,9 +45,9 @@ def make_batch(views: Sequence, picks: Sequence[int], max_keypoints: int, rng: n
         xyz[b, :k] = torch.from_numpy(np.asarray(v.xyz_world[sel], np.float32))
         rel[b, :k] = torch.from_numpy(np.asarray(v.reliable[sel], bool))
         pad[b, :k] = False
-    w2c = torch.from_numpy(np.stack([v.w2c_opencv for v, _ in rows])).float()
+    w2c_opencv = torch.from_numpy(np.stack([v.w2c_opencv for v, _ in rows])).float()
     K = torch.from_numpy(np.stack([v.K for v, _ in rows])).float()
-    return Batch(desc, kp, xyz, rel, pad, w2c, K)
+    return Batch(desc, kp, xyz, rel, pad, w2c_opencv, K)
 
 
 def _draw(rng: np.random.Generator, real: list[int], synthetic: list[int], count: int, synthetic_fraction: float) -> list[int]:

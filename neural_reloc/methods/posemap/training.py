@@ -43,8 +43,8 @@ def train_pose_branch(model, head, decoder: PoseMapDecoder, data, cfg: PoseMapCo
     pc = cfg.posemap
     rng = np.random.default_rng(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
-    c2w = np.stack([opencv_c2w_from_opengl_c2w(T) for T in data.c2w_opengl])
-    decoder.pose.set_normalization(c2w[:, :3, 3])
+    c2w_opencv = np.stack([opencv_c2w_from_opengl_c2w(T) for T in data.c2w_opengl])
+    decoder.pose.set_normalization(c2w_opencv[:, :3, 3])
     decoder.to(device)
     cams = [data.camera(i) for i in range(len(data))]
     size = grid_size(cams[0], pc.grid_long_side)
@@ -55,7 +55,7 @@ def train_pose_branch(model, head, decoder: PoseMapDecoder, data, cfg: PoseMapCo
     head.train(), decoder.train()
     for step in _bar(progress, range(pc.steps), "posemap: NeRF-P pose branch"):
         idx = rng.integers(0, len(data), pc.batch)
-        poses = np.stack([_perturbed(c2w[i], max_t, pc.perturb_rotation_deg, rng) for i in idx])
+        poses = np.stack([_perturbed(c2w_opencv[i], max_t, pc.perturb_rotation_deg, rng) for i in idx])
         gt = torch.as_tensor(poses, dtype=torch.float32, device=device)
         pm = render_posemap(model, [cams[i] for i in idx], gt, size, pc.render_samples, train_field=False)
         loss = pose_loss(decoder(pm), gt, decoder.pose.center_scale, cfg.train.rotation_weight)
@@ -114,12 +114,12 @@ def render_views(model, data, cfg: PoseMapConfig, progress=None) -> ViewCache:
     real, render, poses, rvs, rvs_poses, rvs_view, val, val_poses, val_view = ([] for _ in range(9))
     for i in _bar(progress, range(len(data)), "posemap: renders for L_image / L_rvs"):
         cam = data.camera(i).resized(cam0.width, cam0.height)
-        c2w = opencv_c2w_from_opengl_c2w(data.c2w_opengl[i])
+        c2w_opencv = opencv_c2w_from_opengl_c2w(data.c2w_opengl[i])
         real.append(apr_input(data.image(i), cam))
-        render.append(render_rgb(model, cam, c2w, t.render_samples))
-        poses.append(c2w)
+        render.append(render_rgb(model, cam, c2w_opencv, t.render_samples))
+        poses.append(c2w_opencv)
         for k in range(t.rvs_per_view + t.validation_per_view):
-            p = _perturbed(c2w, max_t, t.rvs_rotation_deg, rng)
+            p = _perturbed(c2w_opencv, max_t, t.rvs_rotation_deg, rng)
             img = render_rgb(model, cam, p, t.render_samples)
             (rvs if k < t.rvs_per_view else val).append(img)
             (rvs_poses if k < t.rvs_per_view else val_poses).append(p)
@@ -138,10 +138,10 @@ def render_views(model, data, cfg: PoseMapConfig, progress=None) -> ViewCache:
 
 
 @torch.no_grad()
-def posemaps(model, cams: list[Camera], c2w: torch.Tensor, cfg: PoseMapConfig, device, chunk: int = 64) -> torch.Tensor:
+def posemaps(model, cams: list[Camera], c2w_opencv: torch.Tensor, cfg: PoseMapConfig, device, chunk: int = 64) -> torch.Tensor:
     """PoseMaps (N, k, h, w) at many poses, without gradients (targets)."""
     size = grid_size(cams[0], cfg.posemap.grid_long_side)
-    out = [render_posemap(model, cams[s:s + chunk], c2w[s:s + chunk].to(device), size, cfg.posemap.render_samples)
+    out = [render_posemap(model, cams[s:s + chunk], c2w_opencv[s:s + chunk].to(device), size, cfg.posemap.render_samples)
            for s in range(0, len(cams), chunk)]
     return torch.cat(out) if out else torch.zeros(0)
 
