@@ -124,3 +124,26 @@ def test_training_without_reliable_points_is_a_clear_error():
         v.reliable[:] = False
     with pytest.raises(ValueError, match="no training keypoint is reliable"):
         train_d2s(D2S(16, dim=8, gnn_layers=1, heads=2, mlp=(8,)), views, KscrTrainConfig(steps=1), torch.device("cpu"))
+
+
+def test_d2s_sees_unit_descriptors_whatever_their_norm():
+    torch.manual_seed(0)
+    model = D2S(16, dim=32, gnn_layers=1, heads=2, mlp=(64,)).eval()
+    d = torch.randn(1, 10, 16)
+    with torch.no_grad():
+        a, b = model(d), model(3.0 * d)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def test_descriptor_noise_is_seeded_and_changes_what_is_learned():
+    views = scene_views(4, np.random.default_rng(5))
+
+    def train(noise: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = D2S(16, dim=16, gnn_layers=0, heads=2, mlp=(32,))
+        cfg = KscrTrainConfig(steps=20, batch_images=2, max_keypoints=64, use_synthetic=False, descriptor_noise=noise)
+        train_d2s(model, views, cfg, torch.device("cpu"))
+        return model.head[-1].weight.detach().clone()
+
+    assert torch.equal(train(0.3), train(0.3))
+    assert not torch.equal(train(0.3), train(0.0))

@@ -43,6 +43,10 @@ class KscrTrainConfig:
                                  "cost grows with its square).", range=_COUNT)
     use_synthetic: bool = setting(True, "Train on the synthetic views too (false: real views alone, the "
                                   "paper's baseline).")
+    descriptor_noise: float = setting(0.25, "Gaussian noise of this norm is added to each (unit) training descriptor "
+                                      "at every step, then renormalized: the regressor learns a neighbourhood of a "
+                                      "descriptor, as a query sees the point from another viewpoint.",
+                                      range=(0.0, 10.0))
     synthetic_fraction: float = setting(0.5, "Share of a step's images drawn from the synthetic views (when "
                                         "there are any).", range=(0.0, 1.0))
     weight_coordinates: float = setting(1.0, "Weight of the scene-coordinate loss.", range=(0.0, 1e6))

@@ -14,7 +14,10 @@ initialization suits a room in metres and fox in its arbitrary units.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Defaults (the paper's; mirrored by D2SConfig in config.py).
@@ -69,7 +72,9 @@ class D2S(nn.Module):
         if descriptors.shape[-1] != self.descriptor_dim:
             raise ValueError(f"D2S expects {self.descriptor_dim}-d descriptors, got {descriptors.shape[-1]}-d "
                              "(a query extractor other than the one the regressor was trained with?)")
-        x = self.input(descriptors)
+        # unit descriptors (SIFT, SuperPoint) scaled to unit variance per dimension: at unit norm their
+        # entries are ~1/sqrt(D) and the regressor learns several times more slowly
+        x = self.input(F.normalize(descriptors, dim=-1) * math.sqrt(self.descriptor_dim))
         for layer in self.layers:
             x = layer(x, pad)
         out = self.head(x)

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import KscrTrainConfig
 from .losses import Batch, coordinate_loss, reliability_loss, reprojection_loss
@@ -85,6 +86,10 @@ def train_d2s(model: D2S, views: Sequence, cfg: KscrTrainConfig, device: torch.d
     for step in steps:
         picks = _draw(rng, real, synthetic, cfg.batch_images, cfg.synthetic_fraction)
         batch = make_batch(views, picks, cfg.max_keypoints, rng).to(device)
+        if cfg.descriptor_noise > 0:  # the same point seen from elsewhere has a nearby, not equal, descriptor
+            batch.descriptors = F.normalize(batch.descriptors, dim=-1)
+            noise = torch.randn_like(batch.descriptors) * (cfg.descriptor_noise / batch.descriptors.shape[-1] ** 0.5)
+            batch.descriptors = F.normalize(batch.descriptors + noise, dim=-1)
         xyz, logits = model(batch.descriptors, batch.pad)
         l_coord = coordinate_loss(xyz, batch, model.scale)
         l_rel = reliability_loss(logits, batch)
