@@ -75,6 +75,11 @@ class LocalizationConfig(LocalizationConfigBase):
         0.5, "A pose whose camera is further than this fraction of the mapping cameras' bounding-box diagonal "
         "from every mapping camera is implausible: the frame fails.", range=(0.0, 1e9),
     )
+    covariance_scale: float = setting(
+        4.0, "PnP's covariance (from the inliers' residuals, as if each 3D point were exact) times this: regressed "
+        "points err together, and on the room's queries the error was a median 1.6 standard deviations "
+        "unscaled (NOTES.md).", range=(0.0, 1e9),
+    )
     pnp: PnPConfig = setting(_PNP, "PnP + RANSAC (poselib); regressed coordinates are less precise than "
                              "triangulated ones, so the threshold is wider than a matcher's.")
 

@@ -113,7 +113,7 @@ class KscrRelocalizer(Relocalizer):
                         f"extent {self._ref_diagonal:.3g})", pnp.num_inliers)
         result.success = True
         result.w2c_opencv = pnp.w2c_opencv
-        result.covariance = pnp.covariance
+        result.covariance = None if pnp.covariance is None else pnp.covariance * lc.covariance_scale
         return done("", pnp.num_inliers)
 
 
