@@ -26,8 +26,8 @@ import torch
 from neural_reloc.geometry.camera import Camera
 from neural_reloc.geometry.pnp import pnp_ransac
 from neural_reloc.methods.kscr.config import KscrConfig
+from neural_reloc.methods.kscr.relocalizer import KscrRelocalizer
 from neural_reloc.methods.kscr.trainer import make_model
-from neural_reloc.synthesis.features import make_extractor
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -52,38 +52,32 @@ def main() -> None:
     device = torch.device(args.device)
     if args.map:
         from neural_reloc.map_bundle import read_map
-        from neural_reloc.methods.kscr.relocalizer import KscrRelocalizer
 
         reloc = KscrRelocalizer.from_bundle(read_map(args.map), device)
-        cfg, model = reloc.cfg, reloc.model
-    else:
+    else:  # the config's model; one reference camera only feeds the (untimed) plausibility check
         cfg = KscrConfig()
-        model = make_model(cfg, 128).to(device).eval()
-    extractor = make_extractor(cfg.synthesis.features.extractor, cfg.synthesis.features)
+        reloc = KscrRelocalizer(make_model(cfg, 128).to(device), cfg, ["reference"], np.eye(4)[None])
+    cfg = reloc.cfg
     f = 0.9 * args.width
     camera = Camera(args.width, args.height, f, f, args.width / 2, args.height / 2)
 
     times: dict[str, list[float]] = {"extract": [], "regress": [], "pnp": [], "total": []}
     rng = np.random.default_rng(0)
     for i in range(args.frames + 3):  # 3 warm-up frames
-        t0 = time.perf_counter()
-        kp, desc, _ = extractor.extract(rgb)
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            xyz, logit = model(torch.from_numpy(np.asarray(desc, np.float32))[None].to(device))
-            xyz, rel = xyz[0].double().cpu().numpy(), torch.sigmoid(logit[0]).cpu().numpy()
-        t2 = time.perf_counter()
+        kp, _, rel, lat = reloc.regress(rgb)  # the relocalizer's own extraction + D2S, timed inside
         # PnP on the keypoints back-projected at random depths with the identity pose, half replaced by outliers
         rays = np.c_[(kp - [camera.cx, camera.cy]) / [camera.fx, camera.fy], np.ones(len(kp))]
         points = rays * rng.uniform(1.0, 4.0, (len(kp), 1))
         bad = rng.random(len(kp)) < 0.5
         points[bad] += rng.normal(0, 1.0, (int(bad.sum()), 3))
         order = np.argsort(-rel)[: cfg.localization.max_correspondences]
+        t0 = time.perf_counter()
         pnp = pnp_ransac(np.asarray(kp, np.float64)[order], points[order], camera, cfg.localization.pnp)
-        t3 = time.perf_counter()
+        lat["pnp"] = (time.perf_counter() - t0) * 1e3
         if i >= 3:
-            for k, v in (("extract", t1 - t0), ("regress", t2 - t1), ("pnp", t3 - t2), ("total", t3 - t0)):
-                times[k].append(v * 1e3)
+            lat["total"] = lat["extract"] + lat["regress"] + lat["pnp"]
+            for k in times:
+                times[k].append(lat[k])
     print(json.dumps({
         "image": f"{args.width}x{args.height}", "keypoints": int(len(kp)), "device": str(device),
         "torch_threads": torch.get_num_threads(), "model": "trained" if args.map else "config default (random weights)",

@@ -135,7 +135,7 @@ def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log:
     if bool(cfg.data) == bool(cfg.bag):
         raise ValueError("set exactly one of data (a dataset directory) and bag (a rosbag2)")
     device = resolve_device(cfg.device)
-    added_methods(cfg)  # bad add_methods / add_overrides fail before the build
+    stages = added_methods(cfg)  # bad add_methods / add_overrides fail before the build
     method_cfg = load_method_config(cfg.method, cfg.config_file or None, cfg.overrides.split())
     map_cfg = method_cfg.map if hasattr(method_cfg, "map") else method_cfg
     if cfg.max_size:
@@ -158,7 +158,7 @@ def build_map_from_config(cfg: MapBuilderConfig, progress: Callable | None, log:
         evaluate=cfg.evaluate,
         max_eval_views=cfg.max_eval_views,
     )
-    for method, overrides in added_methods(cfg).items():
+    for method, overrides in stages.items():
         log(f"stage: add-method {method}")
         add_method(out, method, data, config=load_method_config(method, None, overrides), device=device,
                    progress=progress, log=log)

@@ -87,9 +87,8 @@ def train_d2s(model: D2S, views: Sequence, cfg: KscrTrainConfig, device: torch.d
         picks = _draw(rng, real, synthetic, cfg.batch_images, cfg.synthetic_fraction)
         batch = make_batch(views, picks, cfg.max_keypoints, rng).to(device)
         if cfg.descriptor_noise > 0:  # the same point seen from elsewhere has a nearby, not equal, descriptor
-            batch.descriptors = F.normalize(batch.descriptors, dim=-1)
-            noise = torch.randn_like(batch.descriptors) * (cfg.descriptor_noise / batch.descriptors.shape[-1] ** 0.5)
-            batch.descriptors = F.normalize(batch.descriptors + noise, dim=-1)
+            unit = F.normalize(batch.descriptors, dim=-1)  # D2S renormalizes what it is given
+            batch.descriptors = unit + torch.randn_like(unit) * (cfg.descriptor_noise / unit.shape[-1] ** 0.5)
         xyz, logits = model(batch.descriptors, batch.pad)
         l_coord = coordinate_loss(xyz, batch, model.scale)
         l_rel = reliability_loss(logits, batch)
