@@ -16,22 +16,22 @@ from neural_reloc.config_io import merge, to_dict
 from neural_reloc.geometry.camera import Camera
 from neural_reloc.geometry.se3 import make_pose, rotation_from_rotvec
 from neural_reloc.map_bundle import MapError, read_manifest, read_map
+from neural_reloc.map_loading import load_relocalizer
 from neural_reloc.methods.base import PosePrior
 from neural_reloc.methods.classical import ClassicalConfig, ClassicalRelocalizer
-from neural_reloc.methods.classical.config import FeatureConfig, TriangulationConfig
-from neural_reloc.methods.classical.features import (
+from neural_reloc.methods.classical.retrieval import top_k, train_vocabulary, vlad
+from neural_reloc.methods.classical.storage import PREFIX, ClassicalMap
+from neural_reloc.methods.registry import MethodSpec
+from neural_reloc.sfm.config import FeatureConfig, TriangulationConfig
+from neural_reloc.sfm.features import (
     SiftExtractor,
     dequantize_descriptors,
     quantize_descriptors,
     root_sift,
 )
-from neural_reloc.methods.classical.matching import epipolar_inliers, mutual_nn_ratio
-from neural_reloc.methods.classical.retrieval import top_k, train_vocabulary, vlad
-from neural_reloc.methods.classical.storage import PREFIX, ClassicalMap
-from neural_reloc.methods.classical.tracks import build_tracks
-from neural_reloc.methods.classical.triangulation import triangulate_tracks
-from neural_reloc.map_loading import load_relocalizer
-from neural_reloc.methods.registry import MethodSpec
+from neural_reloc.sfm.matching import epipolar_inliers, mutual_nn_ratio
+from neural_reloc.sfm.tracks import build_tracks
+from neural_reloc.sfm.triangulation import triangulate_tracks
 
 TEST_DATA_DIR = Path(__file__).resolve().parents[1] / ".cache" / "test-data"
 

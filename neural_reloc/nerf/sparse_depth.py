@@ -4,7 +4,7 @@ the known poses (as DS-NeRF supervises with COLMAP's points).
 Photometric training alone cannot fix the geometry of plain walls, or of any surface
 seen by few views: the colour is explained as well by fog near the cameras as by a
 surface. Where the training images have texture, the classical pipeline's known-pose
-triangulation (:func:`neural_reloc.methods.classical.build.triangulate_known_poses`:
+triangulation (:func:`neural_reloc.sfm.known_poses.triangulate_known_poses`:
 SIFT, pose-neighbour matching verified against the known epipolar geometry, tracks,
 reprojection/angle filtered triangulation) measures the surface directly; those
 distances supervise the rays through the keypoints like a depth sensor's, and the
@@ -13,8 +13,8 @@ regularizers keep the plain surfaces between them flat.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -40,11 +40,10 @@ def keypoint_depth(data: PosedImages, progress: Callable | None = None) -> Keypo
     """Triangulate SIFT keypoints of ``data``'s frames at their native resolution and
     return them in the cameras of ``data`` (its loaded, possibly downscaled size).
     Raises ValueError when nothing can be triangulated (no texture, bad poses)."""
-    from ..methods.classical.build import triangulate_known_poses
-    from ..methods.classical.config import ClassicalConfig
+    from ..sfm.known_poses import triangulate_known_poses
 
     native = data.with_downscale(1.0)
-    rec = triangulate_known_poses(native, ClassicalConfig(), progress)
+    rec = triangulate_known_poses(native, progress=progress)
     tri = rec.triangulation
     uvs, dists = [], []
     for i in range(len(data)):

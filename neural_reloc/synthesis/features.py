@@ -2,15 +2,15 @@
 and its matcher, registered by name.
 
 * ``sift``: OpenCV SIFT (strongest responses first, up to the keypoint budget), RootSIFT
-  descriptors (:func:`~neural_reloc.methods.classical.features.root_sift`), matched by
+  descriptors (:func:`~neural_reloc.sfm.features.root_sift`), matched by
   mutual nearest neighbours + Lowe's ratio test
-  (:func:`~neural_reloc.methods.classical.matching.mutual_nn_ratio`). Weights-free.
+  (:func:`~neural_reloc.sfm.matching.mutual_nn_ratio`). Weights-free.
 * ``superpoint_lightglue``: SuperPoint + LightGlue, the paper's pair
   (:mod:`neural_reloc.synthesis.superpoint_lightglue`; needs kornia and two weights files).
 
 Every extractor's ``extract(image_rgb)`` returns ``(keypoints_px, descriptors, scores)``:
 (N, 2) float32 pixel coordinates with the centre of pixel (col i, row j) at
-(i + 0.5, j + 0.5) (the convention of :mod:`neural_reloc.methods.classical.features` and
+(i + 0.5, j + 0.5) (the convention of :mod:`neural_reloc.sfm.features` and
 :class:`~neural_reloc.geometry.camera.Camera`), (N, D) float32 descriptors, (N,) float32
 scores, strongest first. A matcher's ``match(a, b)`` takes two :class:`ImageFeatures`
 and returns (M, 2) index pairs (i in a, j in b).
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..methods.classical.features import root_sift
-from ..methods.classical.matching import mutual_nn_ratio, torch_threads
+from ..sfm.features import root_sift
+from ..sfm.matching import mutual_nn_ratio, torch_threads
 from .config import FeatureSettings, SynthesisConfig
 
 #: OpenCV reports keypoints with pixel centres at integer coordinates; ours are at +0.5.

@@ -2,18 +2,16 @@
 
 The map is a sparse SIFT point cloud triangulated from the KNOWN mapping poses; a query
 is localized by VLAD retrieval (or its prior), SIFT matching, 2D-3D correspondences and
-PnP + RANSAC. One step per file:
+PnP + RANSAC. SIFT, pairs, matching, tracks and triangulation from known poses are
+shared with the neural map and descriptor synthesis, in :mod:`neural_reloc.sfm`. One
+step per file here:
 
-* ``features.py``      SIFT (pycolmap) + RootSIFT; keypoint pixel convention
-* ``pairs.py``         which views to match, from their poses
-* ``matching.py``      mutual NN + ratio test; epipolar verification with known poses
-* ``tracks.py``        tracks from verified matches (connected components)
-* ``triangulation.py`` multi-view triangulation + filters
 * ``retrieval.py``     k-means vocabulary, VLAD, top-k by cosine
 * ``storage.py``       the map's tensors in a map bundle
 * ``build.py``         the mapping pipeline (``build-map --method classical``)
 * ``relocalizer.py``   ``ClassicalRelocalizer``: retrieve, match, PnP
-* ``config.py``        every setting, defaults in one place (config/classical.yaml)
+* ``config.py``        every setting, defaults in one place (config/classical.yaml;
+                       the SIFT, matching and triangulation sections are :mod:`neural_reloc.sfm.config`)
 """
 
 from __future__ import annotations

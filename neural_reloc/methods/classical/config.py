@@ -8,80 +8,8 @@ from dataclasses import field as default
 
 from ...config_fields import setting, with_default
 from ...geometry.pnp import PnPConfig
+from ...sfm.config import FeatureConfig, MatchingConfig, TriangulationConfig
 from ..common.config import LocalizationConfigBase
-
-
-@dataclass
-class FeatureConfig:
-    """SIFT (pycolmap's CPU implementation) with RootSIFT descriptors."""
-
-    # Keep at most this many keypoints per image (COLMAP keeps the coarsest scales first).
-    max_num_features: int = 8192
-    # Cap on an image's long side in pixels before SIFT (0 = the dataset's resolution);
-    # keypoints are scaled back to the image's own pixel coordinates either way.
-    max_long_side: int = 0
-    # First octave of the scale space: -1 upsamples the image 2x first, which finds
-    # more (and finer) keypoints on small images; 0 starts at the image's resolution.
-    first_octave: int = -1
-    # Number of octaves of the scale space.
-    num_octaves: int = 4
-    # Scales sampled per octave.
-    octave_resolution: int = 3
-    # Minimum contrast of a difference-of-Gaussians peak (COLMAP's default: 0.02 / 3);
-    # lower finds more keypoints in weakly textured images.
-    peak_threshold: float = 0.0067
-    # Maximum ratio of principal curvatures: rejects edge-like peaks.
-    edge_threshold: float = 10.0
-    # A keypoint with several dominant gradient orientations gets a descriptor for each
-    # of up to this many (COLMAP's default: 2).
-    max_num_orientations: int = 2
-    # Skip orientation estimation (gravity-aligned cameras only).
-    upright: bool = False
-
-
-@dataclass
-class MatchingConfig:
-    """Which mapping images are matched to each other, and how matches are accepted."""
-
-    # Each mapping image is matched to this many nearest mapping images (camera-centre
-    # distance, among those whose viewing direction is within max_view_angle_deg).
-    num_neighbors: int = 10
-    # Two cameras whose optical axes differ by more than this never form a pair.
-    max_view_angle_deg: float = 60.0
-    # Lowe's ratio test: a match is kept when its descriptor distance is below this
-    # fraction of the distance to the second nearest neighbour (on top of being a
-    # mutual nearest neighbour).
-    ratio_threshold: float = 0.8
-    # Geometric verification with the known poses: a match is kept when its Sampson
-    # distance to the epipolar geometry is at most this many pixels.
-    max_epipolar_error_px: float = 2.0
-    # A pair with fewer verified matches contributes none (COLMAP's two-view minimum).
-    min_verified_matches: int = 15
-    # torch threads of descriptor matching (mapping pairs and queries), set for its
-    # duration only; 0 = torch's default. 1: these small similarity matrices (a few
-    # thousand keypoints a side) lose more to thread synchronization than they gain on
-    # a shared CPU (NOTES.md).
-    num_threads: int = 1
-
-
-@dataclass
-class TriangulationConfig:
-    """Multi-view triangulation of the tracks with the known mapping poses."""
-
-    # Every observation of a kept point reprojects within this many pixels of its
-    # keypoint; worse observations are dropped and the point re-triangulated.
-    max_reprojection_error_px: float = 2.0
-    # A point must be seen under at least this angle between two of its viewing rays
-    # (COLMAP's default): narrower points have an unreliable depth.
-    min_triangulation_angle_deg: float = 1.5
-    # A point needs at least this many observations (2 = every two-view match).
-    min_track_length: int = 2
-    # Gauss-Newton iterations refining each point's reprojection error after the
-    # linear (ray-midpoint) solution.
-    refine_iterations: int = 5
-    # Rounds of "drop the worst observation of each point over the threshold, then
-    # re-triangulate"; observations still over it afterwards are dropped at once.
-    max_filter_rounds: int = 5
 
 
 @dataclass

@@ -22,12 +22,12 @@ from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
 from ...geometry.pnp import pnp_ransac
 from ...map_bundle import MapBundle, ReferenceViews
-from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
 from ...map_loading import map_method_config
+from ...sfm.features import Features, SiftExtractor
+from ...sfm.matching import mutual_nn_ratio, torch_threads
+from ...sfm.pairs import nearest_views
+from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
 from .config import ClassicalConfig
-from .features import Features, SiftExtractor
-from .matching import mutual_nn_ratio, torch_threads
-from .pairs import nearest_views
 from .retrieval import top_k, vlad
 from .storage import PREFIX, ClassicalMap
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from .features import DESCRIPTOR_DIM, NORM_EPS
+from ...sfm.features import DESCRIPTOR_DIM, NORM_EPS
 
 
 def _nearest_word(desc: np.ndarray, words: np.ndarray) -> np.ndarray:

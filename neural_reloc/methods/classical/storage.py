@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ...map_bundle import MapError
-from .features import DESCRIPTOR_DIM, dequantize_descriptors
+from ...sfm.features import DESCRIPTOR_DIM, dequantize_descriptors
 
 PREFIX = "classical"
 REQUIRED = ("keypoints", "descriptors", "point3d_ids", "keypoint_offsets", "points3d", "vocabulary", "vlad")

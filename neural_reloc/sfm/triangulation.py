@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...geometry.camera import Camera
-from ...geometry.frames import opencv_c2w_from_opencv_w2c
+from ..geometry.camera import Camera
+from ..geometry.frames import opencv_c2w_from_opencv_w2c
 from .config import TriangulationConfig
 from .tracks import Tracks
 

@@ -8,8 +8,8 @@ import contextlib
 import numpy as np
 import torch
 
-from ...geometry.camera import Camera
-from ...geometry.se3 import skew
+from ..geometry.camera import Camera
+from ..geometry.se3 import skew
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...geometry.frames import opencv_c2w_from_opencv_w2c
+from ..geometry.frames import opencv_c2w_from_opencv_w2c
 
 
 def centers_and_axes(w2c_opencv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
