@@ -265,6 +265,26 @@ def test_covariance_of_child_offset_matches_monte_carlo(seed):
     assert np.allclose(emp, predicted, atol=0.15 * np.abs(predicted).max())
 
 
+@settings(max_examples=50, deadline=None)
+@given(seeds)
+def test_pose_mahalanobis_of_a_perturbation_drawn_from_the_covariance(seed):
+    """A pose perturbed in the ROS parameterization (centre in the world, rotation about
+    world axes) by d is sqrt(d' C^-1 d) from the prior; a singular covariance gives None."""
+    rng = np.random.default_rng(seed)
+    prior_c2w_opencv = random_pose(rng)
+    L = rng.normal(size=(6, 6)) * 0.05
+    cov = L @ L.T + np.eye(6) * 1e-4
+    d = rng.multivariate_normal(np.zeros(6), cov)
+    est = prior_c2w_opencv.copy()
+    est[:3, :3] = rotation_from_rotvec(d[3:]) @ est[:3, :3]
+    est[:3, 3] += d[:3]
+    got = frames.pose_mahalanobis(invert_pose(est), invert_pose(prior_c2w_opencv), cov)
+    assert got == pytest.approx(np.sqrt(d @ np.linalg.solve(cov, d)), rel=1e-6)
+    assert np.allclose(frames.pose_difference_ros(invert_pose(est), invert_pose(prior_c2w_opencv)), d)
+    rviz = np.diag([0.25, 0.25, 0.0, 0.0, 0.0, 0.068])  # RViz's /initialpose: z, roll, pitch unknown
+    assert frames.pose_mahalanobis(invert_pose(est), invert_pose(prior_c2w_opencv), rviz) is None
+
+
 @settings(max_examples=100, deadline=None)
 @given(seeds)
 def test_initial_robot_pose_to_camera_prior_and_back(seed):

@@ -7,6 +7,7 @@ import pytest
 
 from neural_reloc.geometry.camera import Camera
 from neural_reloc.methods.base import LocalizationResult, PosePrior, Relocalizer
+from neural_reloc.methods.common.config import IterativeLocalizationConfig
 from neural_reloc.methods.common.global_prior import GlobalPriorRelocalizer
 
 CAM = Camera(width=8, height=6, fx=10.0, fy=10.0, cx=4.0, cy=3.0)
@@ -58,6 +59,38 @@ def test_when_the_prior_method_fails_the_main_method_uses_its_own_retrieval():
     res = GlobalPriorRelocalizer(main, regressor).localize(IMAGE, CAM, None)
     assert main.priors == [None]
     assert not res.success and "prior" in res.latency_ms
+
+
+class RefusesRegressorPriors(Recorder):
+    """Finds an implausible pose from the regressor's prior, ``self.w2c`` from retrieval;
+    its localization config's max_prior_mahalanobis is the default (5)."""
+
+    loc = IterativeLocalizationConfig()
+
+    def localize(self, image_rgb, camera, prior):
+        res = super().localize(image_rgb, camera, prior)
+        if prior is not None:
+            res.success, res.w2c_opencv, res.reason = False, None, "implausible: 6.9 standard deviations"
+        else:
+            res.prior = PosePrior(self.w2c, source="retrieval")
+        return res
+
+
+def test_an_implausible_result_from_the_prior_methods_pose_falls_back_to_retrieval():
+    main = RefusesRegressorPriors("crossfire", True, pose(1.0), latency_ms=5.0)
+    regressor = Recorder("kscr", True, pose(0.9), latency_ms=7.0)
+    res = GlobalPriorRelocalizer(main, regressor).localize(IMAGE, CAM, None)
+    assert [p.source if p else None for p in main.priors] == ["regressor", None]
+    assert res.success and np.allclose(res.w2c_opencv, pose(1.0))
+    assert "refused: implausible" in res.prior.detail["global_prior_failed"]
+    assert res.latency_ms["prior"] == 7.0 + 5.0 and res.latency_ms["pnp"] == 5.0  # the refused attempt counts
+
+
+def test_a_retrieval_pose_that_disagrees_with_the_refused_prior_is_unsure():
+    # the regressor's covariance is 0.01 (0.1 m, 0.1 rad): pose(2.0) is 11 standard deviations off
+    main = RefusesRegressorPriors("crossfire", True, pose(2.0))
+    res = GlobalPriorRelocalizer(main, Recorder("kscr", True, pose(0.9))).localize(IMAGE, CAM, None)
+    assert not res.success and res.reason.startswith("unsure") and "kscr's pose" in res.reason
 
 
 def test_the_prior_method_must_be_another_relocalizer():

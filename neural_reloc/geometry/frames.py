@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .se3 import invert_pose, skew
+from .se3 import invert_pose, rotvec_from_rotation, skew
 
 #: Rotation taking OpenCV camera-frame coordinates to OpenGL camera-frame coordinates
 #: (flip y and z). It is its own inverse.
@@ -147,6 +147,26 @@ def covariance_of_child_offset(
     J[:3, 3:] = -skew(lever)
     return J @ np.asarray(cov6) @ J.T
 
+
+def pose_difference_ros(w2c_opencv_a: np.ndarray, w2c_opencv_b: np.ndarray) -> np.ndarray:
+    """Pose a relative to pose b in the ROS covariance parameterization: (x, y, z) the
+    camera-centre difference a - b in the world, then the small rotation (rotation
+    vector, about the fixed world axes) taking b's orientation to a's."""
+    a_c2w, b_c2w = opencv_c2w_from_opencv_w2c(w2c_opencv_a), opencv_c2w_from_opencv_w2c(w2c_opencv_b)
+    return np.concatenate([a_c2w[:3, 3] - b_c2w[:3, 3], rotvec_from_rotation(a_c2w[:3, :3] @ b_c2w[:3, :3].T)])
+
+
+def pose_mahalanobis(w2c_opencv: np.ndarray, prior_w2c_opencv: np.ndarray, prior_cov6: np.ndarray) -> float | None:
+    """Mahalanobis distance of a pose from a prior with a ROS-style 6x6 covariance; None
+    when that covariance is not positive definite (e.g. RViz's initial pose, which
+    leaves z, roll and pitch at zero variance)."""
+    cov = np.asarray(prior_cov6, dtype=np.float64)
+    try:
+        chol = np.linalg.cholesky(0.5 * (cov + cov.T))
+    except np.linalg.LinAlgError:
+        return None
+    z = np.linalg.solve(chol, pose_difference_ros(w2c_opencv, prior_w2c_opencv))
+    return float(np.sqrt(z @ z))
 
 
 # ------------------------------------------------------------------ LLFF

@@ -53,6 +53,12 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
     max_prior_rotation_deg: float = setting(
         90.0, "A result rotated further than this from its prior is implausible (degrees).", range=(0.0, 180.0)
     )
+    max_prior_mahalanobis: float = setting(
+        5.0, "A result further than this from a prior that has a covariance (Mahalanobis distance over the 6 pose "
+        "dimensions; priors whose covariance is positive definite: kscr's and PoseMap's poses as global priors) "
+        "is implausible; a global prior then falls back to retrieval. 5: beyond the 99.9% quantile of a 6-dof "
+        "Gaussian (4.7), for a calibrated covariance. 0: off.", range=(0.0, 1e9),
+    )
 
 
 _PNP_1PX = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)

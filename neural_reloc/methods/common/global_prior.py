@@ -7,13 +7,19 @@ wraps the refining relocalizer: a frame with a prior (odometry, an initial pose)
 to it unchanged; a frame without one is first localized by the prior method, whose
 pose (source ``"regressor"``) starts the refining method; when the prior method fails
 (too few reliable keypoints, implausible pose) the refining method falls back to its
-own retrieval. The prior's time is the result's ``prior`` stage.
+own retrieval. So does a frame whose refined pose is implausible given the prior (e.g.
+many standard deviations from it by its covariance: the refining method's rounds left
+the prior's basin); the pose found from retrieval then has to agree with the prior's
+covariance too (the refining method's ``max_prior_mahalanobis``), else the frame is
+unsure: two answers that disagree are no fix. The prior's time, and that of a refused
+first attempt, is the result's ``prior`` stage.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...geometry.frames import pose_mahalanobis
 from ..base import LocalizationResult, PosePrior, Relocalizer
 
 
@@ -43,10 +49,29 @@ class GlobalPriorRelocalizer(Relocalizer):
             return self.main.localize(image_rgb, camera, prior)
         prior, g = self.global_prior(image_rgb, camera)
         res = self.main.localize(image_rgb, camera, prior)
-        res.latency_ms = {"prior": g.total_latency_ms, **res.latency_ms}
-        if prior is None and res.prior is not None:
-            res.prior.detail = {**res.prior.detail, "global_prior_failed": f"{g.method}: {g.reason}"}
+        prior_ms = g.total_latency_ms
+        refused = ""
+        if prior is not None and not res.success and res.reason.startswith("implausible"):
+            refused, prior_ms = res.reason, prior_ms + res.total_latency_ms
+            res = self.main.localize(image_rgb, camera, None)  # the method's own retrieval
+            self._check_against(res, prior)
+        res.latency_ms = {"prior": prior_ms, **res.latency_ms}
+        if res.prior is not None and (prior is None or refused):
+            why = f"{g.method}: {g.reason}" if prior is None else f"{g.method}'s pose refused: {refused}"
+            res.prior.detail = {**res.prior.detail, "global_prior_failed": why}
         return res
+
+    def _check_against(self, res: LocalizationResult, prior: PosePrior) -> None:
+        """A pose found from retrieval after the prior's was refused must still agree with
+        the prior's covariance; if not, ``res`` becomes unsure."""
+        limit = float(getattr(getattr(self.main, "loc", None), "max_prior_mahalanobis", 0.0))
+        if not res.success or prior.covariance is None or limit <= 0:
+            return
+        sigmas = pose_mahalanobis(res.w2c_opencv, prior.w2c_opencv, prior.covariance)
+        if sigmas is not None and sigmas > limit:
+            res.success = False
+            res.reason = (f"unsure: the pose from retrieval is {sigmas:.1f} standard deviations from "
+                          f"{self.prior_method.method}'s pose (limit {limit}), which was refused too")
 
 
 __all__ = ["GlobalPriorRelocalizer"]

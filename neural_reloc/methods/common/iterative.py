@@ -27,6 +27,7 @@ import numpy as np
 
 from ...device import synchronize
 from ...geometry.camera import Camera
+from ...geometry.frames import pose_mahalanobis
 from ...geometry.pnp import PnPResult, pnp_ransac
 from ...geometry.se3 import invert_pose, pose_error
 from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
@@ -227,6 +228,15 @@ class IterativeRelocalizer(Relocalizer):
             result.reason = (
                 f"implausible: the estimate is {dt:.2f} m / {dr:.1f} deg from the prior "
                 f"(limits {lc.max_prior_translation_rel * self.extent:.2f} m / {lc.max_prior_rotation_deg} deg)"
+            )
+            return result
+        sigmas = None
+        if result.prior.covariance is not None and lc.max_prior_mahalanobis > 0:
+            sigmas = pose_mahalanobis(pnp.w2c_opencv, result.prior.w2c_opencv, result.prior.covariance)
+        if sigmas is not None and sigmas > lc.max_prior_mahalanobis:
+            result.reason = (
+                f"implausible: the estimate is {dt:.2f} m / {dr:.1f} deg from the {result.prior.source} prior, "
+                f"{sigmas:.1f} standard deviations by its covariance (limit {lc.max_prior_mahalanobis})"
             )
             return result
         result.success = True
