@@ -283,6 +283,7 @@ def test_pose_mahalanobis_of_a_perturbation_drawn_from_the_covariance(seed):
     assert np.allclose(frames.pose_difference_ros(invert_pose(est), invert_pose(prior_c2w_opencv)), d)
     rviz = np.diag([0.25, 0.25, 0.0, 0.0, 0.0, 0.068])  # RViz's /initialpose: z, roll, pitch unknown
     assert frames.pose_mahalanobis(invert_pose(est), invert_pose(prior_c2w_opencv), rviz) is None
+    assert frames.pose_mahalanobis(invert_pose(est), invert_pose(prior_c2w_opencv), cov * np.nan) is None
 
 
 @settings(max_examples=100, deadline=None)

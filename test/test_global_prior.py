@@ -9,6 +9,7 @@ from neural_reloc.geometry.camera import Camera
 from neural_reloc.methods.base import LocalizationResult, PosePrior, Relocalizer
 from neural_reloc.methods.common.config import IterativeLocalizationConfig
 from neural_reloc.methods.common.global_prior import GlobalPriorRelocalizer
+from neural_reloc.methods.common.iterative import IterativeRelocalizer
 
 CAM = Camera(width=8, height=6, fx=10.0, fy=10.0, cx=4.0, cy=3.0)
 IMAGE = np.zeros((6, 8, 3), np.uint8)
@@ -61,9 +62,9 @@ def test_when_the_prior_method_fails_the_main_method_uses_its_own_retrieval():
     assert not res.success and "prior" in res.latency_ms
 
 
-class RefusesRegressorPriors(Recorder):
-    """Finds an implausible pose from the regressor's prior, ``self.w2c`` from retrieval;
-    its localization config's max_prior_mahalanobis is the default (5)."""
+class RefusesRegressorPriors(Recorder, IterativeRelocalizer):
+    """An iterate-match-PnP method that finds an implausible pose from the regressor's
+    prior, ``self.w2c`` from retrieval; max_prior_mahalanobis is the default (5)."""
 
     loc = IterativeLocalizationConfig()
 
@@ -84,6 +85,18 @@ def test_an_implausible_result_from_the_prior_methods_pose_falls_back_to_retriev
     assert res.success and np.allclose(res.w2c_opencv, pose(1.0))
     assert "refused: implausible" in res.prior.detail["global_prior_failed"]
     assert res.latency_ms["prior"] == 7.0 + 5.0 and res.latency_ms["pnp"] == 5.0  # the refused attempt counts
+
+
+def test_only_an_iterative_methods_refusal_by_its_prior_falls_back():
+    class NotIterative(Recorder):  # e.g. kscr, which ignores priors and has its own "implausible pose"
+        def localize(self, image_rgb, camera, prior):
+            res = super().localize(image_rgb, camera, prior)
+            res.success, res.reason = False, "implausible pose: far from the mapping cameras"
+            return res
+
+    main = NotIterative("kscr", True, pose(1.0))
+    GlobalPriorRelocalizer(main, Recorder("posemap", True, pose(0.9))).localize(IMAGE, CAM, None)
+    assert [p.source for p in main.priors] == ["regressor"]  # not run a second time
 
 
 def test_a_retrieval_pose_that_disagrees_with_the_refused_prior_is_unsure():

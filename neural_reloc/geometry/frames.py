@@ -158,9 +158,11 @@ def pose_difference_ros(w2c_opencv_a: np.ndarray, w2c_opencv_b: np.ndarray) -> n
 
 def pose_mahalanobis(w2c_opencv: np.ndarray, prior_w2c_opencv: np.ndarray, prior_cov6: np.ndarray) -> float | None:
     """Mahalanobis distance of a pose from a prior with a ROS-style 6x6 covariance; None
-    when that covariance is not positive definite (e.g. RViz's initial pose, which
-    leaves z, roll and pitch at zero variance)."""
+    when that covariance is not finite and positive definite (e.g. a covariance that
+    leaves z, roll and pitch at zero variance, as RViz's initial pose message does)."""
     cov = np.asarray(prior_cov6, dtype=np.float64)
+    if cov.shape != (6, 6) or not np.all(np.isfinite(cov)):
+        return None
     try:
         chol = np.linalg.cholesky(0.5 * (cov + cov.T))
     except np.linalg.LinAlgError:

@@ -1,7 +1,8 @@
 """Settings of structure from known poses (:mod:`neural_reloc.sfm`): SIFT, matching of
 pose-neighbour pairs and triangulation. The classical method's config holds them
 (``features``, ``matching``, ``triangulation``, mirrored by config/classical.yaml); the
-neural map's sparse depth and descriptor synthesis use their defaults."""
+neural map's sparse depth uses their defaults (descriptor synthesis has its own feature
+settings and uses only RootSIFT and the matcher of :mod:`neural_reloc.sfm`)."""
 
 from __future__ import annotations
 

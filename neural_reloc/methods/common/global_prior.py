@@ -21,6 +21,7 @@ import numpy as np
 
 from ...geometry.frames import pose_mahalanobis
 from ..base import LocalizationResult, PosePrior, Relocalizer
+from .iterative import IMPLAUSIBLE_GIVEN_PRIOR, IterativeRelocalizer
 
 
 class GlobalPriorRelocalizer(Relocalizer):
@@ -51,7 +52,8 @@ class GlobalPriorRelocalizer(Relocalizer):
         res = self.main.localize(image_rgb, camera, prior)
         prior_ms = g.total_latency_ms
         refused = ""
-        if prior is not None and not res.success and res.reason.startswith("implausible"):
+        if (prior is not None and not res.success and isinstance(self.main, IterativeRelocalizer)
+                and res.reason.startswith(IMPLAUSIBLE_GIVEN_PRIOR)):
             refused, prior_ms = res.reason, prior_ms + res.total_latency_ms
             res = self.main.localize(image_rgb, camera, None)  # the method's own retrieval
             self._check_against(res, prior)
@@ -71,7 +73,8 @@ class GlobalPriorRelocalizer(Relocalizer):
         if sigmas is not None and sigmas > limit:
             res.success = False
             res.reason = (f"unsure: the pose from retrieval is {sigmas:.1f} standard deviations from "
-                          f"{self.prior_method.method}'s pose (limit {limit}), which was refused too")
+                          f"{self.prior_method.method}'s pose (limit {limit}), and the pose refined from "
+                          f"{self.prior_method.method}'s was refused: two answers that disagree")
 
 
 __all__ = ["GlobalPriorRelocalizer"]

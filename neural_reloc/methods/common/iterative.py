@@ -33,6 +33,11 @@ from ...geometry.se3 import invert_pose, pose_error
 from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
 from .config import IterativeLocalizationConfig
 
+#: Reason prefix of a result refused because it is implausible given its prior (too far
+#: from it, or too many standard deviations by its covariance): a global prior then
+#: falls back to retrieval (:mod:`.global_prior`).
+IMPLAUSIBLE_GIVEN_PRIOR = "implausible: "
+
 
 class StageClock:
     """Per-stage wall-clock milliseconds, summed over a frame; each reading waits for
@@ -226,7 +231,7 @@ class IterativeRelocalizer(Relocalizer):
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(result.prior.w2c_opencv))
         if dt > lc.max_prior_translation_rel * self.extent or dr > lc.max_prior_rotation_deg:
             result.reason = (
-                f"implausible: the estimate is {dt:.2f} m / {dr:.1f} deg from the prior "
+                f"{IMPLAUSIBLE_GIVEN_PRIOR}the estimate is {dt:.2f} m / {dr:.1f} deg from the prior "
                 f"(limits {lc.max_prior_translation_rel * self.extent:.2f} m / {lc.max_prior_rotation_deg} deg)"
             )
             return result
@@ -235,7 +240,7 @@ class IterativeRelocalizer(Relocalizer):
             sigmas = pose_mahalanobis(pnp.w2c_opencv, result.prior.w2c_opencv, result.prior.covariance)
         if sigmas is not None and sigmas > lc.max_prior_mahalanobis:
             result.reason = (
-                f"implausible: the estimate is {dt:.2f} m / {dr:.1f} deg from the {result.prior.source} prior, "
+                f"{IMPLAUSIBLE_GIVEN_PRIOR}the estimate is {dt:.2f} m / {dr:.1f} deg from the {result.prior.source} prior, "
                 f"{sigmas:.1f} standard deviations by its covariance (limit {lc.max_prior_mahalanobis})"
             )
             return result
@@ -244,4 +249,4 @@ class IterativeRelocalizer(Relocalizer):
         return result
 
 
-__all__ = ["Correspondences", "IterativeRelocalizer", "StageClock", "check_query"]
+__all__ = ["IMPLAUSIBLE_GIVEN_PRIOR", "Correspondences", "IterativeRelocalizer", "StageClock", "check_query"]
