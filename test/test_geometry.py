@@ -275,15 +275,15 @@ def test_pose_mahalanobis_of_a_perturbation_drawn_from_the_covariance(seed):
     L = rng.normal(size=(6, 6)) * 0.05
     cov = L @ L.T + np.eye(6) * 1e-4
     d = rng.multivariate_normal(np.zeros(6), cov)
-    est = prior_c2w_opencv.copy()
-    est[:3, :3] = rotation_from_rotvec(d[3:]) @ est[:3, :3]
-    est[:3, 3] += d[:3]
-    got = frames.pose_mahalanobis(invert_pose(est), invert_pose(prior_c2w_opencv), cov)
+    est_c2w_opencv = prior_c2w_opencv.copy()
+    est_c2w_opencv[:3, :3] = rotation_from_rotvec(d[3:]) @ est_c2w_opencv[:3, :3]
+    est_c2w_opencv[:3, 3] += d[:3]
+    got = frames.pose_mahalanobis(invert_pose(est_c2w_opencv), invert_pose(prior_c2w_opencv), cov)
     assert got == pytest.approx(np.sqrt(d @ np.linalg.solve(cov, d)), rel=1e-6)
-    assert np.allclose(frames.pose_difference_ros(invert_pose(est), invert_pose(prior_c2w_opencv)), d)
+    assert np.allclose(frames.pose_difference_ros(invert_pose(est_c2w_opencv), invert_pose(prior_c2w_opencv)), d)
     rviz = np.diag([0.25, 0.25, 0.0, 0.0, 0.0, 0.068])  # RViz's /initialpose: z, roll, pitch unknown
-    assert frames.pose_mahalanobis(invert_pose(est), invert_pose(prior_c2w_opencv), rviz) is None
-    assert frames.pose_mahalanobis(invert_pose(est), invert_pose(prior_c2w_opencv), cov * np.nan) is None
+    assert frames.pose_mahalanobis(invert_pose(est_c2w_opencv), invert_pose(prior_c2w_opencv), rviz) is None
+    assert frames.pose_mahalanobis(invert_pose(est_c2w_opencv), invert_pose(prior_c2w_opencv), cov * np.nan) is None
 
 
 @settings(max_examples=100, deadline=None)

@@ -152,8 +152,9 @@ def pose_difference_ros(w2c_opencv_a: np.ndarray, w2c_opencv_b: np.ndarray) -> n
     """Pose a relative to pose b in the ROS covariance parameterization: (x, y, z) the
     camera-centre difference a - b in the world, then the small rotation (rotation
     vector, about the fixed world axes) taking b's orientation to a's."""
-    a_c2w, b_c2w = opencv_c2w_from_opencv_w2c(w2c_opencv_a), opencv_c2w_from_opencv_w2c(w2c_opencv_b)
-    return np.concatenate([a_c2w[:3, 3] - b_c2w[:3, 3], rotvec_from_rotation(a_c2w[:3, :3] @ b_c2w[:3, :3].T)])
+    c2w_opencv_a, c2w_opencv_b = opencv_c2w_from_opencv_w2c(w2c_opencv_a), opencv_c2w_from_opencv_w2c(w2c_opencv_b)
+    return np.concatenate([c2w_opencv_a[:3, 3] - c2w_opencv_b[:3, 3],
+                           rotvec_from_rotation(c2w_opencv_a[:3, :3] @ c2w_opencv_b[:3, :3].T)])
 
 
 def pose_mahalanobis(w2c_opencv: np.ndarray, prior_w2c_opencv: np.ndarray, prior_cov6: np.ndarray) -> float | None:

@@ -56,8 +56,7 @@ def triangulate_known_poses(
     n = len(data)
     if n < 2:
         raise ValueError(f"{data.source}: triangulation needs at least 2 posed images, got {n}")
-    mc = matching
-    if mc.num_neighbors < 1 or mc.max_epipolar_error_px <= 0 or mc.min_verified_matches < 1:
+    if matching.num_neighbors < 1 or matching.max_epipolar_error_px <= 0 or matching.min_verified_matches < 1:
         raise ValueError("matching: num_neighbors, max_epipolar_error_px and min_verified_matches must be positive")
     seconds: dict[str, float] = {}
     cameras = [data.camera(i) for i in range(n)]
@@ -71,17 +70,18 @@ def triangulate_known_poses(
     seconds["extract_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pairs = mapping_pairs(w2c, mc.num_neighbors, mc.max_view_angle_deg)
+    pairs = mapping_pairs(w2c, matching.num_neighbors, matching.max_view_angle_deg)
     verified: dict[tuple[int, int], np.ndarray] = {}
     raw = kept = 0
     for i, j in _iterate(progress, pairs, "matching"):
-        with torch_threads(mc.num_threads):
-            m = mutual_nn_ratio(feats[i].descriptors, feats[j].descriptors, mc.ratio_threshold)
+        with torch_threads(matching.num_threads):
+            m = mutual_nn_ratio(feats[i].descriptors, feats[j].descriptors, matching.ratio_threshold)
         ok = epipolar_inliers(
-            feats[i].keypoints, feats[j].keypoints, m, cameras[i], w2c[i], cameras[j], w2c[j], mc.max_epipolar_error_px
+            feats[i].keypoints, feats[j].keypoints, m, cameras[i], w2c[i], cameras[j], w2c[j],
+            matching.max_epipolar_error_px,
         )
         raw += len(m)
-        if ok.sum() >= mc.min_verified_matches:
+        if ok.sum() >= matching.min_verified_matches:
             verified[(i, j)] = m[ok]
             kept += int(ok.sum())
     seconds["match_s"] = time.perf_counter() - t0

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...geometry.frames import pose_mahalanobis
 from ..base import LocalizationResult, PosePrior, Relocalizer
-from .iterative import IMPLAUSIBLE_GIVEN_PRIOR, IterativeRelocalizer
+from .iterative import (
+    IMPLAUSIBLE_GIVEN_PRIOR,
+    IterativeRelocalizer,
+    beyond_prior_covariance,
+)
 
 
 class GlobalPriorRelocalizer(Relocalizer):
@@ -66,11 +69,9 @@ class GlobalPriorRelocalizer(Relocalizer):
     def _check_against(self, res: LocalizationResult, prior: PosePrior) -> None:
         """A pose found from retrieval after the prior's was refused must still agree with
         the prior's covariance; if not, ``res`` becomes unsure."""
-        limit = float(getattr(getattr(self.main, "loc", None), "max_prior_mahalanobis", 0.0))
-        if not res.success or prior.covariance is None or limit <= 0:
-            return
-        sigmas = pose_mahalanobis(res.w2c_opencv, prior.w2c_opencv, prior.covariance)
-        if sigmas is not None and sigmas > limit:
+        limit = self.main.loc.max_prior_mahalanobis  # only an IterativeRelocalizer falls back
+        sigmas = beyond_prior_covariance(res.w2c_opencv, prior, limit) if res.success else None
+        if sigmas is not None:
             res.success = False
             res.reason = (f"unsure: the pose from retrieval is {sigmas:.1f} standard deviations from "
                           f"{self.prior_method.method}'s pose (limit {limit}), and the pose refined from "

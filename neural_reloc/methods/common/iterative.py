@@ -39,6 +39,16 @@ from .config import IterativeLocalizationConfig
 IMPLAUSIBLE_GIVEN_PRIOR = "implausible: "
 
 
+def beyond_prior_covariance(w2c_opencv: np.ndarray, prior: PosePrior, limit: float) -> float | None:
+    """The Mahalanobis distance of ``w2c_opencv`` from ``prior`` when it exceeds ``limit``;
+    None when it does not, when ``limit`` is 0 (off) or when the prior has no usable
+    (finite, positive-definite) covariance."""
+    if limit <= 0 or prior.covariance is None:
+        return None
+    sigmas = pose_mahalanobis(w2c_opencv, prior.w2c_opencv, prior.covariance)
+    return sigmas if sigmas is not None and sigmas > limit else None
+
+
 class StageClock:
     """Per-stage wall-clock milliseconds, summed over a frame; each reading waits for
     the device's queued work, so a stage's time is its own."""
@@ -235,13 +245,11 @@ class IterativeRelocalizer(Relocalizer):
                 f"(limits {lc.max_prior_translation_rel * self.extent:.2f} m / {lc.max_prior_rotation_deg} deg)"
             )
             return result
-        sigmas = None
-        if result.prior.covariance is not None and lc.max_prior_mahalanobis > 0:
-            sigmas = pose_mahalanobis(pnp.w2c_opencv, result.prior.w2c_opencv, result.prior.covariance)
-        if sigmas is not None and sigmas > lc.max_prior_mahalanobis:
+        sigmas = beyond_prior_covariance(pnp.w2c_opencv, result.prior, lc.max_prior_mahalanobis)
+        if sigmas is not None:
             result.reason = (
-                f"{IMPLAUSIBLE_GIVEN_PRIOR}the estimate is {dt:.2f} m / {dr:.1f} deg from the {result.prior.source} prior, "
-                f"{sigmas:.1f} standard deviations by its covariance (limit {lc.max_prior_mahalanobis})"
+                f"{IMPLAUSIBLE_GIVEN_PRIOR}the estimate is {dt:.2f} m / {dr:.1f} deg from the {result.prior.source} "
+                f"prior, {sigmas:.1f} standard deviations by its covariance (limit {lc.max_prior_mahalanobis})"
             )
             return result
         result.success = True
@@ -249,4 +257,11 @@ class IterativeRelocalizer(Relocalizer):
         return result
 
 
-__all__ = ["IMPLAUSIBLE_GIVEN_PRIOR", "Correspondences", "IterativeRelocalizer", "StageClock", "check_query"]
+__all__ = [
+    "IMPLAUSIBLE_GIVEN_PRIOR",
+    "Correspondences",
+    "IterativeRelocalizer",
+    "StageClock",
+    "beyond_prior_covariance",
+    "check_query",
+]
