@@ -97,6 +97,15 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_consistency_px: float = setting(
         0.5, "Flow is used where forward and backward flow agree within this (pixels).", range=(0.0, 1e9)
     )
+    flow_warp_max_translation_rel: float = setting(
+        0.03, "A flow round whose estimate is within this fraction of the scene extent (and flow_warp_max_rotation_deg) "
+        "of the last render's pose warps that render to the estimate (geometry/warp.py: ~6 ms at 160x120) instead of "
+        "rendering the map again (~200 ms on 2 CPU cores); 0: every round renders. The warp matches a render to ~1 mm "
+        "(NOTES.md).", range=(0.0, 1e9),
+    )
+    flow_warp_max_rotation_deg: float = setting(
+        5.0, "The rotation half of flow_warp_max_translation_rel (degrees).", range=(0.0, 180.0)
+    )
     flow_max_points: int = setting(
         2000, "At most this many flow correspondences go to PnP (a seeded random subset).", range=(1, 10_000_000)
     )

@@ -127,7 +127,7 @@ class IterativeRelocalizer(Relocalizer):
     def refine(self, image_rgb: np.ndarray, camera: Camera, query: Any, best: tuple[PnPResult, int],
                result: LocalizationResult, clock: StageClock) -> tuple[PnPResult, int]:
         """Refine a confident estimate ``best`` = (PnP result, matches); append a history
-        record per accepted step. Default: none."""
+        record per accepted step. The loop times the call as the "refine" stage. Default: none."""
         return best
 
     # ------------------------------------------------------------ the loop

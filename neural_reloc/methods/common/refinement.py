@@ -106,29 +106,48 @@ def refinement_camera(camera: Camera, long_side: int) -> Camera:
     return camera.fit_within(long_side, long_side)
 
 
+def _within_warp_reach(w2c_opencv: np.ndarray, rendered, lc, extent: float) -> bool:
+    """Whether the estimate ``w2c_opencv`` is close enough to the last render's pose for
+    a warp of that render to stand in for a new one."""
+    from ...geometry.se3 import invert_pose, pose_error
+
+    if rendered is None or lc.flow_warp_max_translation_rel <= 0:
+        return False
+    dt, dr = pose_error(invert_pose(w2c_opencv), invert_pose(rendered.w2c_opencv))
+    return dt <= lc.flow_warp_max_translation_rel * extent and dr <= lc.flow_warp_max_rotation_deg
+
+
 def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, result, lc, extent: float) -> tuple:
     """Up to ``lc.flow_refinement_iterations`` rounds of render -> optical flow -> PnP from
     the estimate ``best`` = (PnP result, matches), for any map-rendering method (``lc``:
     a :class:`~.config.RenderingLocalizationConfig`); each accepted round is a history
-    record of ``result``. Returns the best (PnP result, matches) so far."""
+    record of ``result``. A round whose estimate is within the warp reach of the last
+    render (``flow_warp_max_*``) warps that render (:func:`~neural_reloc.geometry.warp.warp_rendered_view`)
+    instead of rendering the map again. Returns the best (PnP result, matches) so far."""
     import cv2
 
     from ...geometry.frames import opengl_c2w_from_opencv_w2c
     from ...geometry.pnp import pnp_ransac
     from ...geometry.se3 import invert_pose, pose_error
+    from ...geometry.warp import RenderedView, warp_rendered_view
     from ..base import IterationRecord
 
     cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
     query = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
+    rendered = None
     for _ in range(lc.flow_refinement_iterations):
         w2c = best[0].w2c_opencv
-        out = model.render_view(
-            cam_r, opengl_c2w_from_opencv_w2c(w2c), ("rgb", "points", "accumulation"),
-            num_fine=lc.render_samples, num_coarse=lc.render_coarse_samples or None,
-            color_samples=lc.render_head_samples or None,
-        )
+        if _within_warp_reach(w2c, rendered, lc, extent):
+            view = warp_rendered_view(rendered, w2c)
+        else:
+            out = model.render_view(
+                cam_r, opengl_c2w_from_opencv_w2c(w2c), ("rgb", "points", "accumulation"),
+                num_fine=lc.render_samples, num_coarse=lc.render_coarse_samples or None,
+                color_samples=lc.render_head_samples or None,
+            )
+            view = rendered = RenderedView(cam_r, w2c, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation)
         fm = flow_matches(
-            out["rgb"], out["points"], out["accumulation"], query, min_accumulation=lc.min_accumulation,
+            view.rgb, view.points, view.valid.astype(np.float32), query, min_accumulation=lc.min_accumulation,
             min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
             max_points=lc.flow_max_points, seed=lc.pnp.seed,
         )
@@ -149,10 +168,10 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
 class FlowRefinement:
     """The ``refine`` hook of an :class:`~.iterative.IterativeRelocalizer` that renders a
     map (``self.model``, ``self.loc`` a :class:`~.config.RenderingLocalizationConfig`,
-    ``self.extent``): :func:`refine_by_flow`, timed as the "refine" stage."""
+    ``self.extent``): :func:`refine_by_flow`. The loop times the hook as its "refine"
+    stage (a second timer here counted that stage twice)."""
 
     def refine(self, image_rgb, camera, query, best, result, clock):
         if self.loc.flow_refinement_iterations <= 0:
             return best
-        with clock.stage("refine"):
-            return refine_by_flow(self.model, image_rgb, camera, best, result, self.loc, self.extent)
+        return refine_by_flow(self.model, image_rgb, camera, best, result, self.loc, self.extent)
