@@ -4,6 +4,8 @@ Zhou et al., "The NeRFect Match: Exploring NeRF Features for Visual Localization
 (../shared/papers/nerfmatch.md). The map's field is used as it is (never retrained):
 its internal features, volume-rendered at 3D points (eq. 2), are matched to image
 features by a learned image encoder and a small projection of the NeRF features.
+``matcher.variant`` picks NeRFMatch-Mini (Sec. 4.1) or the full NeRFMatch (Sec. 4.2:
+attention, coarse-to-fine); a map's component loads only as the variant it was trained as.
 """
 
 from __future__ import annotations
@@ -39,12 +41,35 @@ class EncoderConfig:
     dim: int = 128
     # Hidden width of the MLP projecting NeRF features into the matching space.
     nerf_hidden: int = 128
+    # D_f: channels of the fine map (H/2) of the full variant (first stage + upsampled trunk).
+    fine_dim: int = 64
+
+
+#: The matcher variants: NeRFMatch-Mini (Sec. 4.1) and the full NeRFMatch (Sec. 4.2).
+VARIANTS = ("mini", "full")
 
 
 @dataclass
 class MatcherConfig:
     # Temperature of the dual softmax over cosine similarities (training and matching).
     temperature: float = 0.1
+    # "mini": the encoder's and the projected NeRF features matched as they are (Sec. 4.1);
+    # "full": attention before the dual softmax, then a fine stage placing each match
+    # inside its cell (Sec. 4.2). Weights of one variant load only as that variant.
+    variant: str = "mini"
+    # Full variant, coarse matching: layers of (self-attention, weights shared by both
+    # domains, then cross-attention), linear attention, heads over encoder.dim channels.
+    layers: int = 2
+    heads: int = 4
+    # Frequencies of the NeRF positional encoding of the rendered 3D points (in the
+    # field's own domain), added after the first self-attention as in the paper.
+    point_frequencies: int = 6
+    # Full variant, fine matching: a window x window patch of the fine map (H/2 pixels,
+    # odd) centred on the matched cell; softmax-attention layers over the NeRF point's
+    # feature and the window's features, heads over encoder.fine_dim channels.
+    window: int = 5
+    fine_layers: int = 1
+    fine_heads: int = 2
 
 
 @dataclass
@@ -71,6 +96,11 @@ class NerfMatchTrainConfig:
     visibility_depth_rel: float = 0.05
     # Random gain and offset of the query image's brightness (exposure changes).
     photometric_jitter: float = 0.2
+    # Full variant: the loss is L_c + fine_weight * L_f (eq. 3, eq. 4); per pair, L_f is
+    # over at most fine_matches coarse matches (ground-truth associations and predicted
+    # mutual matches whose point projects into their window).
+    fine_weight: float = 1.0
+    fine_matches: int = 256
     # Wall-clock budget of the matcher training (0: none): it stops at steps or here.
     time_budget_s: float = 0.0
     seed: int = 0
@@ -108,6 +138,17 @@ class NerfMatchConfig:
     def __post_init__(self) -> None:
         if self.features.layer not in FEATURE_LAYERS:
             raise ValueError(f"features.layer={self.features.layer!r} must be one of {', '.join(FEATURE_LAYERS)}")
+        m, e = self.matcher, self.encoder
+        if m.variant not in VARIANTS:
+            raise ValueError(f"matcher.variant={m.variant!r} must be one of {', '.join(VARIANTS)}")
+        if m.variant == "full":
+            if m.window < 3 or m.window % 2 == 0:
+                raise ValueError(f"matcher.window={m.window} must be odd and at least 3")
+            if e.dim % 4 or e.dim % m.heads:
+                raise ValueError(f"encoder.dim={e.dim} must be a multiple of 4 and of matcher.heads={m.heads}")
+            if e.fine_dim % m.fine_heads:
+                raise ValueError(
+                    f"encoder.fine_dim={e.fine_dim} must be a multiple of matcher.fine_heads={m.fine_heads}")
 
 
-__all__ = ["LocalizationConfig", "NerfMatchConfig"]
+__all__ = ["VARIANTS", "LocalizationConfig", "NerfMatchConfig"]

@@ -17,11 +17,14 @@ from .encoder import STRIDE
 @dataclass
 class RenderedPoints:
     """Per patch centre (row-major over the (H/8, W/8) grid): the layer's features
-    divided by the ray's opacity (N, D), the rendered 3D point (N, 3) and the opacity (N,)."""
+    divided by the ray's opacity (N, D), the rendered 3D point (N, 3) and the opacity (N,);
+    ``unit_points`` the points in the field's [0, 1]^3 domain (N, 3), which the full
+    variant's positional encoding takes."""
 
     features: torch.Tensor
     points: torch.Tensor
     accumulation: torch.Tensor
+    unit_points: torch.Tensor | None = None
 
 
 def encoder_camera(camera: Camera, long_side: int) -> Camera:
@@ -43,7 +46,8 @@ def render_nerf_features(model, camera: Camera, w2c_opencv: np.ndarray, layer: s
                             pixels_uv=uv, num_fine=num_fine, num_coarse=num_coarse)
     acc = torch.from_numpy(out["accumulation"])
     feats = torch.from_numpy(out[layer]).reshape(len(uv), -1) / acc.clamp_min(1e-3)[:, None]
-    return RenderedPoints(feats, torch.from_numpy(out["points"]), acc)
+    points = torch.from_numpy(out["points"])
+    return RenderedPoints(feats, points, acc, model.scene.to_unit(points.float()))
 
 
 __all__ = ["RenderedPoints", "encoder_camera", "render_nerf_features"]

@@ -1,9 +1,13 @@
-"""NeRFMatch-Mini localization: retrieval over the map's rendered views (or a given
-prior) -> NeRF features and points rendered at the reference pose -> dual-softmax mutual
-matches with the query's encoder map -> PnP, iterated from the estimate (the paper's
-iterative refinement), then the shared flow refinement by the map's colours (in place of
-the paper's iNeRF-style photometric optimization). The loop is
-:class:`~neural_reloc.methods.common.iterative.IterativeRelocalizer`."""
+"""NeRFMatch localization: retrieval over the map's rendered views (or a given prior) ->
+NeRF features and points rendered at the reference pose -> dual-softmax mutual matches
+with the query's encoder map -> PnP, iterated from the estimate (the paper's iterative
+refinement), then the shared flow refinement by the map's colours (in place of the
+paper's iNeRF-style photometric optimization). The loop is
+:class:`~neural_reloc.methods.common.iterative.IterativeRelocalizer`.
+
+The full variant matches the attention-transformed features (``coarse_matcher.py``) and
+gives PnP each match's fine position inside its cell (``fine_matcher.py``) instead of
+the cell's centre; the stages keep their names (``match`` is both)."""
 
 from __future__ import annotations
 
@@ -16,16 +20,18 @@ import torch
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
 from ...map_bundle import MapBundle, MapError
-from ...map_loading import load_neural_map, map_method_config
+from ...map_loading import component_entry, load_neural_map, map_method_config
 from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.refinement import FlowRefinement
 from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, global_descriptor
-from .config import NerfMatchConfig
+from .coarse_matcher import CoarseMatcher
+from .config import MatcherConfig, NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
+from .fine_matcher import FineMatcher, cell_centres
 from .matcher import dual_softmax, mutual_matches
 from .nerf_features import encoder_camera, render_nerf_features
-from .trainer import ENCODER, PROJECTION, RETRIEVAL, layer_dim, retrieval_image
+from .trainer import COARSE, ENCODER, FINE, PROJECTION, RETRIEVAL, build_matcher, layer_dim, retrieval_image
 
 STAGES = ("retrieval", "extract", "render", "match", "pnp", "refine")
 #: Retrieval candidates looked at per hypothesis kept (near-duplicates are skipped).
@@ -36,6 +42,14 @@ RETRIEVAL_CANDIDATES_PER_HYPOTHESIS = 4
 class Query:
     features: torch.Tensor  # (N_m, D) unit, row-major over the (H/8, W/8) grid
     camera: Camera  # the encoder camera
+    coarse_map: torch.Tensor | None = None  # full variant: (D_c, H/8, W/8), unit
+    fine_map: torch.Tensor | None = None  # full variant: (D_f, H/2, W/2)
+
+
+def trained_variant(manifest: dict, method: str = "nerfmatch") -> str:
+    """The matcher variant a map's component was trained as (maps from before the full
+    variant: mini)."""
+    return component_entry(manifest, method)["config"].get("matcher", {}).get("variant", MatcherConfig().variant)
 
 
 class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
@@ -43,8 +57,14 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
     STAGES = STAGES
 
     def __init__(self, model, encoder: ImageEncoder, projection: NerfFeatureProjection, cfg: NerfMatchConfig,
-                 reference_names: list[str], reference_c2w_opengl: np.ndarray, retrieval: RetrievalIndex | None):
+                 reference_names: list[str], reference_c2w_opengl: np.ndarray, retrieval: RetrievalIndex | None,
+                 coarse: CoarseMatcher | None = None, fine: FineMatcher | None = None):
         self.model, self.encoder, self.projection = model.eval(), encoder.eval(), projection.eval()
+        self.full = cfg.matcher.variant == "full"
+        if self.full and (coarse is None or fine is None or not encoder.fine):
+            raise ValueError("matcher.variant=full needs a fine encoder, a coarse and a fine matcher")
+        self.coarse = coarse.eval() if self.full else None
+        self.fine = fine.eval() if self.full else None
         self.cfg = cfg
         self.loc = cfg.localization
         self.device = model.device
@@ -56,14 +76,22 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
     @classmethod
     def from_bundle(cls, bundle: MapBundle, device, overrides: dict | None = None) -> NerfMatchRelocalizer:
         cfg = map_method_config(bundle.manifest, overrides, method=cls.method)
+        trained = trained_variant(bundle.manifest, cls.method)
+        has_full = bool(bundle.module_state(COARSE))
+        if cfg.matcher.variant != trained or has_full != (trained == "full"):
+            raise MapError(
+                f"{bundle.path}: its NeRFMatch component was trained as matcher.variant={trained!r} "
+                f"({'with' if has_full else 'without'} the full variant's matchers) and loads only as that variant, "
+                f"not as {cfg.matcher.variant!r}; train the other with `neural-reloc add-method nerfmatch --map MAP "
+                f"--data DATA --set matcher.variant={cfg.matcher.variant}`")
         model = load_neural_map(bundle, device)
-        encoder = ImageEncoder(cfg.encoder)
-        projection = NerfFeatureProjection(layer_dim(model, cfg.features.layer), cfg.encoder)
+        mods = build_matcher(cfg, layer_dim(model, cfg.features.layer))
         try:
-            encoder.load_state_dict(bundle.module_state(ENCODER))
-            projection.load_state_dict(bundle.module_state(PROJECTION))
+            for name, module in mods.items():
+                module.load_state_dict(bundle.module_state(name))
         except RuntimeError as e:
             raise MapError(f"{bundle.path}: NeRFMatch weights do not match its config: {e}") from e
+        mods = {k: m.to(device) for k, m in mods.items()}
         retrieval = None
         state = bundle.module_state(RETRIEVAL)
         if "descriptors" in state:
@@ -71,7 +99,8 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
             ref_w2c = np.stack([opencv_w2c_from_opengl_c2w(T) for T in refs.c2w_opengl])
             retrieval = RetrievalIndex.from_state(state, ref_w2c).to(device)
         refs = bundle.references
-        return cls(model, encoder.to(device), projection.to(device), cfg, refs.names, refs.c2w_opengl, retrieval)
+        return cls(model, mods[ENCODER], mods[PROJECTION], cfg, refs.names, refs.c2w_opengl, retrieval,
+                   mods.get(COARSE), mods.get(FINE))
 
     @property
     def reference_poses_w2c_opencv(self) -> np.ndarray:
@@ -84,6 +113,9 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
             cam = encoder_camera(camera, self.cfg.train.image_long_side)
             img = cv2.resize(image_rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
             x = torch.from_numpy(img).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            if self.full:
+                coarse_map, fine_map = self.encoder.pyramid(x)
+                return Query(coarse_map[0].flatten(1).T.contiguous(), cam, coarse_map[0], fine_map[0])
             fmap = self.encoder(x)[0]
         return Query(fmap.flatten(1).T.contiguous(), cam)
 
@@ -112,10 +144,18 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
         with clock.stage("match"):
             opaque = (rp.accumulation > lc.min_accumulation).nonzero().squeeze(-1)
             nerf = self.projection(rp.features[opaque].to(self.device))
-            scores = dual_softmax(query.features, nerf, self.cfg.matcher.temperature)
+            if self.full:
+                image_feats, nerf = self.coarse(query.coarse_map, nerf, rp.unit_points[opaque].to(self.device))
+            else:
+                image_feats = query.features
+            scores = dual_softmax(image_feats, nerf, self.cfg.matcher.temperature)
             cells, pts, _ = mutual_matches(scores, lc.min_score)
-            centers = query.camera.pixel_centers(stride=STRIDE).reshape(-1, 2)
-            uv = centers[cells.cpu().numpy()]
+            if self.full:  # the fine stage's position inside each matched cell
+                centres = cell_centres(cells, query.camera.width // STRIDE)
+                uv = self.fine(query.fine_map, centres, nerf[pts]).uv.double().cpu().numpy()
+            else:
+                centers = query.camera.pixel_centers(stride=STRIDE).reshape(-1, 2)
+                uv = centers[cells.cpu().numpy()]
             points = rp.points[opaque][pts.cpu()].double().numpy()
         return Correspondences(uv, points, query.camera)
 
@@ -124,4 +164,4 @@ def make_relocalizer(bundle: MapBundle, device, overrides: dict | None = None, m
     return NerfMatchRelocalizer.from_bundle(bundle, torch.device(device), overrides)
 
 
-__all__ = ["STAGES", "NerfMatchRelocalizer", "make_relocalizer"]
+__all__ = ["STAGES", "NerfMatchRelocalizer", "make_relocalizer", "trained_variant"]

@@ -1,7 +1,9 @@
 """Building NeRFMatch: the field (``build-map --method nerfmatch``, as any map) or an
 existing map's frozen field (``add-method nerfmatch``), then the matcher on cached
 renders (:mod:`.training`, skipped on a rerun when finished), then the retrieval index
-over rendered reference views (the map alone localizes, the paper's "NeRF-only" mode)."""
+over rendered reference views (the map alone localizes, the paper's "NeRF-only" mode).
+The full variant's coarse and fine matchers are two more tensor-name prefixes of the
+component; a mini component has neither."""
 
 from __future__ import annotations
 
@@ -15,12 +17,16 @@ import torch
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
 from ...nerf.train import NeuralMapTrainer, atomic_torch_save
 from ..common.retrieval import RetrievalIndex, global_descriptor, panned_c2w_opengl
+from .coarse_matcher import CoarseMatcher
 from .config import NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
+from .fine_matcher import FineMatcher
 from .training import cache_views, train_matcher
 
 #: Tensor-name prefixes of the component (unique across a map's components).
 ENCODER, PROJECTION, RETRIEVAL = "nerfmatch_encoder", "nerfmatch_projection", "nerfmatch_retrieval"
+#: The full variant's (absent from a mini component).
+COARSE, FINE = "nerfmatch_coarse", "nerfmatch_fine"
 
 
 def layer_dim(model, layer: str) -> int:
@@ -31,6 +37,16 @@ def layer_dim(model, layer: str) -> int:
     if not dims.get(layer):
         raise ValueError(f"features.layer={layer!r}: the field has no such layer (or it is empty)")
     return dims[layer]
+
+
+def build_matcher(cfg: NerfMatchConfig, nerf_dim: int) -> dict[str, torch.nn.Module]:
+    """The component's learned modules for ``cfg``'s variant, by tensor-name prefix."""
+    full = cfg.matcher.variant == "full"
+    mods = {ENCODER: ImageEncoder(cfg.encoder, fine=full), PROJECTION: NerfFeatureProjection(nerf_dim, cfg.encoder)}
+    if full:
+        mods[COARSE] = CoarseMatcher(cfg.encoder.dim, cfg.matcher)
+        mods[FINE] = FineMatcher(cfg.encoder.dim, cfg.encoder.fine_dim, cfg.matcher)
+    return mods
 
 
 def retrieval_image(image_rgb: np.ndarray, long_side: int) -> torch.Tensor:
@@ -76,13 +92,13 @@ class NerfMatchTrainer(NeuralMapTrainer):
         super().__init__(data, cfg.map, device, work_dir, progress, log)
 
     def setup_extras(self) -> None:
-        dim = layer_dim(self.model, self.xcfg.features.layer)
-        self.encoder = ImageEncoder(self.xcfg.encoder).to(self.device)
-        self.projection = NerfFeatureProjection(dim, self.xcfg.encoder).to(self.device)
+        self.matcher = {k: m.to(self.device) for k, m in
+                        build_matcher(self.xcfg, layer_dim(self.model, self.xcfg.features.layer)).items()}
+        self.encoder, self.projection = self.matcher[ENCODER], self.matcher[PROJECTION]
         self.retrieval: RetrievalIndex | None = None
 
     def modules_to_save(self) -> dict:
-        mods = {"map": self.model, ENCODER: self.encoder, PROJECTION: self.projection}
+        mods = {"map": self.model, **self.matcher}
         if self.retrieval is not None:
             mods[RETRIEVAL] = self.retrieval
         return mods
@@ -97,8 +113,8 @@ class NerfMatchTrainer(NeuralMapTrainer):
             try:
                 ck = torch.load(path, map_location=self.device, weights_only=True)
                 if ck.get("ident") == ident:
-                    self.encoder.load_state_dict(ck["encoder"])
-                    self.projection.load_state_dict(ck["projection"])
+                    for name, module in self.matcher.items():
+                        module.load_state_dict(ck["modules"][name])
                     self.log(f"nerfmatch: matcher trained in a previous run ({path})")
                     done = True
             except Exception as e:  # unreadable: train again
@@ -106,9 +122,8 @@ class NerfMatchTrainer(NeuralMapTrainer):
         if not done:
             views = cache_views(self.model, self.full_data, self.xcfg, self.scene.extent, self.progress)
             self.summary = train_matcher(self.encoder, self.projection, views, self.full_data, self.xcfg, self.device,
-                                         self.progress, self.log)
-            atomic_torch_save({"ident": ident, "encoder": self.encoder.state_dict(),
-                               "projection": self.projection.state_dict()}, path)
+                                         self.progress, self.log, self.matcher.get(COARSE), self.matcher.get(FINE))
+            atomic_torch_save({"ident": ident, "modules": {k: m.state_dict() for k, m in self.matcher.items()}}, path)
         self.encoder.eval()
         self.retrieval = build_retrieval_index(self.model, self.encoder, self.full_data, self.xcfg, self.progress)
         return state
@@ -128,4 +143,5 @@ def add_to_map(bundle, data, cfg: NerfMatchConfig, device, work_dir, progress=No
     return trainer.modules_to_save(), getattr(trainer, "summary", {})
 
 
-__all__ = ["ENCODER", "PROJECTION", "RETRIEVAL", "NerfMatchTrainer", "add_to_map", "build_retrieval_index", "layer_dim"]
+__all__ = ["COARSE", "ENCODER", "FINE", "PROJECTION", "RETRIEVAL", "NerfMatchTrainer", "add_to_map", "build_matcher",
+           "build_retrieval_index", "layer_dim"]
