@@ -116,6 +116,38 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         0.3, "A refinement round is kept only with at least min_inliers and this inlier ratio.", range=(0.0, 1.0)
     )
     flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
+    photometric_steps: int = setting(
+        0, "Photometric refinement (iNeRF-style) after the flow rounds (or alone when flow_refinement_iterations "
+        "is 0): this many Adam steps on the pose through the frozen map's rendered colours (photometric.py); the "
+        "result is kept only if it lowers the photometric loss. 0: off.", range=(0, 10_000),
+    )
+    photometric_rays: int = setting(
+        1024, "Rays rendered per photometric step: query pixels (at flow_refinement_long_side) drawn once per "
+        "frame where the query is textured, with probability by gradient magnitude (iNeRF's interest regions).",
+        range=(16, 1_000_000),
+    )
+    photometric_min_gradient: float = setting(
+        4.0, "Photometric rays are drawn among query pixels with at least this grey-level gradient (levels per "
+        "pixel, Sobel / 8); fewer than min_matches such pixels: the step is skipped (textureless query).",
+        range=(0.0, 1e9),
+    )
+    photometric_lr: float = setting(
+        0.005, "Adam learning rate of the photometric pose update (~ its step per coordinate): the rotation in "
+        "radians (about the point at the rays' median rendered depth on the start's optical axis), the "
+        "translation in units of that depth.", range=(0.0, 1.0),
+    )
+    photometric_lr_final_ratio: float = setting(
+        0.3, "The learning rate decays exponentially over the photometric steps to this fraction of photometric_lr.",
+        range=(1e-6, 1.0),
+    )
+    photometric_loss: str = setting(
+        "huber", "Robust loss of the photometric refinement on the colour residuals (0-1 per channel, after a "
+        "gain and offset match the render's brightness to the query's).", choices=("huber", "l1", "l2"),
+    )
+    photometric_huber_delta: float = setting(
+        0.1, "Residual (colour, 0-1) where the Huber loss turns linear; a ray whose channels are all within it "
+        "counts as an inlier in the step's history record.", range=(1e-6, 1.0),
+    )
     retrieval_top_k: int = setting(
         3, "Without a prior, the best this many retrieved reference views are hypotheses: each gets a first "
         "round and the one with the most inliers goes on (hloc's top-k; 1: a top-1 retrieval prior).",

@@ -168,10 +168,19 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
 class FlowRefinement:
     """The ``refine`` hook of an :class:`~.iterative.IterativeRelocalizer` that renders a
     map (``self.model``, ``self.loc`` a :class:`~.config.RenderingLocalizationConfig`,
-    ``self.extent``): :func:`refine_by_flow`. The loop times the hook as its "refine"
-    stage (a second timer here counted that stage twice)."""
+    ``self.extent``): :func:`refine_by_flow`, then, when ``photometric_steps`` > 0, the
+    iNeRF-style photometric refinement from its best pose
+    (:func:`~.photometric.photometric_refinement`; either may be off). The loop times the
+    hook as its "refine" stage (a second timer here counted that stage twice)."""
 
     def refine(self, image_rgb, camera, query, best, result, clock):
-        if self.loc.flow_refinement_iterations <= 0:
+        lc = self.loc
+        if lc.flow_refinement_iterations <= 0 and lc.photometric_steps <= 0:
             return best
-        return refine_by_flow(self.model, image_rgb, camera, best, result, self.loc, self.extent)
+        if lc.flow_refinement_iterations > 0:
+            best = refine_by_flow(self.model, image_rgb, camera, best, result, lc, self.extent)
+        if lc.photometric_steps > 0:
+            from .photometric import photometric_refinement
+
+            best = photometric_refinement(self.model, image_rgb, camera, best, result, lc, self.extent)
+        return best
