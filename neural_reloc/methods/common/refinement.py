@@ -142,7 +142,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         else:
             out = model.render_view(
                 cam_r, opengl_c2w_from_opencv_w2c(w2c), ("rgb", "points", "accumulation"),
-                num_fine=lc.render_samples, num_coarse=lc.render_coarse_samples or None,
+                num_fine=lc.flow_render_samples, num_coarse=lc.flow_render_coarse_samples or None,
                 color_samples=lc.render_head_samples or None,
             )
             view = rendered = RenderedView(cam_r, w2c, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation)
