@@ -21,10 +21,10 @@ def _texture(p: np.ndarray) -> np.ndarray:
 
 def ray_cast(w2c_opencv: np.ndarray) -> RenderedView:
     """Exact render of the scene: the nearest of the box and the wall per pixel centre."""
-    c2w = invert_pose(w2c_opencv)
+    c2w_opencv = invert_pose(w2c_opencv)
     uv = CAM.pixel_centers().reshape(-1, 2)
-    d = CAM.pixel_rays_opencv(uv) @ c2w[:3, :3].T
-    o = c2w[:3, 3]
+    d = CAM.pixel_rays_opencv(uv) @ c2w_opencv[:3, :3].T
+    o = c2w_opencv[:3, 3]
     t_wall = (WALL_Z - o[2]) / d[:, 2]
     t_box = (BOX_Z - o[2]) / d[:, 2]
     p_box = o + d * t_box[:, None]

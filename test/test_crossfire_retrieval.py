@@ -148,14 +148,14 @@ def test_flow_matches_recover_a_known_shift():
     vv, uu = np.mgrid[0:h, 0:w]
     points = np.stack([uu + 0.5, vv + 0.5, np.ones_like(uu)], -1).astype(np.float64)  # "world" = render pixel
     q_rgb = (np.repeat(query[..., None], 3, -1) * 255).astype(np.uint8)
-    fm = flow_matches(np.repeat(render[..., None], 3, -1), points, np.ones((h, w)), q_rgb,
-                      min_accumulation=0.5, min_gradient=2.0, consistency_px=0.5, max_points=5000)
+    fm = flow_matches(np.repeat(render[..., None], 3, -1), points, np.ones((h, w), bool), q_rgb,
+                      min_gradient=2.0, consistency_px=0.5, max_points=5000)
     assert len(fm.uv) > 1000
     err = fm.uv - (fm.points[:, :2] + shift)
     assert np.median(np.abs(err)) < 0.15, np.median(np.abs(err), axis=0)
     # A flat render has no texture: no matches.
-    none = flow_matches(np.full((h, w, 3), 0.5), points, np.ones((h, w)), q_rgb,
-                        min_accumulation=0.5, min_gradient=2.0, consistency_px=0.5, max_points=5000)
+    none = flow_matches(np.full((h, w, 3), 0.5), points, np.ones((h, w), bool), q_rgb,
+                        min_gradient=2.0, consistency_px=0.5, max_points=5000)
     assert len(none.uv) == 0 and none.candidates == 0
 
 

@@ -90,8 +90,8 @@ def warp_rendered_view(
     uv_t = cam.pixel_centers().reshape(-1, 2)[target.reshape(-1)]
     rays = cam.pixel_rays_opencv(uv_t)
     x_cam = rays * (depth[target] / rays[:, 2])[:, None]
-    c2w = invert_pose(w2c_opencv)
-    x_world = x_cam @ c2w[:3, :3].T + c2w[:3, 3]
+    c2w_opencv = invert_pose(w2c_opencv)
+    x_world = x_cam @ c2w_opencv[:3, :3].T + c2w_opencv[:3, 3]
     x_src = _to_camera(view.w2c_opencv, x_world)
     uv_s, in_front = cam.project(x_src)
     map_xy = (uv_s - 0.5).astype(np.float32).reshape(-1, 1, 2)

@@ -1,4 +1,5 @@
-"""Camera rays in torch (batched, differentiable w.r.t. nothing, device-resident)."""
+"""Camera rays in torch (batched, device-resident; :func:`world_rays` is differentiable
+in the pose, which the photometric refinement uses)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ import torch
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_c2w_from_opencv_w2c, opencv_w2c_from_opencv_c2w
 from ...geometry.se3 import pose_error
-from .refinement import refinement_camera
+from .refinement import gradient_magnitude, refinement_camera
 
 #: Grey levels of 8-bit images.
 GREY_MAX = 255.0
@@ -118,9 +118,7 @@ def texture_pixels(query_rgb: np.ndarray, count: int, min_gradient: float, seed:
     (Sobel / 8, levels per pixel) is at least ``min_gradient``, with probability
     proportional to that gradient; all of them when there are fewer."""
     grey = cv2.cvtColor(np.ascontiguousarray(query_rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    magnitude = np.hypot(gx, gy)
+    magnitude = gradient_magnitude(grey)
     magnitude[[0, -1], :] = 0.0
     magnitude[:, [0, -1]] = 0.0
     rows, cols = np.nonzero((magnitude >= min_gradient) & (magnitude > 0))
@@ -191,7 +189,7 @@ def refine_photometric(model, image_rgb: np.ndarray, camera: Camera, w2c_opencv:
 def _refine_photometric(model, image_rgb, camera, w2c0_opencv, lc, extent, info):
     """:func:`refine_photometric` with autograd on."""
     from ...nerf.neural_map import RayBatch
-    from ...nerf.rays import camera_params, pixel_dirs_opencv
+    from ...nerf.rays import camera_params, pixel_dirs_opencv, world_rays
 
     if extent is None:
         extent = float(model.scene.extent)
@@ -209,9 +207,7 @@ def _refine_photometric(model, image_rgb, camera, w2c0_opencv, lc, extent, info)
     c2w0_opencv = torch.as_tensor(opencv_c2w_from_opencv_w2c(w2c0_opencv), dtype=torch.float64, device=dev)
 
     def render(c2w_opencv: torch.Tensor, outputs: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        c2w_opencv = c2w_opencv.float()
-        dirs = dirs_cam_opencv @ c2w_opencv[:3, :3].T
-        origins = c2w_opencv[:3, 3].expand_as(dirs)
+        origins, dirs = world_rays(c2w_opencv.float()[None], dirs_cam_opencv)
         rays = RayBatch(origins, dirs, dirs_cam_opencv[:, 2], None)  # None: the map's mean appearance
         return model.render_rays(
             rays, outputs, randomized=False, num_fine=lc.render_samples,

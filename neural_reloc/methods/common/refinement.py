@@ -8,7 +8,7 @@ two (OpenCV's DIS, pyramidal, sub-pixel) then gives correspondences as precise a
 image texture allows, and the render's 3D points make them 2D-3D matches for PnP.
 
 Flow is kept where it is trustworthy: where the render is opaque
-(``min_accumulation``), textured (a grey-level gradient of ``flow_min_gradient`` or
+(``min_accumulation``, applied when the render is made), textured (a grey-level gradient of ``flow_min_gradient`` or
 more) and forward-backward consistent within ``flow_consistency_px``. The render uses
 the map's mean appearance; its brightness is matched to the query's (gain and offset
 over the valid pixels) before the flow, as exposure differs per frame.
@@ -22,6 +22,11 @@ import cv2
 import numpy as np
 
 from ...geometry.camera import Camera
+from ...geometry.frames import opengl_c2w_from_opencv_w2c
+from ...geometry.pnp import pnp_ransac
+from ...geometry.se3 import invert_pose, pose_error
+from ...geometry.warp import RenderedView, warp_rendered_view
+from ..base import IterationRecord
 
 #: DIS optical flow preset (OpenCV): MEDIUM is sub-pixel and ~10 ms at 160x120.
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
@@ -46,24 +51,32 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
 
+def gradient_magnitude(grey: np.ndarray) -> np.ndarray:
+    """Grey-level gradient magnitude (Sobel / 8: levels per pixel) of a grey image, float32:
+    where an image has texture for flow or photometric residuals."""
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return np.hypot(gx, gy)
+
+
 def flow_matches(
     render_rgb: np.ndarray,
     render_points: np.ndarray,
-    render_accumulation: np.ndarray,
+    render_valid: np.ndarray,
     query_rgb: np.ndarray,
     *,
-    min_accumulation: float,
     min_gradient: float,
     consistency_px: float,
     max_points: int,
     seed: int = 0,
 ) -> FlowMatches:
     """Correspondences between a render (float RGB in [0, 1], (H, W, 3), its world
-    points and opacity) and the query image (uint8 RGB of the same size)."""
-    h, w = render_accumulation.shape
+    points and where they are surfaces, ``render_valid`` (H, W) bool) and the query image
+    (uint8 RGB of the same size)."""
+    h, w = render_valid.shape
     if query_rgb.shape[:2] != (h, w):
         raise ValueError(f"query is {query_rgb.shape[1]}x{query_rgb.shape[0]}, the render {w}x{h}")
-    valid = render_accumulation > min_accumulation
+    valid = render_valid
     render_grey = _grey(np.clip(render_rgb * GREY_MAX, 0, GREY_MAX).astype(np.uint8)).astype(np.float32)
     query_grey = _grey(query_rgb).astype(np.float32)
     if valid.sum() > 1:  # match the render's brightness to the query's (exposure)
@@ -71,9 +84,7 @@ def flow_matches(
         render_grey = (render_grey - r.mean()) * (q.std() / max(float(r.std()), STD_EPS)) + q.mean()
     render_u8 = np.clip(render_grey, 0, GREY_MAX).astype(np.uint8)
     query_u8 = query_grey.astype(np.uint8)
-    gx = cv2.Sobel(render_u8, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(render_u8, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    textured = np.hypot(gx, gy) >= min_gradient
+    textured = gradient_magnitude(render_u8) >= min_gradient
     keep = valid & textured
     candidates = int(keep.sum())
     empty = FlowMatches(np.zeros((0, 2)), np.zeros((0, 3)), candidates)
@@ -109,8 +120,6 @@ def refinement_camera(camera: Camera, long_side: int) -> Camera:
 def _within_warp_reach(w2c_opencv: np.ndarray, rendered, lc, extent: float) -> bool:
     """Whether the estimate ``w2c_opencv`` is close enough to the last render's pose for
     a warp of that render to stand in for a new one."""
-    from ...geometry.se3 import invert_pose, pose_error
-
     if rendered is None or lc.flow_warp_max_translation_rel <= 0:
         return False
     dt, dr = pose_error(invert_pose(w2c_opencv), invert_pose(rendered.w2c_opencv))
@@ -124,31 +133,24 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
     record of ``result``. A round whose estimate is within the warp reach of the last
     render (``flow_warp_max_*``) warps that render (:func:`~neural_reloc.geometry.warp.warp_rendered_view`)
     instead of rendering the map again. Returns the best (PnP result, matches) so far."""
-    import cv2
-
-    from ...geometry.frames import opengl_c2w_from_opencv_w2c
-    from ...geometry.pnp import pnp_ransac
-    from ...geometry.se3 import invert_pose, pose_error
-    from ...geometry.warp import RenderedView, warp_rendered_view
-    from ..base import IterationRecord
-
     cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
     query = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
     rendered = None
     for _ in range(lc.flow_refinement_iterations):
-        w2c = best[0].w2c_opencv
-        if _within_warp_reach(w2c, rendered, lc, extent):
-            view = warp_rendered_view(rendered, w2c)
+        w2c_opencv = best[0].w2c_opencv
+        if _within_warp_reach(w2c_opencv, rendered, lc, extent):
+            view = warp_rendered_view(rendered, w2c_opencv)
         else:
             out = model.render_view(
-                cam_r, opengl_c2w_from_opencv_w2c(w2c), ("rgb", "points", "accumulation"),
+                cam_r, opengl_c2w_from_opencv_w2c(w2c_opencv), ("rgb", "points", "accumulation"),
                 num_fine=lc.flow_render_samples, num_coarse=lc.flow_render_coarse_samples or None,
                 color_samples=lc.render_head_samples or None,
             )
-            view = rendered = RenderedView(cam_r, w2c, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation)
+            view = rendered = RenderedView(
+                cam_r, w2c_opencv, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation
+            )
         fm = flow_matches(
-            view.rgb, view.points, view.valid.astype(np.float32), query, min_accumulation=lc.min_accumulation,
-            min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
+            view.rgb, view.points, view.valid, query, min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
             max_points=lc.flow_max_points, seed=lc.pnp.seed,
         )
         n = len(fm.uv)
@@ -157,7 +159,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         pnp = pnp_ransac(fm.uv, fm.points, cam_r, lc.flow_pnp)
         if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
             break
-        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c))
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
         result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr))
         best = (pnp, n)
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:

@@ -77,13 +77,11 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
     def from_bundle(cls, bundle: MapBundle, device, overrides: dict | None = None) -> NerfMatchRelocalizer:
         cfg = map_method_config(bundle.manifest, overrides, method=cls.method)
         trained = trained_variant(bundle.manifest, cls.method)
-        has_full = bool(bundle.module_state(COARSE))
-        if cfg.matcher.variant != trained or has_full != (trained == "full"):
+        if cfg.matcher.variant != trained:  # (weights missing for the stored variant: the load below fails)
             raise MapError(
-                f"{bundle.path}: its NeRFMatch component was trained as matcher.variant={trained!r} "
-                f"({'with' if has_full else 'without'} the full variant's matchers) and loads only as that variant, "
-                f"not as {cfg.matcher.variant!r}; train the other with `neural-reloc add-method nerfmatch --map MAP "
-                f"--data DATA --set matcher.variant={cfg.matcher.variant}`")
+                f"{bundle.path}: its NeRFMatch component was trained as matcher.variant={trained!r} and loads only "
+                f"as that variant, not as {cfg.matcher.variant!r}; train the other with `neural-reloc add-method "
+                f"nerfmatch --map MAP --data DATA --set matcher.variant={cfg.matcher.variant}`")
         model = load_neural_map(bundle, device)
         mods = build_matcher(cfg, layer_dim(model, cfg.features.layer))
         try:
