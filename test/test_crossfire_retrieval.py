@@ -170,3 +170,31 @@ def test_colour_at_the_heaviest_samples_matches_the_full_render():
     torch.testing.assert_close(top["accumulation"], full["accumulation"])
     # the colour of the 8 heaviest samples rescaled to the opacity: close to the full sum
     assert (top["rgb"] - full["rgb"]).abs().mean() < 0.05
+
+
+def test_verification_budget_only_after_k_distinct_hypotheses(monkeypatch):
+    """verify_candidates ranks like sorting every verified candidate by inliers (ties in
+    retrieval order), and gives a candidate a RANSAC budget (must_beat) only once k
+    distinct hypotheses exist: then the k-th's inliers, what it must beat to matter."""
+    from neural_reloc.methods.common import retrieval as rt
+
+    poses = [np.eye(4) for _ in range(6)]
+    for i, x in enumerate([0.0, 0.01, 1.0, 2.0, 3.0, 4.0]):  # rows 0 and 1 near-duplicates
+        poses[i] = poses[i].copy()
+        poses[i][0, 3] = x
+    found = {0: 40, 1: 50, 2: 30, 3: 0, 4: 35, 5: 30}
+    budgets = {}
+
+    def fake_verify(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers, pnp, must_beat=0):
+        budgets[cand.row] = must_beat
+        return rt.Candidate(cand.row, cand.score, found[cand.row], cand.w2c_opencv)
+
+    monkeypatch.setattr(rt, "verify_by_keyframe", fake_verify)
+    cands = [rt.Candidate(r, 1.0 - 0.1 * r, 0, poses[r]) for r in range(6)]
+    out = rt.verify_candidates(None, cands, None, None, 8, 3, 0.1, 5.0, 0.5, 20, 12, None)
+    assert [c.row for c in out] == [1, 0, 4, 2, 5, 3]
+    # rows 0-2: fewer than 3 distinct hypotheses (0 and 1 are one); after row 2: {1, 2}
+    # and row 3 has none; after row 4: 1 (50), 4 (35), 2 (30) -> row 5 must beat 30.
+    assert budgets == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 30}
+    kept = rt.distinct_hypotheses(out, 3, 0.1, 5.0)
+    assert [c.row for c in kept] == [1, 4, 2]

@@ -15,6 +15,7 @@ from neural_reloc.geometry.pnp import (
     pose_covariance,
     poselib_camera,
     projection_jacobian_camera_perturbation,
+    ransac_iterations,
     reprojection_errors,
 )
 from neural_reloc.geometry.se3 import (
@@ -384,3 +385,22 @@ def test_ransac_on_a_subset_then_all_correspondences(monkeypatch):
     assert np.array_equal(again.w2c_opencv, sub.w2c_opencv)
     with pytest.raises(ValueError, match="max_ransac_points"):
         PnPConfig(max_ransac_points=3)
+
+
+@pytest.mark.parametrize("outlier_fraction", [0.3, 0.7, 0.85])
+def test_ransac_iterations_is_poselibs_own_stopping_rule(outlier_fraction):
+    # poselib stops once a pose with that many inliers makes a better one unlikely: the
+    # iterations it ran match ransac_iterations of what it found (P3P samples of 3).
+    rng = np.random.default_rng(3)
+    cam = random_camera(rng, "pinhole")
+    n = 300
+    _, pw, uv = random_scene(rng, cam, n)
+    obs, _ = observe_with_outliers(rng, uv, cam, outlier_fraction)
+    cfg = PnPConfig(min_iterations=0)
+    res = pnp_ransac(obs, pw, cam, cfg)
+    assert res.success, res.reason
+    assert abs(res.iterations - ransac_iterations(res.num_inliers, n, cfg)) <= 1
+    # Clamped to the configured range; no inliers to find: the cap.
+    assert ransac_iterations(n, n, PnPConfig(min_iterations=50)) == 50
+    assert ransac_iterations(3, n, PnPConfig(max_iterations=500)) == 500
+    assert ransac_iterations(0, n, cfg) == cfg.max_iterations

@@ -69,6 +69,10 @@ JTJ_CONDITION_LIMIT = 1e10
 #: poselib's robust losses (pybind/helpers.h: update_bundle_options).
 POSELIB_LOSSES = ("TRIVIAL", "TRUNCATED", "HUBER", "CAUCHY", "TRUNCATED_LE_ZACH")
 
+#: Correspondences in one of poselib's absolute-pose RANSAC samples (P3P; every
+#: solution of a sample is scored), the exponent of its stopping rule.
+P3P_SAMPLE_SIZE = 3
+
 #: Minimum number of correspondences a pose covariance needs (2N - 6 > 0 degrees of
 #: freedom) and that RANSAC's P3P + verification needs.
 MIN_POINTS_LOWER_BOUND = 4
@@ -377,6 +381,23 @@ def _bundle_options(cfg: PnPConfig) -> dict:
         "loss_type": str(cfg.refine_loss).upper(),
         "loss_scale": float(cfg.refine_loss_scale_px),
     }
+
+
+def ransac_iterations(num_inliers: int, num_points: int, cfg: PnPConfig) -> int:
+    """RANSAC iterations after which a pose with ``num_inliers`` of ``num_points``
+    correspondences would have been found with ``cfg.success_probability``: poselib's
+    own stopping rule (log(1 - p) / log(1 - w^3), times ``dyn_num_trials_mult``), within
+    ``[min_iterations, max_iterations]``. A search that only matters if it finds at
+    least that many inliers can stop there."""
+    if num_points <= 0 or num_inliers <= 0:
+        return int(cfg.max_iterations)
+    w = min(1.0, num_inliers / num_points)
+    all_inliers = w**P3P_SAMPLE_SIZE
+    if all_inliers >= 1.0:
+        need = float(cfg.min_iterations)
+    else:
+        need = cfg.dyn_num_trials_mult * np.log1p(-cfg.success_probability) / np.log1p(-all_inliers)
+    return int(np.clip(np.ceil(need), max(1, int(cfg.min_iterations)), int(cfg.max_iterations)))
 
 
 def pnp_ransac(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 from ...device import synchronize
 from ...geometry.camera import Camera
 from ...geometry.frames import pose_mahalanobis
-from ...geometry.pnp import PnPResult, pnp_ransac
+from ...geometry.pnp import PnPResult, pnp_ransac, ransac_iterations
 from ...geometry.se3 import invert_pose, pose_error
 from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
 from .config import IterativeLocalizationConfig
@@ -131,17 +131,23 @@ class IterativeRelocalizer(Relocalizer):
         return best
 
     # ------------------------------------------------------------ the loop
-    def _round(self, query: Any, w2c_opencv: np.ndarray, round_index: int, clock: StageClock
+    def _round(self, query: Any, w2c_opencv: np.ndarray, round_index: int, clock: StageClock, must_beat: int = 0
                ) -> tuple[PnPResult | None, IterationRecord, str]:
         """One correspondences -> PnP round: the PnP result (None on failure), its
-        history record and why it failed ("" on success)."""
+        history record and why it failed ("" on success). ``must_beat`` > 0: the round
+        matters only with more inliers than that (another hypothesis's first round has
+        them), so RANSAC stops when such a pose would have been found
+        (:func:`~neural_reloc.geometry.pnp.ransac_iterations`)."""
         lc = self.loc
         c = self.correspondences(query, w2c_opencv, round_index, clock)
         n = c.num_matches
         if n < lc.min_matches:
             return None, IterationRecord(None, n, 0), f"{n} matches < min_matches={lc.min_matches}"
+        pnp_cfg = lc.pnp
+        if must_beat > 0:
+            pnp_cfg = replace(pnp_cfg, max_iterations=ransac_iterations(must_beat + 1, n, pnp_cfg))
         with clock.stage("pnp"):
-            pnp = pnp_ransac(c.uv, c.points, c.camera, lc.pnp)
+            pnp = pnp_ransac(c.uv, c.points, c.camera, pnp_cfg)
         if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.start_min_inlier_ratio:
             why = pnp.reason or (
                 f"{pnp.num_inliers} inliers of {n} matches "
@@ -174,8 +180,12 @@ class IterativeRelocalizer(Relocalizer):
         else:
             hypotheses = [prior]
 
-        # First round from every hypothesis; the one with the most inliers goes on.
-        first = [self._round(query, h.w2c_opencv, 0, clock) for h in hypotheses]
+        # First round from every hypothesis; the one with the most inliers (the first
+        # of equals) goes on, so a later one only needs the RANSAC budget to beat it.
+        first = []
+        for h in hypotheses:
+            best_so_far = max((p.num_inliers for p, _, _ in first if p is not None), default=0)
+            first.append(self._round(query, h.w2c_opencv, 0, clock, best_so_far))
         ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
         win = max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0
         result.prior = hypotheses[win]

@@ -5,13 +5,13 @@ A method supplies the global descriptor (computed on the query and, at build tim
 views rendered from the map) and the keyframe descriptors; this module stores them
 with each row's pose, ranks rows by cosine (:meth:`RetrievalIndex.query`), verifies a
 shortlist by matching the query's descriptor blocks to each row's keyframe + PnP
-(:func:`verify_by_keyframe`) and keeps the best ``k`` rows that are not near-duplicates
+(:func:`verify_by_keyframe`, :func:`verify_candidates`) and keeps the best ``k`` rows that are not near-duplicates
 of a better one (:func:`distinct_hypotheses`). Poses: ``w2c_opencv``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...geometry.camera import Camera
-from ...geometry.pnp import PnPConfig, pnp_ransac
+from ...geometry.pnp import PnPConfig, pnp_ransac, ransac_iterations
 from ...geometry.se3 import invert_pose, pose_error
 from .matching import mutual_nearest_neighbours
 
@@ -99,16 +99,21 @@ class Candidate:
 
 
 def verify_by_keyframe(index: RetrievalIndex, cand: Candidate, blocks: torch.Tensor, camera: Camera, stride: int,
-                       min_similarity: float, min_matches: int, min_inliers: int, pnp: PnPConfig) -> Candidate:
+                       min_similarity: float, min_matches: int, min_inliers: int, pnp: PnPConfig,
+                       must_beat: int = 0) -> Candidate:
     """``cand`` scored by matching its keyframe to the query's unit descriptor ``blocks``
     (the ``stride`` blocks of ``camera``, row-major) and PnP: with the PnP pose and its
-    inliers, or unchanged (0 inliers) when that fails."""
+    inliers, or unchanged (0 inliers) when that fails. ``must_beat`` > 0: the candidate
+    matters only with more inliers than that, so RANSAC gets only the iterations that
+    finding such a pose needs (:func:`~neural_reloc.geometry.pnp.ransac_iterations`)."""
     kd = index.keyframe_descriptors[cand.row]
     ia, ib, _ = mutual_nearest_neighbours(kd, blocks, min_similarity)
     if ia.numel() < min_matches:
         return cand
     uv = camera.pixel_centers(stride=stride).reshape(-1, 2)[ib.cpu().numpy()]
     pts = index.keyframe_points[cand.row][ia].double().cpu().numpy()
+    if must_beat > 0:
+        pnp = replace(pnp, max_iterations=ransac_iterations(must_beat + 1, len(uv), pnp))
     res = pnp_ransac(uv, pts, camera, pnp)
     if not res.success or res.num_inliers < min_inliers:
         return cand
@@ -131,6 +136,26 @@ def distinct_hypotheses(candidates: list[Candidate], k: int, distinct_m: float, 
     return kept
 
 
+def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks: torch.Tensor, camera: Camera,
+                      stride: int, k: int, distinct_m: float, distinct_deg: float, min_similarity: float,
+                      min_matches: int, min_inliers: int, pnp: PnPConfig) -> list[Candidate]:
+    """Every candidate verified by :func:`verify_by_keyframe`, in the given (retrieval)
+    order, returned sorted by inliers (ties keep that order): what
+    :func:`distinct_hypotheses` then picks from. Once ``k`` distinct verified hypotheses
+    exist, a later candidate changes that pick only with more inliers than the k-th of
+    them, so its RANSAC stops when such a pose would have been found (a failing
+    verification otherwise runs to ``pnp.max_iterations``, most of a shortlist's cost)."""
+    done: list[Candidate] = []
+    must_beat = 0
+    for cand in candidates:
+        done.append(verify_by_keyframe(index, cand, blocks, camera, stride, min_similarity, min_matches,
+                                       min_inliers, pnp, must_beat))
+        ranked = sorted(done, key=lambda c: -c.inliers)
+        kept = distinct_hypotheses(ranked, k, distinct_m, distinct_deg)
+        must_beat = kept[-1].inliers if len(kept) == k else 0
+    return sorted(done, key=lambda c: -c.inliers)
+
+
 def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     """The camera turned by ``yaw_deg`` about its own vertical (OpenGL y) axis, in place:
     a reference view where the mapping walk did not look."""
@@ -141,4 +166,5 @@ def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     return out
 
 
-__all__ = ["Candidate", "RetrievalIndex", "global_descriptor", "distinct_hypotheses", "panned_c2w_opengl", "verify_by_keyframe"]
+__all__ = ["Candidate", "RetrievalIndex", "global_descriptor", "distinct_hypotheses", "panned_c2w_opengl", "verify_by_keyframe",
+           "verify_candidates"]

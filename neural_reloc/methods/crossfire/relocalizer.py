@@ -29,7 +29,7 @@ from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.matching import match_coarse_to_fine, subpixel_offsets
 from ..common.refinement import FlowRefinement
-from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, verify_by_keyframe
+from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, verify_candidates
 from ...map_loading import map_method_config
 from .config import CrossfireConfig
 from .feature_extractor import FeatureExtractor
@@ -149,10 +149,9 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
             d, h, w = query_map.shape
             blocks = F.normalize(F.avg_pool2d(query_map[None, :, : h // s * s, : w // s * s], s)[0], dim=0)
             blocks = blocks.reshape(d, -1).T
-            candidates = sorted(
-                (verify_by_keyframe(self.retrieval, c, blocks, cam_desc, s, lc.min_similarity, lc.min_matches,
-                                    lc.min_inliers, lc.keyframe_pnp) for c in candidates),
-                key=lambda c: -c.inliers,
+            candidates = verify_candidates(
+                self.retrieval, candidates, blocks, cam_desc, s, k, lc.retrieval_distinct_rel * self.extent,
+                lc.retrieval_distinct_deg, lc.min_similarity, lc.min_matches, lc.min_inliers, lc.keyframe_pnp,
             )
         kept = distinct_hypotheses(candidates, k, lc.retrieval_distinct_rel * self.extent, lc.retrieval_distinct_deg)
         return [

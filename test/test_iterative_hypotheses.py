@@ -1,0 +1,54 @@
+"""Several retrieval hypotheses: every one gets a first round, the one with the most
+inliers (the first of equals) goes on, and a later one's RANSAC only gets the budget
+that beating the best so far needs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neural_reloc.geometry.pnp import ransac_iterations
+from neural_reloc.methods.base import PosePrior
+from neural_reloc.methods.common import iterative
+from neural_reloc.methods.common.iterative import Correspondences
+from test_iterative_prior_gate import CAM, IMAGE, TRUE, Exact, camera_at
+
+#: Correct correspondences a hypothesis at x gives (the rest of 200 are outliers).
+GOOD = {0.1: 60, 0.2: 150, 0.3: 90}
+
+
+class Hypotheses(Exact):
+    """Exact correspondences of TRUE, a hypothesis-dependent share of them scrambled."""
+
+    def retrieval_hypotheses(self, image_rgb, camera, query):
+        return [PosePrior(camera_at(x), source="retrieval", detail={"reference": str(x)}) for x in GOOD]
+
+    def correspondences(self, query, w2c_opencv, round_index, clock):
+        c = super().correspondences(query, w2c_opencv, round_index, clock)
+        good = GOOD[round(-w2c_opencv[0, 3], 3)]
+        rng = np.random.default_rng(good)
+        uv = c.uv.copy()
+        uv[good:] = rng.uniform([0, 0], [CAM.width, CAM.height], size=(len(uv) - good, 2))
+        return Correspondences(uv, c.points, CAM)
+
+
+def test_later_hypotheses_get_the_budget_to_beat_the_best_so_far(monkeypatch):
+    budgets = []
+    real = iterative.pnp_ransac
+
+    def spy(uv, points, camera, cfg):
+        budgets.append(cfg.max_iterations)
+        return real(uv, points, camera, cfg)
+
+    monkeypatch.setattr(iterative, "pnp_ransac", spy)
+    reloc = Hypotheses(min_inlier_ratio=0.1, start_min_inlier_ratio=0.05)
+    r = reloc.localize(IMAGE, CAM, None)
+    assert r.success and r.prior.detail["reference"] == "0.2"
+    inliers = [h["inliers"] for h in r.prior.detail["hypotheses"]]
+    assert [abs(i - g) <= 3 for i, g in zip(inliers, GOOD.values())] == [True] * 3, inliers
+    cfg = reloc.loc.pnp
+    assert budgets[:3] == [
+        cfg.max_iterations,
+        ransac_iterations(inliers[0] + 1, 200, cfg),
+        ransac_iterations(max(inliers[:2]) + 1, 200, cfg),
+    ]
+    assert np.allclose(r.w2c_opencv, TRUE, atol=1e-6)
