@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .data.posed_images import PosedImages
-from .eval.metrics import DEFAULT_RECALL_THRESHOLDS, _num, frame_record, summarize
+from .eval.metrics import CHI2_6DOF_MEDIAN, DEFAULT_RECALL_THRESHOLDS, _num, frame_record, summarize
 from .geometry.se3 import invert_pose, perturb_pose, pose_error
 from .methods.base import PosePrior, Relocalizer
 
@@ -165,6 +165,12 @@ def format_summary(s: dict) -> str:
         "recall " + "  ".join(f"{k}: {f(v, 100, 1)}%" for k, v in s["recall"].items()),
         "latency ms p50/p95 " + "  ".join(f"{k} {f(v['p50'], 1, 1)}/{f(v['p95'], 1, 1)}" for k, v in s["latency_ms"].items()),
     ]
+    cov = s.get("covariance") or {}
+    if cov.get("frames"):
+        lines.append(
+            f"covariance: NEES median {f(cov['nees_median'], 1, 1)} (calibrated: {CHI2_6DOF_MEDIAN:.2f}), "
+            f"{f(cov['beyond_chi2_99'], 100, 0)}% of {cov['frames']} localized frames beyond its 99% quantile"
+        )
     if s.get("per_iteration"):
         lines.append("per iteration (median over all frames) " + "  ".join(
             f"#{p['iteration']}: {f(p['median_t_err_m'], 100)} cm / {f(p['median_r_err_deg'])} deg" for p in s["per_iteration"]))

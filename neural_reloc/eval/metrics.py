@@ -13,6 +13,8 @@ A *frame record* is a plain dict (JSON-ready) describing one localization attemp
 ``num_inliers``    PnP inliers (and ``num_matches``, ``iterations``)
 ``prior_source``   where the starting pose came from ("odometry", "retrieval", ...; None)
 ``reason``         why it failed ("" on success)
+``nees``           squared Mahalanobis distance of the pose from the truth under the
+                   reported 6x6 covariance (6 dof; None: no pose, GT or usable covariance)
 =================  ====================================================================
 
 Optional keys written by :func:`frame_record`: ``accepted`` (the pose passed the
@@ -23,7 +25,9 @@ optical frame in the map, x y z w), ``prior_t_err_m`` / ``prior_r_err_deg`` (pri
 :func:`summarize` turns a list of records into one JSON-ready dict. Conventions:
 medians are over frames *with a pose and ground truth*; recall at ``(t, r)`` is the
 fraction of frames with ground truth that have a pose within ``t`` metres and ``r``
-degrees (failures count as misses); success rate is over all frames.
+degrees (failures count as misses); success rate is over all frames. The covariance's
+calibration (``covariance``) is over localized frames with ground truth: a calibrated
+6-dof covariance gives a median NEES of 5.35 and 1% of frames beyond 16.8.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..geometry.frames import camera_center_from_opencv_w2c, opencv_c2w_from_opencv_w2c
+from ..geometry.frames import camera_center_from_opencv_w2c, opencv_c2w_from_opencv_w2c, pose_mahalanobis
 from ..geometry.se3 import pose_error, quat_xyzw_from_rotation
 
 #: (translation metres, rotation degrees) recall thresholds: fine indoor ones (7-Scenes
@@ -49,6 +53,10 @@ DEFAULT_RECALL_THRESHOLDS: tuple[tuple[float, float], ...] = (
     (1.00, 10.0),
 )
 LATENCY_PERCENTILES = (50, 95)
+#: Chi-square quantiles for 6 degrees of freedom: the median and the 99% point of the
+#: NEES of a calibrated pose covariance.
+CHI2_6DOF_MEDIAN = 5.348
+CHI2_6DOF_Q99 = 16.812
 TOTAL_STAGE = "total"
 
 
@@ -87,6 +95,11 @@ def frame_record(
         prior_t, prior_r = pose_error(
             opencv_c2w_from_opencv_w2c(prior.w2c_opencv), opencv_c2w_from_opencv_w2c(gt_w2c_opencv)
         )
+    nees = None
+    covariance = getattr(result, "covariance", None)
+    if has_gt and est is not None and covariance is not None:
+        d = pose_mahalanobis(est, gt_w2c_opencv, covariance)
+        nees = None if d is None else d * d
     rec = {
         "name": str(name),
         "stamp_ns": None if stamp_ns is None else int(stamp_ns),
@@ -105,6 +118,7 @@ def frame_record(
         "est_xyz": None if est is None else [float(v) for v in camera_center_from_opencv_w2c(est)],
         "est_quat_xyzw": None if est is None else [float(v) for v in quat_xyzw_from_rotation(opencv_c2w_from_opencv_w2c(est)[:3, :3])],
         "gt_xyz": None if not has_gt else [float(v) for v in camera_center_from_opencv_w2c(gt_w2c_opencv)],
+        "nees": _num(nees),
     }
     if accepted is not None:
         rec["accepted"] = bool(accepted)
@@ -171,6 +185,12 @@ def summarize(records: Sequence[dict], thresholds: Sequence[Sequence[float]] = D
         "latency_ms": latency,
         "prior_sources": dict(Counter(r.get("prior_source") or "none" for r in records)),
         "failure_reasons": dict(Counter(r.get("reason") or "(no reason given)" for r in records if not r.get("success")).most_common(10)),
+    }
+    nees = [r["nees"] for r in located if r.get("nees") is not None]
+    out["covariance"] = {
+        "frames": len(nees),
+        "nees_median": float(np.median(nees)) if nees else None,
+        "beyond_chi2_99": float(np.mean(np.asarray(nees) > CHI2_6DOF_Q99)) if nees else None,
     }
     if any("accepted" in r for r in records):
         accepted = sum(1 for r in records if r.get("accepted"))

@@ -178,6 +178,9 @@ class PnPResult:
     #: height): where the pose's support is, for drawing. None on failure.
     inlier_uv: np.ndarray | None = None
     image_size: tuple[int, int] | None = None
+    #: Median depth (camera z) of the inliers' 3D points at the final pose, in the
+    #: points' unit; NaN on failure. What a pose error relative to depth scales with.
+    median_inlier_depth: float = float("nan")
 
     @property
     def inlier_ratio(self) -> float:
@@ -516,6 +519,7 @@ def pnp_ransac(
     if cov is None:
         return fail(reason, w2c=w2c, iterations=iterations)
     err = reprojection_errors(p2[mask], p3[mask], w2c, camera)
+    depth = p3[mask] @ w2c[2, :3] + w2c[2, 3]
     return PnPResult(
         success=True,
         w2c_opencv=w2c,
@@ -528,4 +532,5 @@ def pnp_ransac(
         solve_ms=(time.perf_counter() - t0) * 1e3,
         inlier_uv=p2[mask],
         image_size=(camera.width, camera.height),
+        median_inlier_depth=float(np.median(depth)),
     )

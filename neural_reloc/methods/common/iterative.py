@@ -39,6 +39,18 @@ from .config import IterativeLocalizationConfig
 IMPLAUSIBLE_GIVEN_PRIOR = "implausible: "
 
 
+def map_bias_covariance(median_depth: float, lc: IterativeLocalizationConfig, refined: bool) -> np.ndarray:
+    """The pose error PnP's covariance cannot see (6x6, ROS order: x, y, z, rot_x, rot_y,
+    rot_z): the map's geometric bias, shared by every correspondence of a frame, so not
+    in the residuals. Isotropic, per axis ``covariance_floor_depth_rel`` x the inliers'
+    median depth and ``covariance_floor_rotation_deg``, or the ``_unrefined`` pair when
+    no refinement improved the matching rounds' pose."""
+    rel = lc.covariance_floor_depth_rel if refined else lc.covariance_floor_unrefined_depth_rel
+    deg = lc.covariance_floor_rotation_deg if refined else lc.covariance_floor_unrefined_rotation_deg
+    sigma_t = rel * median_depth if np.isfinite(median_depth) else 0.0
+    return np.diag([sigma_t**2] * 3 + [np.radians(deg) ** 2] * 3)
+
+
 def beyond_prior_covariance(w2c_opencv: np.ndarray, prior: PosePrior, limit: float) -> float | None:
     """The Mahalanobis distance of ``w2c_opencv`` from ``prior`` when it exceeds ``limit``;
     None when it does not, when ``limit`` is 0 (off) or when the prior has no usable
@@ -224,17 +236,21 @@ class IterativeRelocalizer(Relocalizer):
                 f"(last: {last.num_inliers} inliers of {last.num_matches} matches)"
             )
             best = None
+        refined = False
         if best is not None:
+            matched = best
             with clock.stage("refine"):
                 best = self.refine(image_rgb, camera, query, best, result, clock)
-        result = self._finish(result, best, clock)
+            refined = best is not matched
+        result = self._finish(result, best, clock, refined)
         pnp = best[0] if best is not None else None
         if result.success and pnp.inlier_uv is not None:  # in the query's pixels (PnP may run on a resized camera)
             w, h = pnp.image_size
             result.inlier_uv = pnp.inlier_uv * np.array([camera.width / w, camera.height / h])
         return result
 
-    def _finish(self, result: LocalizationResult, best: tuple[PnPResult, int] | None, clock: StageClock) -> LocalizationResult:
+    def _finish(self, result: LocalizationResult, best: tuple[PnPResult, int] | None, clock: StageClock,
+                refined: bool = False) -> LocalizationResult:
         lc = self.loc
         result.iterations = len(result.history)
         result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
@@ -245,7 +261,7 @@ class IterativeRelocalizer(Relocalizer):
             return result
         pnp, n_matches = best
         result.w2c_opencv = pnp.w2c_opencv
-        result.covariance = pnp.covariance
+        result.covariance = pnp.covariance + map_bias_covariance(pnp.median_inlier_depth, lc, refined)
         result.num_matches = n_matches
         result.num_inliers = pnp.num_inliers
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(result.prior.w2c_opencv))
@@ -273,5 +289,6 @@ __all__ = [
     "IterativeRelocalizer",
     "StageClock",
     "beyond_prior_covariance",
+    "map_bias_covariance",
     "check_query",
 ]
