@@ -172,29 +172,61 @@ def test_colour_at_the_heaviest_samples_matches_the_full_render():
     assert (top["rgb"] - full["rgb"]).abs().mean() < 0.05
 
 
+def _budgeted_verifier(rt, found: dict, budgets: dict):
+    """A stand-in for verify_by_keyframe that honours ``must_beat`` as a cut-short RANSAC
+    does: a candidate with no more inliers than the bound finds none."""
+
+    def verify(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers, pnp, must_beat=0):
+        budgets.setdefault(cand.row, []).append(must_beat)
+        n = found[cand.row]
+        return rt.Candidate(cand.row, cand.score, n if n > must_beat else 0, cand.w2c_opencv)
+
+    return verify
+
+
+def _at(xs):
+    poses = []
+    for x in xs:
+        p = np.eye(4)
+        p[0, 3] = x
+        poses.append(p)
+    return poses
+
+
 def test_verification_budget_only_after_k_distinct_hypotheses(monkeypatch):
     """verify_candidates ranks like sorting every verified candidate by inliers (ties in
     retrieval order), and gives a candidate a RANSAC budget (must_beat) only once k
     distinct hypotheses exist: then the k-th's inliers, what it must beat to matter."""
     from neural_reloc.methods.common import retrieval as rt
 
-    poses = [np.eye(4) for _ in range(6)]
-    for i, x in enumerate([0.0, 0.01, 1.0, 2.0, 3.0, 4.0]):  # rows 0 and 1 near-duplicates
-        poses[i] = poses[i].copy()
-        poses[i][0, 3] = x
+    poses = _at([0.0, 0.01, 1.0, 2.0, 3.0, 4.0])  # rows 0 and 1 near-duplicates
     found = {0: 40, 1: 50, 2: 30, 3: 0, 4: 35, 5: 30}
     budgets = {}
-
-    def fake_verify(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers, pnp, must_beat=0):
-        budgets[cand.row] = must_beat
-        return rt.Candidate(cand.row, cand.score, found[cand.row], cand.w2c_opencv)
-
-    monkeypatch.setattr(rt, "verify_by_keyframe", fake_verify)
+    monkeypatch.setattr(rt, "verify_by_keyframe", _budgeted_verifier(rt, found, budgets))
     cands = [rt.Candidate(r, 1.0 - 0.1 * r, 0, poses[r]) for r in range(6)]
     out = rt.verify_candidates(None, cands, None, None, 8, 3, 0.1, 5.0, 0.5, 20, 12, None)
-    assert [c.row for c in out] == [1, 0, 4, 2, 5, 3]
     # rows 0-2: fewer than 3 distinct hypotheses (0 and 1 are one); after row 2: {1, 2}
-    # and row 3 has none; after row 4: 1 (50), 4 (35), 2 (30) -> row 5 must beat 30.
-    assert budgets == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 30}
-    kept = rt.distinct_hypotheses(out, 3, 0.1, 5.0)
-    assert [c.row for c in kept] == [1, 4, 2]
+    # and row 3 has none; after row 4: 1 (50), 4 (35), 2 (30) -> row 5 must beat 30 and,
+    # with 30, cannot: it changes nothing.
+    assert budgets == {0: [0], 1: [0], 2: [0], 3: [0], 4: [0], 5: [30]}
+    assert [c.row for c in out] == [1, 0, 4, 2, 3, 5]
+    assert [c.row for c in rt.distinct_hypotheses(out, 3, 0.1, 5.0)] == [1, 4, 2]
+
+
+def test_a_candidate_that_knocks_out_two_hypotheses_reopens_the_ones_cut_short(monkeypatch):
+    """Row 5 (45 inliers) is near rows 1 and 2, which are not near each other: it knocks
+    both out, the third hypothesis now comes from below the bound rows 3 and 4 were
+    verified under, and they are verified again: the pick equals unbounded verification."""
+    from neural_reloc.methods.common import retrieval as rt
+
+    poses = _at([5.0, 0.0, 0.15, 3.0, 4.0, 0.075])
+    found = {0: 50, 1: 40, 2: 30, 3: 20, 4: 28, 5: 45}
+    budgets = {}
+    monkeypatch.setattr(rt, "verify_by_keyframe", _budgeted_verifier(rt, found, budgets))
+    cands = [rt.Candidate(r, 1.0 - 0.1 * r, 0, poses[r]) for r in range(6)]
+    out = rt.verify_candidates(None, cands, None, None, 8, 3, 0.1, 5.0, 0.5, 20, 12, None)
+    assert budgets[3] == [30, 0] and budgets[4] == [30, 0] and budgets[5] == [30]
+    unbounded = sorted((rt.Candidate(c.row, c.score, found[c.row], c.w2c_opencv) for c in cands),
+                       key=lambda c: -c.inliers)
+    assert [c.row for c in rt.distinct_hypotheses(out, 3, 0.1, 5.0)] == [0, 5, 4]
+    assert [c.row for c in rt.distinct_hypotheses(unbounded, 3, 0.1, 5.0)] == [0, 5, 4]

@@ -182,22 +182,27 @@ def test_frame_record_errors_are_camera_centre_distance_and_rotation_angle():
     assert r["t_err_m"] is None and r["has_gt"] is False and r["gt_xyz"] is None
 
 
-
 def test_frame_record_nees_is_the_squared_mahalanobis_distance_under_the_covariance():
     gt_c2w = make_pose(rotation_from_rotvec([0.3, -0.2, 1.0]), [1.0, 2.0, 0.5])
     moved = gt_c2w.copy()
     moved[0, 3] += 0.03  # 3 cm along world x
     moved[:3, :3] = rotation_from_rotvec([0.0, 0.0, np.radians(0.2)]) @ moved[:3, :3]  # 0.2 deg about world z
-    cov = np.diag([0.01**2] * 3 + [np.radians(0.1) ** 2] * 3)
+    # per-axis sigmas: x 1 cm (others 5 cm), rot_z 0.1 deg (others 1 deg): a camera-axis
+    # rotation error or a swapped axis would give another NEES
+    cov = np.diag([0.01**2, 0.05**2, 0.05**2, np.radians(1.0) ** 2, np.radians(1.0) ** 2, np.radians(0.1) ** 2])
     res = LocalizationResult(True, "m", None, w2c_opencv=invert_pose(moved), covariance=cov)
     r = frame_record("f", res, invert_pose(gt_c2w))
     assert r["nees"] == pytest.approx(3.0**2 + 2.0**2, rel=1e-6)
-    # no usable covariance (singular), no pose: no NEES
+    # a singular covariance, no pose, no ground truth: no NEES
     res.covariance = np.zeros((6, 6))
     assert frame_record("f", res, invert_pose(gt_c2w))["nees"] is None
+    res.covariance = cov
+    assert frame_record("f", LocalizationResult(False, "m", None, reason="r"), invert_pose(gt_c2w))["nees"] is None
+    assert frame_record("f", res, None)["nees"] is None
     records = [dict(rec(0.01, 0.1), nees=v) for v in (1.0, 4.0, 30.0)] + [rec(None, None, success=False)]
     s = summarize(records)
     assert s["covariance"] == {"frames": 3, "nees_median": 4.0, "beyond_chi2_99": pytest.approx(1 / 3)}
+
 
 # ================================================================== time matching
 def test_pose_track_interpolates_slerp_and_respects_gaps():

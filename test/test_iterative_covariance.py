@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from neural_reloc.geometry.pnp import pnp_ransac
-from neural_reloc.methods.base import PosePrior
+from neural_reloc.geometry.se3 import invert_pose, make_pose, rotation_from_rotvec
+from neural_reloc.methods.base import IterationRecord, PosePrior
 from neural_reloc.methods.common.iterative import map_bias_covariance
 from test_iterative_prior_gate import CAM, IMAGE, TRUE, Exact
 
@@ -18,11 +19,20 @@ FLOORS = dict(covariance_floor_depth_rel=0.01, covariance_floor_rotation_deg=0.2
 
 
 class Refined(Exact):
-    """A refine hook that re-solves (a new estimate, as a refinement round gives)."""
+    """A refine hook that re-solves and records the step, as a refinement round does."""
 
     def refine(self, image_rgb, camera, query, best, result, clock):
         c = self.correspondences(query, best[0].w2c_opencv, 0, clock)
-        return pnp_ransac(c.uv, c.points, c.camera, self.loc.pnp), best[1]
+        pnp = pnp_ransac(c.uv, c.points, c.camera, self.loc.pnp)
+        result.history.append(IterationRecord(pnp.w2c_opencv, len(c.uv), pnp.num_inliers, 0.0, 0.0))
+        return pnp, best[1]
+
+
+class Rebuilt(Exact):
+    """A refine hook that accepts nothing but hands back a new tuple: still unrefined."""
+
+    def refine(self, image_rgb, camera, query, best, result, clock):
+        return best[0], best[1]
 
 
 def _pnp_alone():
@@ -32,12 +42,22 @@ def _pnp_alone():
 
 
 def test_median_inlier_depth_is_the_inliers_camera_z():
-    pnp = _pnp_alone()
-    z = Exact().points @ TRUE[:3, :3].T[:, 2] + TRUE[2, 3]
-    assert pnp.median_inlier_depth == pytest.approx(float(np.median(z)), rel=1e-6)
+    # A rotated, translated camera and 30% outliers: the depth is the inliers' camera z,
+    # not world z, not the outliers'.
+    rng = np.random.default_rng(1)
+    c2w_opencv = make_pose(rotation_from_rotvec([0.2, -0.5, 0.1]), [0.4, -0.3, 1.0])
+    w2c_opencv = invert_pose(c2w_opencv)
+    cam_pts = np.column_stack([rng.uniform(-2, 2, 300), rng.uniform(-1.5, 1.5, 300), rng.uniform(3, 9, 300)])
+    world = (cam_pts - w2c_opencv[:3, 3]) @ w2c_opencv[:3, :3]
+    uv, _ = CAM.project(cam_pts)
+    outlier = rng.random(300) < 0.3
+    uv[outlier] = rng.uniform([0, 0], [CAM.width, CAM.height], size=(outlier.sum(), 2))
+    pnp = pnp_ransac(uv, world, CAM, Exact().loc.pnp)
+    assert pnp.success
+    assert pnp.median_inlier_depth == pytest.approx(float(np.median(cam_pts[pnp.inlier_mask, 2])), rel=1e-3)
 
 
-@pytest.mark.parametrize("reloc_cls, rel, deg", [(Exact, 0.05, 1.0), (Refined, 0.01, 0.2)])
+@pytest.mark.parametrize("reloc_cls, rel, deg", [(Exact, 0.05, 1.0), (Rebuilt, 0.05, 1.0), (Refined, 0.01, 0.2)])
 def test_floor_by_what_made_the_pose(reloc_cls, rel, deg):
     prior = PosePrior(TRUE, source="given")
     pnp = _pnp_alone()

@@ -63,8 +63,8 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
     covariance_floor_depth_rel: float = setting(
         0.0035, "The reported covariance is PnP's (from the inliers' residuals) plus the map's geometric bias, which "
         "every correspondence of a frame shares and the residuals cannot show: per axis, this fraction of the "
-        "inliers' median depth (standard deviation of the camera position), for a pose a refinement round "
-        "improved. Set so that 90% of room seed 0's query frames (CROSSFIRE and NeRFMatch) lie within the 90% "
+        "inliers' median depth (standard deviation of the camera position), for a pose the refinement accepted "
+        "a step for (flow; the photometric steps alone were not calibrated). Set so that 90% of room seed 0's query frames (CROSSFIRE and NeRFMatch) lie within the 90% "
         "chi-square bound; checked on unseen seeds (NOTES.md). 0: PnP's covariance alone.", range=(0.0, 1e3),
     )
     covariance_floor_rotation_deg: float = setting(
@@ -72,8 +72,10 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         range=(0.0, 180.0),
     )
     covariance_floor_unrefined_depth_rel: float = setting(
-        0.04, "covariance_floor_depth_rel for a pose from the matching rounds alone (no refinement round "
-        "accepted, or refinement off): their precision, not the refinement's.", range=(0.0, 1e3),
+        0.04, "covariance_floor_depth_rel for a pose from the matching rounds alone (no refinement step "
+        "accepted, or refinement off): their precision, not the refinement's. Tracking accepts a fix only up to "
+        "tracking.accept_max_position_std_m (0.25 m): beyond ~6 m of median depth such poses are no longer fixes.",
+        range=(0.0, 1e3),
     )
     covariance_floor_unrefined_rotation_deg: float = setting(
         2.0, "The rotation half of covariance_floor_unrefined_depth_rel (degrees).", range=(0.0, 180.0)

@@ -44,7 +44,7 @@ def map_bias_covariance(median_depth: float, lc: IterativeLocalizationConfig, re
     rot_z): the map's geometric bias, shared by every correspondence of a frame, so not
     in the residuals. Isotropic, per axis ``covariance_floor_depth_rel`` x the inliers'
     median depth and ``covariance_floor_rotation_deg``, or the ``_unrefined`` pair when
-    no refinement improved the matching rounds' pose."""
+    the refinement accepted no step after the matching rounds."""
     rel = lc.covariance_floor_depth_rel if refined else lc.covariance_floor_unrefined_depth_rel
     deg = lc.covariance_floor_rotation_deg if refined else lc.covariance_floor_unrefined_rotation_deg
     sigma_t = rel * median_depth if np.isfinite(median_depth) else 0.0
@@ -194,17 +194,20 @@ class IterativeRelocalizer(Relocalizer):
 
         # First round from every hypothesis; the one with the most inliers (the first
         # of equals) goes on, so a later one only needs the RANSAC budget to beat it.
-        first = []
+        first, bounds = [], []
         for h in hypotheses:
-            best_so_far = max((p.num_inliers for p, _, _ in first if p is not None), default=0)
-            first.append(self._round(query, h.w2c_opencv, 0, clock, best_so_far))
+            bounds.append(max((p.num_inliers for p, _, _ in first if p is not None), default=0))
+            first.append(self._round(query, h.w2c_opencv, 0, clock, bounds[-1]))
         ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
         win = max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0
         result.prior = hypotheses[win]
         if len(hypotheses) > 1:
+            # "must_beat" > 0: that round's RANSAC stopped once it could not beat it, so
+            # its inlier count is a lower bound, not comparable to the winner's
             result.prior.detail["hypotheses"] = [
-                {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches}
-                for h, (_, rec, _) in zip(hypotheses, first)
+                {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches,
+                 "must_beat": b}
+                for h, (_, rec, _), b in zip(hypotheses, first, bounds)
             ]
         pnp, rec, why = first[win]
         result.history.append(rec)
@@ -238,10 +241,10 @@ class IterativeRelocalizer(Relocalizer):
             best = None
         refined = False
         if best is not None:
-            matched = best
+            rounds_before = len(result.history)
             with clock.stage("refine"):
                 best = self.refine(image_rgb, camera, query, best, result, clock)
-            refined = best is not matched
+            refined = len(result.history) > rounds_before  # the hook records each step it accepts
         result = self._finish(result, best, clock, refined)
         pnp = best[0] if best is not None else None
         if result.success and pnp.inlier_uv is not None:  # in the query's pixels (PnP may run on a resized camera)

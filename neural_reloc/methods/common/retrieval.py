@@ -105,10 +105,11 @@ def verify_by_keyframe(index: RetrievalIndex, cand: Candidate, blocks: torch.Ten
     (the ``stride`` blocks of ``camera``, row-major) and PnP: with the PnP pose and its
     inliers, or unchanged (0 inliers) when that fails. ``must_beat`` > 0: the candidate
     matters only with more inliers than that, so RANSAC gets only the iterations that
-    finding such a pose needs (:func:`~neural_reloc.geometry.pnp.ransac_iterations`)."""
+    finding such a pose needs (:func:`~neural_reloc.geometry.pnp.ransac_iterations`), and
+    none with no more matches than that."""
     kd = index.keyframe_descriptors[cand.row]
     ia, ib, _ = mutual_nearest_neighbours(kd, blocks, min_similarity)
-    if ia.numel() < min_matches:
+    if ia.numel() < min_matches or (must_beat > 0 and ia.numel() <= must_beat):
         return cand
     uv = camera.pixel_centers(stride=stride).reshape(-1, 2)[ib.cpu().numpy()]
     pts = index.keyframe_points[cand.row][ia].double().cpu().numpy()
@@ -141,18 +142,41 @@ def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks
                       min_matches: int, min_inliers: int, pnp: PnPConfig) -> list[Candidate]:
     """Every candidate verified by :func:`verify_by_keyframe`, in the given (retrieval)
     order, returned sorted by inliers (ties keep that order): what
-    :func:`distinct_hypotheses` then picks from. Once ``k`` distinct verified hypotheses
-    exist, a later candidate changes that pick only with more inliers than the k-th of
-    them, so its RANSAC stops when such a pose would have been found (a failing
-    verification otherwise runs to ``pnp.max_iterations``, most of a shortlist's cost)."""
+    :func:`distinct_hypotheses` then picks from.
+
+    Once ``k`` distinct verified hypotheses exist, a later candidate changes that pick
+    only with more inliers than the k-th of them, so its RANSAC stops when such a pose
+    would have been found (a failing verification otherwise runs to
+    ``pnp.max_iterations``, most of a shortlist's cost). A later candidate near two
+    kept ones can knock both out and lower the k-th below a bound given earlier: the
+    candidates that bound may have cut short are verified again under the new one,
+    until the pick is stable. The bound is on RANSAC's own count while the inliers
+    are recounted after the final refinement, so a near-tie can still come out
+    differently from unbounded verification: rarely, not never."""
     done: list[Candidate] = []
+    bounds: list[int] = []
+
+    def kth_inliers() -> int:
+        kept = distinct_hypotheses(sorted(done, key=lambda c: -c.inliers), k, distinct_m, distinct_deg)
+        return kept[-1].inliers if len(kept) == k else 0
+
+    def verify(cand: Candidate, must_beat: int) -> Candidate:
+        return verify_by_keyframe(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers,
+                                  pnp, must_beat)
+
     must_beat = 0
     for cand in candidates:
-        done.append(verify_by_keyframe(index, cand, blocks, camera, stride, min_similarity, min_matches,
-                                       min_inliers, pnp, must_beat))
-        ranked = sorted(done, key=lambda c: -c.inliers)
-        kept = distinct_hypotheses(ranked, k, distinct_m, distinct_deg)
-        must_beat = kept[-1].inliers if len(kept) == k else 0
+        done.append(verify(cand, must_beat))
+        bounds.append(must_beat)
+        must_beat = kth_inliers()
+    while True:
+        cut_short = [i for i, b in enumerate(bounds) if b > must_beat and done[i].inliers <= b]
+        if not cut_short:
+            break
+        for i in cut_short:
+            done[i] = verify(candidates[i], must_beat)
+            bounds[i] = must_beat
+        must_beat = kth_inliers()
     return sorted(done, key=lambda c: -c.inliers)
 
 
