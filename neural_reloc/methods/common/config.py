@@ -34,6 +34,11 @@ class LocalizationConfigBase:
 class IterativeLocalizationConfig(LocalizationConfigBase):
     max_iterations: int = setting(2, "Correspondence -> PnP rounds at most per frame (each from the last pose).",
                                   range=(1, 100))
+    max_unverified_iterations: int = setting(
+        4, "While no round has reached min_inlier_ratio (the rounds so far only reached start_min_inlier_ratio), "
+        "rounds go on from the last estimate, as the last of max_iterations does, up to this many in all; a frame "
+        "verified by then stops at max_iterations as before. max_iterations or less: off.", range=(1, 100),
+    )
     converged_translation_rel: float = setting(
         0.001, "Stop iterating when the pose moved less than this fraction of the scene extent (and rotated "
         "less than converged_rotation_deg).", range=(0.0, 1e9),

@@ -3,8 +3,8 @@
 :class:`IterativeRelocalizer` does what does not depend on how 2D-3D correspondences
 are found: input checks, stage clocks, hypotheses (the given prior, or the method's
 own retrieval), the first round from every hypothesis (the one with the most inliers
-goes on), further rounds from the last estimate until ``max_iterations`` or
-convergence, minimum counts, the confidence gate (success needs one round at
+goes on), further rounds from the last estimate until ``max_iterations`` (``max_unverified_iterations``
+while no round is confident) or convergence, minimum counts, the confidence gate (success needs one round at
 ``min_inlier_ratio``; ``start_min_inlier_ratio`` is enough to go on), an optional
 refinement, best-so-far (a later failed round does not void an earlier estimate),
 prior plausibility and the per-round history. A method implements
@@ -220,8 +220,9 @@ class IterativeRelocalizer(Relocalizer):
         else:
             best = (pnp, rec.num_matches)
         w2c = pnp.w2c_opencv if pnp is not None else None
-        for it in range(1, lc.max_iterations):
-            if best is None or self._converged(rec):
+        # Rounds past max_iterations only while no round is confident yet (see the config).
+        for it in range(1, max(lc.max_iterations, lc.max_unverified_iterations)):
+            if best is None or self._converged(rec) or (verified and it >= lc.max_iterations):
                 break
             pnp, rec, why = self._round(query, w2c, it, clock)
             result.history.append(rec)

@@ -193,15 +193,15 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         """Coarser blocks before the last round: the basin is wide and the cost a quarter;
         the last one at render_stride sets the precision."""
         lc = self.cfg.localization
-        last = round_index == lc.max_iterations - 1
+        last = round_index >= lc.max_iterations - 1  # the extra unverified rounds too
         return lc.render_stride if last or lc.early_render_stride <= 0 else lc.early_render_stride
 
     def correspondences(self, query: Query, w2c_opencv: np.ndarray, round_index: int, clock: StageClock) -> Correspondences:
         lc = self.cfg.localization
         stride = self._stride(round_index)
         window = None
-        # The last round starts from this frame's own estimate: guided matching.
-        if round_index > 0 and round_index == lc.max_iterations - 1 and lc.guided_radius_cells > 0:
+        # The last round (and any unverified one after it) starts from this frame's own estimate: guided matching.
+        if round_index > 0 and round_index >= lc.max_iterations - 1 and lc.guided_radius_cells > 0:
             window = -(-lc.guided_radius_cells // stride)  # cells -> blocks, rounded up
         with clock.stage("render"):
             desc_r, points_r, acc_r = self.render_at(query.cam_desc, w2c_opencv, stride)
