@@ -59,6 +59,8 @@ class IterationRecord:
     num_inliers: int
     pose_update_m: float = float("nan")
     pose_update_deg: float = float("nan")
+    #: What made it: "match" (a correspondence round), "flow" or "photometric" (refinement).
+    stage: str = "match"
 
 
 @dataclass

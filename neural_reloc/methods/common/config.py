@@ -149,6 +149,15 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_min_inlier_ratio: float = setting(
         0.3, "A refinement round is kept only with at least min_inliers and this inlier ratio.", range=(0.0, 1.0)
     )
+    flow_confirm_min_inliers: int = setting(
+        1000, "A frame whose matching rounds reached only start_min_inlier_ratio is localized when the flow "
+        "refinement's last accepted round has at least this many PnP inliers (of at most flow_max_points): "
+        "hundreds of pixel-accurate flow correspondences are evidence the descriptor rounds of a sparse map "
+        "cannot give (from the true pose they reach 10% inliers for half its frames). On unseen rooms the frames "
+        "confirmed this way had 1579-2000 and were 0.6-5 cm off; wrong poses reached 153-763 (NOTES.md). "
+        "0: off (such frames fail as unsure).",
+        range=(0, 10_000_000),
+    )
     flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
     photometric_steps: int = setting(
         0, "Photometric refinement (iNeRF-style) after the flow rounds (or alone when flow_refinement_iterations "

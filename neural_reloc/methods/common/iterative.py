@@ -5,8 +5,9 @@ are found: input checks, stage clocks, hypotheses (the given prior, or the metho
 own retrieval), the first round from every hypothesis (the one with the most inliers
 goes on), further rounds from the last estimate until ``max_iterations`` (``max_unverified_iterations``
 while no round is confident) or convergence, minimum counts, the confidence gate (success needs one round at
-``min_inlier_ratio``; ``start_min_inlier_ratio`` is enough to go on), an optional
-refinement, best-so-far (a later failed round does not void an earlier estimate),
+``min_inlier_ratio``; ``start_min_inlier_ratio`` is enough to go on, and the
+refinement's own evidence may confirm such a frame: :meth:`~IterativeRelocalizer.refinement_confirms`),
+an optional refinement, best-so-far (a later failed round does not void an earlier estimate),
 prior plausibility and the per-round history. A method implements
 :meth:`~IterativeRelocalizer.correspondences` (and optionally
 :meth:`~IterativeRelocalizer.prepare_query`, :meth:`~IterativeRelocalizer.retrieval_hypotheses`
@@ -138,9 +139,19 @@ class IterativeRelocalizer(Relocalizer):
 
     def refine(self, image_rgb: np.ndarray, camera: Camera, query: Any, best: tuple[PnPResult, int],
                result: LocalizationResult, clock: StageClock) -> tuple[PnPResult, int]:
-        """Refine a confident estimate ``best`` = (PnP result, matches); append a history
-        record per accepted step. The loop times the call as the "refine" stage. Default: none."""
+        """Refine an estimate ``best`` = (PnP result, matches); append a history record per
+        accepted step. The loop times the call as the "refine" stage. Default: none."""
         return best
+
+    def refinement_can_confirm(self) -> bool:
+        """Whether :meth:`refine` gathers evidence of its own that can confirm an estimate
+        no round verified (:meth:`refinement_confirms`). Default: no."""
+        return False
+
+    def refinement_confirms(self, records: list[IterationRecord]) -> str:
+        """"" when the history records the refinement appended confirm an estimate no round
+        verified (its rounds reached start_min_inlier_ratio only), else why not."""
+        return "this method's refinement cannot confirm a pose"
 
     # ------------------------------------------------------------ the loop
     def _round(self, query: Any, w2c_opencv: np.ndarray, round_index: int, clock: StageClock, must_beat: int = 0
@@ -233,15 +244,25 @@ class IterativeRelocalizer(Relocalizer):
             w2c = pnp.w2c_opencv
             verified = verified or self._confident(pnp)
 
+        refined = False
         if best is not None and not verified:
             last = result.history[-1]
             result.reason = (
                 f"unsure: no round reached min_inlier_ratio={lc.min_inlier_ratio} "
                 f"(last: {last.num_inliers} inliers of {last.num_matches} matches)"
             )
-            best = None
-        refined = False
-        if best is not None:
+            why = "" if self.refinement_can_confirm() else None
+            if why is not None:  # the refinement's own evidence may confirm it
+                rounds_before = len(result.history)
+                with clock.stage("refine"):
+                    best = self.refine(image_rgb, camera, query, best, result, clock)
+                refined = len(result.history) > rounds_before
+                why = self.refinement_confirms(result.history[rounds_before:])
+                if why:
+                    result.reason += f"; {why}"
+            if why != "":
+                best = None
+        elif best is not None:
             rounds_before = len(result.history)
             with clock.stage("refine"):
                 best = self.refine(image_rgb, camera, query, best, result, clock)

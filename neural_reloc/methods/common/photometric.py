@@ -294,7 +294,7 @@ def photometric_refinement(model, image_rgb: np.ndarray, camera: Camera, best: t
         return best
     dt, dr = pose_error(invert_pose(w2c_opencv), invert_pose(pnp.w2c_opencv))
     # No correspondences here: "matches" are the scored rays, "inliers" those within the Huber threshold.
-    result.history.append(IterationRecord(w2c_opencv, info["rays"], info["inliers"], dt, dr))
+    result.history.append(IterationRecord(w2c_opencv, info["rays"], info["inliers"], dt, dr, stage="photometric"))
     return replace(pnp, w2c_opencv=w2c_opencv), matches
 
 

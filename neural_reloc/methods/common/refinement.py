@@ -160,7 +160,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
             break
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
-        result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr))
+        result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow"))
         best = (pnp, n)
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
             break
@@ -186,3 +186,18 @@ class FlowRefinement:
 
             best = photometric_refinement(self.model, image_rgb, camera, best, result, lc, self.extent)
         return best
+
+    def refinement_can_confirm(self) -> bool:
+        lc = self.loc
+        return lc.flow_refinement_iterations > 0 and lc.flow_confirm_min_inliers > 0
+
+    def refinement_confirms(self, records: list) -> str:
+        """"" when the flow refinement's last accepted round (of ``records``, those the
+        hook appended) has ``flow_confirm_min_inliers``, else why not."""
+        flow = [r for r in records if r.stage == "flow"]
+        need = self.loc.flow_confirm_min_inliers
+        if not flow:
+            return "the flow refinement accepted no round"
+        if flow[-1].num_inliers < need:
+            return f"the flow refinement's last round had {flow[-1].num_inliers} inliers < flow_confirm_min_inliers={need}"
+        return ""
