@@ -12,7 +12,9 @@ A pipeline step (hloc style): typed inputs, per-frame records, a summary, and
 
 Per-frame records: :func:`neural_reloc.eval.metrics.frame_record` (the bag evaluator's
 format) plus ``total_latency_ms``, ``prior_detail`` and ``per_iteration``
-(``[{t_err_m, r_err_deg, num_inliers, num_matches}]``, one per render-match-PnP round).
+(``[{t_err_m, r_err_deg, num_inliers, num_matches, stage, update_m, update_deg}]``, one
+per correspondence round (``stage`` "match") or refinement step ("flow", "photometric")),
+and for a localized frame ``verified_by`` ("match" or "refinement", when the method says).
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def localize_dataset(
         rec = frame_record(data.names[i], res, gt)
         rec["total_latency_ms"] = round(res.total_latency_ms, 3)
         rec["prior_detail"] = res.prior.detail if res.prior is not None else {}
+        if res.success and res.verified_by:
+            rec["verified_by"] = res.verified_by
         rec["per_iteration"] = [
             dict(zip(("t_err_m", "r_err_deg"), _err(h.w2c_opencv, gt)), num_inliers=h.num_inliers, num_matches=h.num_matches,
                  stage=h.stage, update_m=_finite(h.pose_update_m), update_deg=_finite(h.pose_update_deg))
@@ -121,8 +125,11 @@ PER_ITERATION_RECALL = (0.05, 5.0)
 def summarize_records(records: list[dict], thresholds=RECALL_THRESHOLDS) -> dict:
     """:func:`neural_reloc.eval.metrics.summarize` (medians over localized frames,
     recall and success over all) plus the prior's median error and a Table-2 style
-    median error after each iteration (a frame that stopped early keeps its last
-    estimate; a failed iteration counts as an infinite error)."""
+    median error after each correspondence round (a frame that stopped early keeps its
+    last estimate; a failed round counts as an infinite error), then, when any frame was
+    refined, one entry "refined": each frame's last estimate of all. Frames have different
+    numbers of rounds (``max_unverified_iterations``), so rounds and refinement steps are
+    kept apart by their ``stage``."""
     out = summarize(records, thresholds)
     pt = [r["prior_t_err_m"] for r in records if r.get("prior_t_err_m") is not None]
     pr = [r["prior_r_err_deg"] for r in records if r.get("prior_r_err_deg") is not None]
@@ -132,12 +139,15 @@ def summarize_records(records: list[dict], thresholds=RECALL_THRESHOLDS) -> dict
     if records:
         out["median_iterations"] = float(np.median([r["iterations"] for r in records]))
         out["median_inliers"] = float(np.median([r["num_inliers"] for r in records]))
-    max_it = max((len(r.get("per_iteration", [])) for r in records), default=0)
+    rounds = [[h for h in r.get("per_iteration", []) if h.get("stage", "match") == "match"] for r in records]
+    max_it = max((len(h) for h in rounds), default=0)
+    refined = any(len(h) < len(r.get("per_iteration", [])) for h, r in zip(rounds, records))
     per_it = []
-    for k in range(max_it):
+    for k in range(max_it + refined):
         tk, rk = [], []
-        for rec in records:
-            hist = rec.get("per_iteration", [])
+        for rec, hist in zip(records, rounds):
+            if k == max_it:  # the "refined" entry: the frame's last estimate of all
+                hist = rec.get("per_iteration", [])
             h = hist[min(k, len(hist) - 1)] if hist else {}
             tk.append(math.inf if h.get("t_err_m") is None else h["t_err_m"])
             rk.append(math.inf if h.get("r_err_deg") is None else h["r_err_deg"])
@@ -145,7 +155,7 @@ def summarize_records(records: list[dict], thresholds=RECALL_THRESHOLDS) -> dict
         fin = np.isfinite(tk)  # frames with an estimate after iteration k
         t_lim, r_lim = PER_ITERATION_RECALL
         per_it.append({
-            "iteration": k + 1,
+            "iteration": k + 1 if k < max_it else "refined",
             "median_t_err_m": _num(np.median(tk)),
             "median_r_err_deg": _num(np.median(rk)),
             # with a hard prior (Table 2's constant one) most frames may fail: the
@@ -156,6 +166,8 @@ def summarize_records(records: list[dict], thresholds=RECALL_THRESHOLDS) -> dict
             "recall": float(np.mean((tk <= t_lim) & (rk <= r_lim))),
         })
     out["per_iteration"] = per_it
+    # localized on the refinement's evidence alone (``verified_by``): a weaker proof
+    out["verified_by_refinement"] = sum(1 for r in records if r.get("verified_by") == "refinement")
     return out
 
 
@@ -171,6 +183,8 @@ def format_summary(s: dict) -> str:
         "recall " + "  ".join(f"{k}: {f(v, 100, 1)}%" for k, v in s["recall"].items()),
         "latency ms p50/p95 " + "  ".join(f"{k} {f(v['p50'], 1, 1)}/{f(v['p95'], 1, 1)}" for k, v in s["latency_ms"].items()),
     ]
+    if s.get("verified_by_refinement"):
+        lines.append(f"localized on the refinement's evidence alone (no round verified them): {s['verified_by_refinement']} frames")
     cov = s.get("covariance") or {}
     if cov.get("frames"):
         lines.append(

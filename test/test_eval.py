@@ -491,3 +491,24 @@ def test_localize_summary_per_iteration_hand_case():
     assert per_it[1]["median_t_err_m_with_estimate"] == pytest.approx(0.03)  # 0.02 (kept), 0.04
     assert per_it[2]["median_t_err_m_with_estimate"] == pytest.approx(0.015)  # 0.02, 0.01
     assert [p["recall"] for p in per_it] == pytest.approx([0.0, 2 / 3, 2 / 3])
+
+
+def test_localize_summary_keeps_rounds_and_refinement_steps_apart():
+    """Frames with different numbers of correspondence rounds: entry k is every frame's
+    k-th round (or its last), then "refined" is each frame's last estimate of all."""
+    from neural_reloc.localization import summarize_records
+
+    def h(e, stage):
+        return {"t_err_m": e, "r_err_deg": 1.0, "stage": stage}
+
+    recs = [
+        {"success": True, "t_err_m": 0.01, "r_err_deg": 1.0, "iterations": 4, "num_inliers": 10, "verified_by": "refinement",
+         "per_iteration": [h(0.3, "match"), h(0.2, "match"), h(0.02, "flow"), h(0.01, "flow")]},
+        {"success": True, "t_err_m": 0.03, "r_err_deg": 1.0, "iterations": 4, "num_inliers": 10, "verified_by": "match",
+         "per_iteration": [h(0.5, "match"), h(0.1, "match"), h(0.4, "match"), h(0.03, "flow")]},
+    ]
+    s = summarize_records(recs)
+    per_it = s["per_iteration"]
+    assert [p["iteration"] for p in per_it] == [1, 2, 3, "refined"]
+    assert [p["median_t_err_m"] for p in per_it] == pytest.approx([0.4, 0.15, 0.3, 0.02])
+    assert s["verified_by_refinement"] == 1

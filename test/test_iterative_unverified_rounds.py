@@ -5,6 +5,8 @@ still be confirmed by the flow refinement's inliers (``flow_confirm_min_inliers`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -60,32 +62,62 @@ def test_a_verified_frame_stops_at_max_iterations():
 
 
 class Confirming(FlowRefinement, Rounds):
-    """Rounds whose refinement appends one flow record with ``flow_inliers`` inliers."""
+    """Rounds whose refinement appends flow records with ``flow`` = [(inliers, update_m), ...]
+    and moves the pose 1 cm along x (so the reported pose shows it was the refined one)."""
 
-    def __init__(self, good, flow_inliers: int, **loc):
+    def __init__(self, good, flow: list[tuple[int, float]], **loc):
         super().__init__(good, **loc)
         self.loc = RenderingLocalizationConfig(**{k: getattr(self.loc, k) for k in vars(self.loc)})
-        self.flow_inliers = flow_inliers
+        self.flow = flow
 
     def refine(self, image_rgb, camera, query, best, result, clock):
-        result.history.append(IterationRecord(best[0].w2c_opencv, 2000, self.flow_inliers, 0.0, 0.0, stage="flow"))
-        return best
+        pnp = replace(best[0], w2c_opencv=camera_at(0.01))
+        for inliers, update_m in self.flow:
+            result.history.append(IterationRecord(pnp.w2c_opencv, 2000, inliers, update_m, 0.1, stage="flow"))
+        return (pnp, 2000) if self.flow else best
 
 
-@pytest.mark.parametrize("flow_inliers, confirmed", [(1500, True), (999, False)])
-def test_the_flow_refinement_confirms_an_unverified_frame_with_enough_inliers(flow_inliers, confirmed):
-    reloc = Confirming([60], flow_inliers, max_iterations=2, max_unverified_iterations=2)
+def localize(good, flow, **loc):
+    reloc = Confirming(good, flow, **{"max_iterations": 2, "max_unverified_iterations": 2, **loc})
+    return reloc, reloc.localize(IMAGE, CAM, PRIOR)
+
+
+def test_the_flow_refinement_confirms_an_unverified_frame_with_enough_settled_inliers():
+    reloc, r = localize([60], [(999, 0.3), (1500, 0.01)])
+    assert reloc.loc.flow_confirm_min_inliers == 1000 and reloc.extent == 10.0
+    assert r.success and r.verified_by == "refinement" and [h.stage for h in r.history] == ["match"] * 2 + ["flow"] * 2
+    assert np.allclose(r.w2c_opencv, camera_at(0.01))  # the refined pose is the one reported
+    # the matching rounds' covariance floor: 4% of the depth (points 4-8 m away), not 0.35%
+    assert np.sqrt(r.covariance[0, 0]) > 0.04 * 4
+
+
+@pytest.mark.parametrize("flow, why", [
+    ([(1500, 0.01), (999, 0.01)], "999 inliers < flow_confirm_min_inliers=1000"),  # the last round counts
+    ([(1500, 0.2)], "had not settled: its last round moved 0.200 m"),  # > 1% of the 10 m extent
+    ([], "the flow refinement accepted no round"),
+])
+def test_without_that_evidence_the_frame_stays_unsure(flow, why):
+    _, r = localize([60], flow)
+    assert not r.success and r.reason.startswith("unsure") and why in r.reason
+    assert r.w2c_opencv is None and r.verified_by == ""
+    assert (r.num_inliers, r.num_matches) == (r.history[1].num_inliers, 200)  # the last matching round's counts
+
+
+def test_a_failed_round_is_evidence_against_the_estimate():
+    reloc, r = localize([60, 60, 5], [(1500, 0.01)], max_unverified_iterations=4)
+    assert not r.success and "iteration 3: PnP failed" in r.reason and reloc.rounds == [0, 1, 2]
+    assert all(h.stage == "match" for h in r.history)  # no refinement ran
+
+
+def test_a_verified_frame_needs_no_confirmation():
+    _, r = localize([150], [(10, 0.5)])
+    assert r.success and r.verified_by == "match" and np.allclose(r.w2c_opencv, camera_at(0.01))
+    assert np.sqrt(r.covariance[0, 0]) < 0.0035 * 8 + 0.01  # the refined floor
+
+
+def test_confirmation_off_leaves_the_frame_unsure_without_refining():
+    reloc = Confirming([60], [(1500, 0.01)], max_iterations=2, max_unverified_iterations=2)
+    reloc.loc.flow_confirm_min_inliers = 0
     r = reloc.localize(IMAGE, CAM, PRIOR)
-    assert reloc.loc.flow_confirm_min_inliers == 1000
-    assert r.success == confirmed and [h.stage for h in r.history] == ["match", "match", "flow"]
-    if not confirmed:
-        assert r.reason.startswith("unsure") and "999 inliers < flow_confirm_min_inliers=1000" in r.reason
-        assert r.w2c_opencv is None
-
-
-def test_confirmation_off_or_without_a_flow_round_leaves_the_frame_unsure():
-    r = Confirming([60], 1500, max_iterations=2, max_unverified_iterations=2)
-    r.loc.flow_confirm_min_inliers = 0
-    res = r.localize(IMAGE, CAM, PRIOR)
-    assert not res.success and [h.stage for h in res.history] == ["match", "match"]  # no refinement ran
+    assert not r.success and [h.stage for h in r.history] == ["match", "match"]
     assert not Rounds([60], max_iterations=2, max_unverified_iterations=2).localize(IMAGE, CAM, PRIOR).success

@@ -52,7 +52,8 @@ class PosePrior:
 
 @dataclass
 class IterationRecord:
-    """One render -> match -> PnP round (for convergence studies, Table-2 style)."""
+    """One estimate of a frame: a correspondence -> PnP round or a refinement step (for
+    convergence studies, Table-2 style)."""
 
     w2c_opencv: np.ndarray | None
     num_matches: int
@@ -82,6 +83,11 @@ class LocalizationResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     history: list[IterationRecord] = field(default_factory=list)
+    #: How a localized pose was verified: "match" (a correspondence round reached the
+    #: method's inlier ratio), "refinement" (only the refinement's own evidence confirmed
+    #: it: a weaker proof, reported with a wider covariance), "" (failed, or a method
+    #: without that distinction).
+    verified_by: str = ""
     #: (K, 2) pixels (x right, y down) of the query image where the final pose's inlier
     #: correspondences are, for drawing (the node's ~/debug_image); None: not reported.
     inlier_uv: np.ndarray | None = None

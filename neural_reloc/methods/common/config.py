@@ -79,7 +79,8 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
     )
     covariance_floor_unrefined_depth_rel: float = setting(
         0.04, "covariance_floor_depth_rel for a pose from the matching rounds alone (no refinement step "
-        "accepted, or refinement off): their precision, not the refinement's. Tracking accepts a fix only up to "
+        "accepted, or refinement off) or one only the refinement confirmed (flow_confirm_min_inliers): their "
+        "precision, not the refinement's. Tracking accepts a fix only up to "
         "tracking.accept_max_position_std_m (0.25 m): beyond ~6 m of median depth such poses are no longer fixes.",
         range=(0.0, 1e3),
     )
@@ -155,8 +156,19 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "hundreds of pixel-accurate flow correspondences are evidence the descriptor rounds of a sparse map "
         "cannot give (from the true pose they reach 10% inliers for half its frames). On unseen rooms the frames "
         "confirmed this way had 1579-2000 and were 0.6-5 cm off; wrong poses reached 153-763 (NOTES.md). "
-        "0: off (such frames fail as unsure).",
+        "An absolute count: it assumes flow_max_points=2000, flow_refinement_long_side=160 and flow_pnp's 1 px "
+        "threshold (above flow_max_points nothing is confirmed). Such a pose gets the covariance floor of the "
+        "matching rounds (covariance_floor_unrefined_*). 0: off (such frames fail as unsure).",
         range=(0, 10_000_000),
+    )
+    flow_confirm_max_update_rel: float = setting(
+        0.01, "A second guard beside flow_confirm_min_inliers: the flow's last round must also have moved the pose by "
+        "at most this fraction of the scene extent (it settled). On unseen rooms (10 m extent) the confirmed frames' "
+        "last rounds moved 0.4-7 cm, the wrong poses' 9.5-25 cm.", range=(0.0, 1e9),
+    )
+    flow_confirm_max_update_deg: float = setting(
+        1.5, "The rotation half of flow_confirm_max_update_rel (degrees; confirmed frames 0.05-1.04, wrong poses "
+        "1.6-4.9).", range=(0.0, 180.0),
     )
     flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
     photometric_steps: int = setting(

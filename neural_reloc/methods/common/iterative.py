@@ -150,7 +150,8 @@ class IterativeRelocalizer(Relocalizer):
 
     def refinement_confirms(self, records: list[IterationRecord]) -> str:
         """"" when the history records the refinement appended confirm an estimate no round
-        verified (its rounds reached start_min_inlier_ratio only), else why not."""
+        verified (its rounds reached start_min_inlier_ratio only; none failed), else why
+        not. Such a pose keeps the matching rounds' covariance floor."""
         return "this method's refinement cannot confirm a pose"
 
     # ------------------------------------------------------------ the loop
@@ -231,6 +232,7 @@ class IterativeRelocalizer(Relocalizer):
         else:
             best = (pnp, rec.num_matches)
         w2c = pnp.w2c_opencv if pnp is not None else None
+        failed_round = False  # a round from this frame's own estimate found no pose
         # Rounds past max_iterations only while no round is confident yet (see the config).
         for it in range(1, max(lc.max_iterations, lc.max_unverified_iterations)):
             if best is None or self._converged(rec) or (verified and it >= lc.max_iterations):
@@ -239,6 +241,7 @@ class IterativeRelocalizer(Relocalizer):
             result.history.append(rec)
             if pnp is None:
                 result.reason = f"iteration {it + 1}: {why}"
+                failed_round = True
                 break
             best = (pnp, rec.num_matches)
             w2c = pnp.w2c_opencv
@@ -250,24 +253,26 @@ class IterativeRelocalizer(Relocalizer):
             result.reason = (
                 f"unsure: no round reached min_inlier_ratio={lc.min_inlier_ratio} "
                 f"(last: {last.num_inliers} inliers of {last.num_matches} matches)"
+                + (f"; {result.reason}" if failed_round else "")
             )
-            why = "" if self.refinement_can_confirm() else None
-            if why is not None:  # the refinement's own evidence may confirm it
-                rounds_before = len(result.history)
-                with clock.stage("refine"):
-                    best = self.refine(image_rgb, camera, query, best, result, clock)
-                refined = len(result.history) > rounds_before
-                why = self.refinement_confirms(result.history[rounds_before:])
-                if why:
-                    result.reason += f"; {why}"
-            if why != "":
-                best = None
-        elif best is not None:
+        # An unverified estimate is refined only when the refinement's own evidence may
+        # confirm it, and not after a round from it failed (evidence against it).
+        if best is not None and (verified or (not failed_round and self.refinement_can_confirm())):
             rounds_before = len(result.history)
             with clock.stage("refine"):
-                best = self.refine(image_rgb, camera, query, best, result, clock)
+                refined_best = self.refine(image_rgb, camera, query, best, result, clock)
             refined = len(result.history) > rounds_before  # the hook records each step it accepts
-        result = self._finish(result, best, clock, refined)
+            why = "" if verified else self.refinement_confirms(result.history[rounds_before:])
+            if why:
+                result.reason += f"; {why}"
+            best = None if why else refined_best
+            result.verified_by = "match" if verified else "refinement"
+        elif not verified:
+            best = None
+        if best is None:
+            result.verified_by = ""
+        # A pose only the refinement confirmed keeps the matching rounds' covariance floor.
+        result = self._finish(result, best, clock, refined and verified)
         pnp = best[0] if best is not None else None
         if result.success and pnp.inlier_uv is not None:  # in the query's pixels (PnP may run on a resized camera)
             w, h = pnp.image_size
@@ -280,9 +285,10 @@ class IterativeRelocalizer(Relocalizer):
         result.iterations = len(result.history)
         result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
         if best is None:
-            if result.history:  # report what the last attempt got, for status/plots
-                result.num_matches = result.history[-1].num_matches
-                result.num_inliers = result.history[-1].num_inliers
+            rounds = [h for h in result.history if h.stage == "match"]
+            if rounds:  # report what the last matching round got, for status/plots
+                result.num_matches = rounds[-1].num_matches
+                result.num_inliers = rounds[-1].num_inliers
             return result
         pnp, n_matches = best
         result.w2c_opencv = pnp.w2c_opencv

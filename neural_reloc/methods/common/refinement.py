@@ -193,11 +193,19 @@ class FlowRefinement:
 
     def refinement_confirms(self, records: list) -> str:
         """"" when the flow refinement's last accepted round (of ``records``, those the
-        hook appended) has ``flow_confirm_min_inliers``, else why not."""
+        hook appended) has ``flow_confirm_min_inliers`` inliers and moved the pose no more
+        than ``flow_confirm_max_update_*`` (it settled), else why not."""
+        lc = self.loc
         flow = [r for r in records if r.stage == "flow"]
-        need = self.loc.flow_confirm_min_inliers
         if not flow:
             return "the flow refinement accepted no round"
-        if flow[-1].num_inliers < need:
-            return f"the flow refinement's last round had {flow[-1].num_inliers} inliers < flow_confirm_min_inliers={need}"
+        last = flow[-1]
+        if last.num_inliers < lc.flow_confirm_min_inliers:
+            return (f"the flow refinement's last round had {last.num_inliers} inliers "
+                    f"< flow_confirm_min_inliers={lc.flow_confirm_min_inliers}")
+        max_m = lc.flow_confirm_max_update_rel * self.extent
+        if not (last.pose_update_m <= max_m and last.pose_update_deg <= lc.flow_confirm_max_update_deg):
+            return (f"the flow refinement had not settled: its last round moved {last.pose_update_m:.3f} m / "
+                    f"{last.pose_update_deg:.2f} deg (flow_confirm_max_update_rel={lc.flow_confirm_max_update_rel}, "
+                    f"{max_m:.3f} m here; flow_confirm_max_update_deg={lc.flow_confirm_max_update_deg})")
         return ""

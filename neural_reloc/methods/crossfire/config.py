@@ -139,7 +139,7 @@ class LocalizationConfig(RenderingLocalizationConfig):
         "its block +- this many cells.", range=_CELLS,
     )
     guided_radius_cells: int = setting(
-        16, "Guided matching in the last round, when an earlier one gave a pose: the coarse mutual NN runs only "
+        16, "Guided matching in the last round (and the unverified rounds after it), when an earlier one gave a pose: the coarse mutual NN runs only "
         "over rendered/query blocks at most this many matching-grid cells apart along each axis (0: all pairs "
         "in every round, the paper).", range=_CELLS,
     )
