@@ -19,11 +19,11 @@ def _texture(p: np.ndarray) -> np.ndarray:
     return np.stack([g, 0.8 * g + 0.1, 0.6 * g + 0.2], -1)
 
 
-def ray_cast(w2c_opencv: np.ndarray) -> RenderedView:
+def ray_cast(w2c_opencv: np.ndarray, cam: Camera = CAM) -> RenderedView:
     """Exact render of the scene: the nearest of the box and the wall per pixel centre."""
     c2w_opencv = invert_pose(w2c_opencv)
-    uv = CAM.pixel_centers().reshape(-1, 2)
-    d = CAM.pixel_rays_opencv(uv) @ c2w_opencv[:3, :3].T
+    uv = cam.pixel_centers().reshape(-1, 2)
+    d = cam.pixel_rays_opencv(uv) @ c2w_opencv[:3, :3].T
     o = c2w_opencv[:3, 3]
     t_wall = (WALL_Z - o[2]) / d[:, 2]
     t_box = (BOX_Z - o[2]) / d[:, 2]
@@ -31,8 +31,8 @@ def ray_cast(w2c_opencv: np.ndarray) -> RenderedView:
     on_box = (np.abs(p_box[:, 0]) < BOX_HALF) & (np.abs(p_box[:, 1]) < BOX_HALF) & (t_box > 0)
     t = np.where(on_box, t_box, t_wall)
     p = o + d * t[:, None]
-    return RenderedView(CAM, w2c_opencv, _texture(p).reshape(120, 160, 3), p.reshape(120, 160, 3),
-                        np.ones((120, 160), bool))
+    h, w = cam.height, cam.width
+    return RenderedView(cam, w2c_opencv, _texture(p).reshape(h, w, 3), p.reshape(h, w, 3), np.ones((h, w), bool))
 
 
 def w2c_at(center, rotvec=(0.0, 0.0, 0.0)) -> np.ndarray:

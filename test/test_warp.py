@@ -37,6 +37,18 @@ def test_warp_hides_what_the_source_could_not_see():
     assert uncovered.sum() > 100  # the disoccluded strip beside the box
 
 
+def test_warp_of_a_view_with_more_pixels_than_cv2_remap_takes_in_one_row():
+    """320x240 = 76 800 lookups (cv2.remap's map sides must stay below 32 768)."""
+    cam = CAM.scaled(2.0)
+    source = ray_cast(w2c_at((0.0, 0.0, 0.0)), cam)
+    target_w2c = w2c_at((0.03, 0.0, 0.0))
+    exact = ray_cast(target_w2c, cam)
+    warped = warp_rendered_view(source, target_w2c)
+    v = warped.valid
+    assert v.shape == (240, 320) and v.mean() > 0.85
+    assert np.median(np.linalg.norm(warped.points[v] - exact.points[v], axis=-1)) < 1e-3
+
+
 def test_identity_warp_keeps_the_view():
     source = ray_cast(w2c_at((0.0, 0.1, 0.0), (0.02, 0.0, 0.0)))
     warped = warp_rendered_view(source, source.w2c_opencv)

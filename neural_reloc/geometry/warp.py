@@ -24,6 +24,8 @@ from .se3 import invert_pose
 _GREY_MAX = 255.0
 #: Bilinear validity of a source lookup: all four neighbours must be valid.
 _FULL_SUPPORT = 0.999
+#: Lookups per row of cv2.remap's map (its sides must stay below 2^15 = 32768).
+_REMAP_COLS = 4096
 
 
 @dataclass
@@ -94,12 +96,18 @@ def warp_rendered_view(
     x_world = x_cam @ c2w_opencv[:3, :3].T + c2w_opencv[:3, 3]
     x_src = _to_camera(view.w2c_opencv, x_world)
     uv_s, in_front = cam.project(x_src)
-    map_xy = (uv_s - 0.5).astype(np.float32).reshape(-1, 1, 2)
+    # cv2.remap wants both sides of its map below 2^15: the N lookups as rows of _REMAP_COLS
+    n = len(uv_t)
+    cols = max(1, min(n, _REMAP_COLS))
+    rows = -(-n // cols)
+    map_xy = np.full((rows * cols, 2), -1.0, np.float32)  # padding: outside, reads the border (0)
+    map_xy[:n] = uv_s - 0.5
+    map_xy = map_xy.reshape(rows, cols, 2)
 
     def lookup(image: np.ndarray) -> np.ndarray:
         out = cv2.remap(np.ascontiguousarray(image, dtype=np.float32), map_xy, None, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return out.reshape(len(uv_t), -1)
+        return out.reshape(rows * cols, -1)[:n]
 
     support = lookup(view.valid.astype(np.float32))[:, 0]
     points = lookup(view.points)
