@@ -109,10 +109,16 @@ def test_a_failed_round_is_evidence_against_the_estimate():
     assert all(h.stage == "match" for h in r.history)  # no refinement ran
 
 
-def test_a_verified_frame_needs_no_confirmation():
-    _, r = localize([150], [(10, 0.5)])
+def test_a_verified_frame_stands_unless_the_flow_contradicts_it():
+    _, r = localize([150], [(1500, 0.01)])
     assert r.success and r.verified_by == "match" and np.allclose(r.w2c_opencv, camera_at(0.01))
     assert np.sqrt(r.covariance[0, 0]) < 0.0035 * 8 + 0.01  # the refined floor
+    _, r = localize([150], [])  # the flow accepted no round (a textureless view): the round's pose stands
+    assert r.success and r.verified_by == "match" and np.allclose(r.w2c_opencv, TRUE, atol=1e-6)
+    for flow, why in [([(655, 0.04)], "655 inliers"), ([(1500, 0.38)], "had not settled")]:
+        _, r = localize([150], flow)  # a verified round, but the flow disagrees: refused
+        assert not r.success and r.reason.startswith("unsure: the flow refinement") and why in r.reason
+        assert r.w2c_opencv is None and r.verified_by == ""
 
 
 def test_confirmation_off_leaves_the_frame_unsure_without_refining():

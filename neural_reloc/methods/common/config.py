@@ -151,24 +151,25 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         0.3, "A refinement round is kept only with at least min_inliers and this inlier ratio.", range=(0.0, 1.0)
     )
     flow_confirm_min_inliers: int = setting(
-        1000, "A frame whose matching rounds reached only start_min_inlier_ratio is localized when the flow "
-        "refinement's last accepted round has at least this many PnP inliers (of at most flow_max_points): "
-        "hundreds of pixel-accurate flow correspondences are evidence the descriptor rounds of a sparse map "
-        "cannot give (from the true pose they reach 10% inliers for half its frames). On unseen rooms the frames "
-        "confirmed this way had 1579-2000 and were 0.6-5 cm off; wrong poses reached 153-763 (NOTES.md). "
-        "An absolute count: it assumes flow_max_points=2000, flow_refinement_long_side=160 and flow_pnp's 1 px "
-        "threshold (above flow_max_points nothing is confirmed). Such a pose gets the covariance floor of the "
-        "matching rounds (covariance_floor_unrefined_*). 0: off (such frames fail as unsure).",
+        1000, "The flow refinement's verdict on a frame's pose: its last accepted round must have at least this many "
+        "PnP inliers (of at most flow_max_points) and have settled (flow_confirm_max_update_*). A frame whose "
+        "matching rounds reached only start_min_inlier_ratio is localized on that evidence alone (from the true "
+        "pose the descriptor rounds of a sparse map reach 10% inliers for half its frames; its pose keeps the "
+        "matching rounds' covariance floor, covariance_floor_unrefined_*); a frame a round verified is refused as "
+        "unsure when the flow, having accepted a round, fails the test (a round at 20% of 155 matches verified a "
+        "pose 2.4 m off whose flow reached 655). On unseen rooms the correct frames' last flow rounds had "
+        "1142-2000 inliers, the wrong poses' 153-763 (NOTES.md). An absolute count: it assumes "
+        "flow_max_points=2000, flow_refinement_long_side=160 and flow_pnp's 1 px threshold. 0: off.",
         range=(0, 10_000_000),
     )
     flow_confirm_max_update_rel: float = setting(
-        0.01, "A second guard beside flow_confirm_min_inliers: the flow's last round must also have moved the pose by "
-        "at most this fraction of the scene extent (it settled). On unseen rooms (10 m extent) the confirmed frames' "
-        "last rounds moved 0.4-7 cm, the wrong poses' 9.5-25 cm.", range=(0.0, 1e9),
+        0.01, "With flow_confirm_min_inliers: the flow's last round must also have moved the pose by at most this "
+        "fraction of the scene extent (it settled). On unseen rooms (10 m extent) 99% of the localized frames' last "
+        "flow rounds moved less than 8 cm (2 of 610 moved 10-14 cm and are now refused); wrong poses 4-38 cm, "
+        "which is why the inlier count is the main test.", range=(0.0, 1e9),
     )
     flow_confirm_max_update_deg: float = setting(
-        1.5, "The rotation half of flow_confirm_max_update_rel (degrees; confirmed frames 0.05-1.04, wrong poses "
-        "1.6-4.9).", range=(0.0, 180.0),
+        1.5, "The rotation half of flow_confirm_max_update_rel (degrees).", range=(0.0, 180.0),
     )
     flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
     photometric_steps: int = setting(

@@ -144,15 +144,18 @@ class IterativeRelocalizer(Relocalizer):
         return best
 
     def refinement_can_confirm(self) -> bool:
-        """Whether :meth:`refine` gathers evidence of its own that can confirm an estimate
-        no round verified (:meth:`refinement_confirms`). Default: no."""
+        """Whether :meth:`refine` gathers evidence of its own that can confirm (or
+        contradict) an estimate (:meth:`refinement_confirms`). Default: no."""
         return False
 
-    def refinement_confirms(self, records: list[IterationRecord]) -> str:
-        """"" when the history records the refinement appended confirm an estimate no round
-        verified (its rounds reached start_min_inlier_ratio only; none failed), else why
-        not. Such a pose keeps the matching rounds' covariance floor."""
-        return "this method's refinement cannot confirm a pose"
+    def refinement_confirms(self, records: list[IterationRecord], verified: bool) -> str:
+        """"" when the history records the refinement appended (``records``) confirm the
+        estimate, else why not: for an estimate no round verified (its rounds reached
+        start_min_inlier_ratio only; none failed), the refinement's evidence is the proof
+        (such a pose keeps the matching rounds' covariance floor); for a ``verified`` one,
+        the refinement may still contradict it. Only called when
+        :meth:`refinement_can_confirm`."""
+        return "" if verified else "this method's refinement cannot confirm a pose"
 
     # ------------------------------------------------------------ the loop
     def _round(self, query: Any, w2c_opencv: np.ndarray, round_index: int, clock: StageClock, must_beat: int = 0
@@ -262,9 +265,10 @@ class IterativeRelocalizer(Relocalizer):
             with clock.stage("refine"):
                 refined_best = self.refine(image_rgb, camera, query, best, result, clock)
             refined = len(result.history) > rounds_before  # the hook records each step it accepts
-            why = "" if verified else self.refinement_confirms(result.history[rounds_before:])
-            if why:
-                result.reason += f"; {why}"
+            why = self.refinement_confirms(result.history[rounds_before:], verified) if (
+                self.refinement_can_confirm()) else ""
+            if why:  # an unverified frame not confirmed, or a verified one contradicted
+                result.reason = f"{result.reason}; {why}" if not verified else f"unsure: {why}"
             best = None if why else refined_best
             result.verified_by = "match" if verified else "refinement"
         elif not verified:

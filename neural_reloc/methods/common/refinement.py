@@ -191,14 +191,15 @@ class FlowRefinement:
         lc = self.loc
         return lc.flow_refinement_iterations > 0 and lc.flow_confirm_min_inliers > 0
 
-    def refinement_confirms(self, records: list) -> str:
+    def refinement_confirms(self, records: list, verified: bool) -> str:
         """"" when the flow refinement's last accepted round (of ``records``, those the
         hook appended) has ``flow_confirm_min_inliers`` inliers and moved the pose no more
-        than ``flow_confirm_max_update_*`` (it settled), else why not."""
+        than ``flow_confirm_max_update_*`` (it settled), else why not. A ``verified``
+        estimate the flow accepted no round for (a textureless view) stands."""
         lc = self.loc
         flow = [r for r in records if r.stage == "flow"]
         if not flow:
-            return "the flow refinement accepted no round"
+            return "" if verified else "the flow refinement accepted no round"
         last = flow[-1]
         if last.num_inliers < lc.flow_confirm_min_inliers:
             return (f"the flow refinement's last round had {last.num_inliers} inliers "
