@@ -13,7 +13,7 @@ import pytest
 from neural_reloc.methods.base import IterationRecord, PosePrior
 from neural_reloc.methods.common.config import RenderingLocalizationConfig
 from neural_reloc.methods.common.iterative import Correspondences
-from neural_reloc.methods.common.refinement import FlowRefinement
+from neural_reloc.methods.common.refinement import FlowRefinement, check_flow_settings
 from test_iterative_prior_gate import CAM, IMAGE, TRUE, Exact, camera_at
 
 
@@ -127,3 +127,12 @@ def test_confirmation_off_leaves_the_frame_unsure_without_refining():
     r = reloc.localize(IMAGE, CAM, PRIOR)
     assert not r.success and [h.stage for h in r.history] == ["match", "match"]
     assert not Rounds([60], max_iterations=2, max_unverified_iterations=2).localize(IMAGE, CAM, PRIOR).success
+
+
+def test_flow_settings_that_would_refuse_every_refined_frame_are_an_error():
+    lc = RenderingLocalizationConfig(flow_max_points=500)
+    with pytest.raises(ValueError, match="flow_confirm_min_inliers=1000 is above localization.flow_max_points=500"):
+        check_flow_settings(lc)
+    check_flow_settings(RenderingLocalizationConfig(flow_max_points=500, flow_confirm_min_inliers=0))
+    check_flow_settings(RenderingLocalizationConfig(flow_max_points=500, flow_refinement_iterations=0))
+    check_flow_settings(RenderingLocalizationConfig())

@@ -167,6 +167,18 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
     return best
 
 
+def check_flow_settings(lc) -> None:
+    """ValueError for flow settings that would refuse every refined frame: the flow's
+    verdict needs ``flow_confirm_min_inliers`` inliers, and at most ``flow_max_points``
+    correspondences reach PnP."""
+    if lc.flow_refinement_iterations > 0 and lc.flow_confirm_min_inliers > lc.flow_max_points:
+        raise ValueError(
+            f"localization.flow_confirm_min_inliers={lc.flow_confirm_min_inliers} is above "
+            f"localization.flow_max_points={lc.flow_max_points}: no flow round could pass it and every refined frame "
+            "would be refused; lower flow_confirm_min_inliers with flow_max_points (or set it to 0: off)"
+        )
+
+
 class FlowRefinement:
     """The ``refine`` hook of an :class:`~.iterative.IterativeRelocalizer` that renders a
     map (``self.model``, ``self.loc`` a :class:`~.config.RenderingLocalizationConfig`,

@@ -28,7 +28,7 @@ from ...map_bundle import MapBundle, MapError
 from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.matching import match_coarse_to_fine, subpixel_offsets
-from ..common.refinement import FlowRefinement
+from ..common.refinement import FlowRefinement, check_flow_settings
 from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, verify_candidates
 from ...map_loading import map_method_config
 from .config import CrossfireConfig
@@ -65,6 +65,7 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         self.retrieval = retrieval
         self.extent = float(model.scene.extent)
         self.loc = cfg.localization
+        check_flow_settings(cfg.localization)
         if cfg.localization.match_long_side <= 0 or cfg.localization.match_short_side <= 0:
             raise ValueError("localization.match_long_side/match_short_side must be positive")
         try:

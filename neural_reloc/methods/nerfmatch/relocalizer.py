@@ -23,7 +23,7 @@ from ...map_bundle import MapBundle, MapError
 from ...map_loading import component_entry, load_neural_map, map_method_config
 from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
-from ..common.refinement import FlowRefinement
+from ..common.refinement import FlowRefinement, check_flow_settings
 from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, global_descriptor
 from .coarse_matcher import CoarseMatcher
 from .config import MatcherConfig, NerfMatchConfig
@@ -65,6 +65,7 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
             raise ValueError("matcher.variant=full needs a fine encoder, a coarse and a fine matcher")
         self.coarse = coarse.eval() if self.full else None
         self.fine = fine.eval() if self.full else None
+        check_flow_settings(cfg.localization)
         self.cfg = cfg
         self.loc = cfg.localization
         self.device = model.device
