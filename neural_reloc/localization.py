@@ -55,11 +55,6 @@ def constant_prior_w2c(relocalizer: Relocalizer, index: int = -1) -> tuple[np.nd
     return refs[index], index
 
 
-def _finite(x: float) -> float | None:
-    """x, or None for NaN/inf (JSON has no NaN): a round without an estimate."""
-    return float(x) if math.isfinite(x) else None
-
-
 def _err(w2c_opencv_est: np.ndarray | None, w2c_opencv_gt: np.ndarray) -> tuple[float | None, float | None]:
     """Camera-centre distance and rotation angle; None for no estimate (JSON-safe)."""
     if w2c_opencv_est is None:
@@ -101,11 +96,11 @@ def localize_dataset(
         rec = frame_record(data.names[i], res, gt)
         rec["total_latency_ms"] = round(res.total_latency_ms, 3)
         rec["prior_detail"] = res.prior.detail if res.prior is not None else {}
-        if res.success and res.verified_by:
+        if res.verified_by:  # set on success only
             rec["verified_by"] = res.verified_by
         rec["per_iteration"] = [
             dict(zip(("t_err_m", "r_err_deg"), _err(h.w2c_opencv, gt)), num_inliers=h.num_inliers, num_matches=h.num_matches,
-                 stage=h.stage, update_m=_finite(h.pose_update_m), update_deg=_finite(h.pose_update_deg))
+                 stage=h.stage, update_m=_num(h.pose_update_m), update_deg=_num(h.pose_update_deg))
             for h in res.history
         ]
         records.append(rec)

@@ -251,6 +251,7 @@ class IterativeRelocalizer(Relocalizer):
             verified = verified or self._confident(pnp)
 
         refined = False
+        verified_by = "match" if verified else ""
         if best is not None and not verified:
             last = result.history[-1]
             result.reason = (
@@ -258,25 +259,25 @@ class IterativeRelocalizer(Relocalizer):
                 f"(last: {last.num_inliers} inliers of {last.num_matches} matches)"
                 + (f"; {result.reason}" if failed_round else "")
             )
+        can_confirm = self.refinement_can_confirm()
         # An unverified estimate is refined only when the refinement's own evidence may
         # confirm it, and not after a round from it failed (evidence against it).
-        if best is not None and (verified or (not failed_round and self.refinement_can_confirm())):
+        if best is not None and (verified or (can_confirm and not failed_round)):
             rounds_before = len(result.history)
             with clock.stage("refine"):
                 refined_best = self.refine(image_rgb, camera, query, best, result, clock)
             refined = len(result.history) > rounds_before  # the hook records each step it accepts
-            why = self.refinement_confirms(result.history[rounds_before:], verified) if (
-                self.refinement_can_confirm()) else ""
+            why = self.refinement_confirms(result.history[rounds_before:], verified) if can_confirm else ""
             if why:  # an unverified frame not confirmed, or a verified one contradicted
-                result.reason = f"{result.reason}; {why}" if not verified else f"unsure: {why}"
-            best = None if why else refined_best
-            result.verified_by = "match" if verified else "refinement"
+                result.reason = f"unsure: {why}" if verified else f"{result.reason}; {why}"
+                best = None
+            else:
+                best = refined_best
+                verified_by = verified_by or "refinement"
         elif not verified:
             best = None
-        if best is None:
-            result.verified_by = ""
         # A pose only the refinement confirmed keeps the matching rounds' covariance floor.
-        result = self._finish(result, best, clock, refined and verified)
+        result = self._finish(result, best, clock, refined and verified, verified_by)
         pnp = best[0] if best is not None else None
         if result.success and pnp.inlier_uv is not None:  # in the query's pixels (PnP may run on a resized camera)
             w, h = pnp.image_size
@@ -284,7 +285,7 @@ class IterativeRelocalizer(Relocalizer):
         return result
 
     def _finish(self, result: LocalizationResult, best: tuple[PnPResult, int] | None, clock: StageClock,
-                refined: bool = False) -> LocalizationResult:
+                refined: bool = False, verified_by: str = "") -> LocalizationResult:
         lc = self.loc
         result.iterations = len(result.history)
         result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
@@ -315,6 +316,7 @@ class IterativeRelocalizer(Relocalizer):
             return result
         result.success = True
         result.reason = ""
+        result.verified_by = verified_by
         return result
 
 
