@@ -84,18 +84,19 @@ class RoomMap(nn.Module):
         if self.flat:
             rgb = torch.full_like(rgb, 0.5) + 0.0 * p
         out = {"rgb": rgb, "accumulation": torch.ones_like(t_hit), "depth": t_hit * rays.dirs_cam_z,
-               "points": p}
+               "points": p, "distance": t_hit}
         return {k: out[k] for k in outputs}
 
     @torch.no_grad()
-    def render_view(self, camera, c2w_opengl, outputs, **kw):
+    def render_view(self, camera, c2w_opengl, outputs, stride=1, **kw):
         c2w_opencv = torch.as_tensor(opencv_c2w_from_opengl_c2w(c2w_opengl), dtype=torch.float32)
-        uv = torch.as_tensor(camera.pixel_centers().reshape(-1, 2), dtype=torch.float32)
+        uv = torch.as_tensor(camera.pixel_centers(stride).reshape(-1, 2), dtype=torch.float32)
         dirs_cam = pixel_dirs_opencv(camera_params([camera]), uv)
         dirs = dirs_cam @ c2w_opencv[:3, :3].T
         rays = RayBatch(c2w_opencv[:3, 3].expand_as(dirs), dirs, dirs_cam[:, 2])
         out = self.render_rays(rays, tuple(outputs), num_fine=kw.get("num_fine"))
-        return {k: v.reshape(camera.height, camera.width, *v.shape[1:]).numpy() for k, v in out.items()}
+        h, w = camera.height // stride, camera.width // stride
+        return {k: v.reshape(h, w, *v.shape[1:]).numpy() for k, v in out.items()}
 
 
 def query_image(w2c_opencv: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:

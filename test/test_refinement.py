@@ -31,12 +31,20 @@ class BoxMap:
         self.renders = 0
         self.delay_s = delay_s
 
-    def render_view(self, camera, c2w_opengl, outputs, **_):
+    def render_view(self, camera, c2w_opengl, outputs, stride=1, **_):
+        """Whole views; ``stride`` > 1: the blocks' centres (the depth-guided render's first
+        pass, not counted as a render)."""
         assert (camera.width, camera.height) == (CAM.width, CAM.height)
-        self.renders += 1
-        time.sleep(self.delay_s)
-        v = ray_cast(opencv_w2c_from_opengl_c2w(c2w_opengl))
-        return {"rgb": v.rgb, "points": v.points, "accumulation": v.valid.astype(np.float32)}
+        w2c_opencv = opencv_w2c_from_opengl_c2w(c2w_opengl)
+        if stride > 1:
+            v = ray_cast(w2c_opencv, CAM.resized(CAM.width // stride, CAM.height // stride))
+        else:
+            self.renders += 1
+            time.sleep(self.delay_s)
+            v = ray_cast(w2c_opencv)
+        distance = np.linalg.norm(v.points - np.linalg.inv(w2c_opencv)[:3, 3], axis=-1)
+        out = {"rgb": v.rgb, "points": v.points, "accumulation": v.valid.astype(np.float32), "distance": distance}
+        return {k: out[k] for k in outputs}
 
 
 def estimate(w2c_opencv) -> tuple[PnPResult, int]:

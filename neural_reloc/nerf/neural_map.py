@@ -47,6 +47,8 @@ class RayBatch:
     dirs: torch.Tensor  # (R, 3) world, unit
     dirs_cam_z: torch.Tensor  # (R,) z component of the direction in the OpenCV camera frame
     image_index: torch.Tensor | None = None  # (R,) appearance index, None = mean appearance
+    near: torch.Tensor | None = None  # (R,) metres along the ray: a narrower band to sample (None: the scene's bounds)
+    far: torch.Tensor | None = None  # (R,)
 
 
 class NeuralMap(nn.Module):
@@ -115,7 +117,8 @@ class NeuralMap(nn.Module):
         """
         field = self.field
         t0, t1, occupied = sample_intervals(
-            rays.origins, rays.dirs, self.scene, self.grid, self.cfg.sampler, randomized, num_fine, num_coarse
+            rays.origins, rays.dirs, self.scene, self.grid, self.cfg.sampler, randomized, num_fine, num_coarse,
+            rays.near, rays.far,
         )
         r, s = t0.shape
         s_mid = 0.5 * (self.scene.s_from_t(t0) + self.scene.s_from_t(t1))
@@ -238,11 +241,16 @@ class NeuralMap(nn.Module):
         head_samples: int | None = None,
         num_coarse: int | None = None,
         color_samples: int | None = None,
+        ray_bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Render a view (or a pixel subset) to numpy arrays.
 
         With ``pixels_uv=None`` arrays are (H/stride, W/stride, C) images; otherwise
         (N, C) per pixel. Single-channel outputs drop the channel axis.
+
+        ``ray_bounds`` = (near, far), one value per ray in render order, metres along the
+        ray: sample only there (within the scene's bounds), e.g. a band around a surface
+        found by a coarser render (:func:`~.depth_band.render_view_depth_guided`).
         """
         unknown = [
             o
@@ -256,6 +264,12 @@ class NeuralMap(nn.Module):
             )
         rays = self.rays_for_view(camera, c2w_opengl, pixels_uv, stride, image_index)
         n = rays.origins.shape[0]
+        near = far = None
+        if ray_bounds is not None:
+            near, far = (torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1), device=self.device)
+                         for b in ray_bounds)
+            if near.shape[0] != n or far.shape[0] != n:
+                raise ValueError(f"ray_bounds have {near.shape[0]} / {far.shape[0]} values for {n} rays")
         parts: dict[str, list[torch.Tensor]] = {o: [] for o in outputs}
         for s in range(0, n, chunk):
             sub = RayBatch(
@@ -263,6 +277,8 @@ class NeuralMap(nn.Module):
                 rays.dirs[s : s + chunk],
                 rays.dirs_cam_z[s : s + chunk],
                 None if rays.image_index is None else rays.image_index[s : s + chunk],
+                None if near is None else near[s : s + chunk],
+                None if far is None else far[s : s + chunk],
             )
             res = self.render_rays(
                 sub, outputs, randomized=False, num_fine=num_fine, head_samples=head_samples, num_coarse=num_coarse,

@@ -121,6 +121,17 @@ def _invert_cdf(edges: torch.Tensor, weights: torch.Tensor, u: torch.Tensor) -> 
     return e0 + frac * (e1 - e0)
 
 
+def narrow_bounds(near: torch.Tensor, far: torch.Tensor, band_near: torch.Tensor | None,
+                  band_far: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scene's per-ray bounds (near, far) narrowed to a band where the band
+    overlaps them (no band, or no overlap: the scene's)."""
+    if band_near is None or band_far is None:
+        return near, far
+    n2, f2 = torch.maximum(near, band_near), torch.minimum(far, band_far)
+    ok = f2 > n2
+    return torch.where(ok, n2, near), torch.where(ok, f2, far)
+
+
 def sample_intervals(
     origins: torch.Tensor,
     dirs: torch.Tensor,
@@ -130,16 +141,22 @@ def sample_intervals(
     randomized: bool,
     num_fine: int | None = None,
     num_coarse: int | None = None,
+    near: torch.Tensor | None = None,
+    far: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Intervals along each ray: (t_starts, t_ends, occupied), each (R, num_fine).
 
     ``occupied`` is False for intervals whose midpoint lies in a pruned (empty) cell of
     the density grid: their density is zero by definition and the network is not run.
+
+    ``near`` / ``far`` (R,), metres along the ray: narrower per-ray bounds within the
+    scene's (e.g. a band around a known surface, :mod:`.depth_band`); a ray whose band
+    misses the scene's bounds keeps the scene's.
     """
     r = origins.shape[0]
     dev = origins.device
     nf = num_fine or cfg.num_fine
-    near, far = scene.ray_bounds(origins, dirs)
+    near, far = narrow_bounds(*scene.ray_bounds(origins, dirs), near, far)
     s0, s1 = scene.s_from_t(near), scene.s_from_t(far)
     nc = num_coarse or cfg.num_coarse
     base = torch.linspace(0.0, 1.0, nc + 1, device=dev)

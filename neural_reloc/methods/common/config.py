@@ -119,14 +119,27 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         range=(8, 4096),
     )
     flow_render_samples: int = setting(
-        12, "Fine samples per ray of the flow refinement's render (colour and points; render_samples is the "
-        "descriptor rounds'). 8 with 32 proposal samples cuts that render 180 -> 126 ms at 160x120 on 2 CPU cores "
-        "with the same accuracy on the room's README maps, but moved the fixes of the test suite's weaker map enough "
-        "to lose a tracked frame (NOTES.md).", range=(1, 1024),
+        8, "Fine samples per ray of the flow refinement's render (colour and points; render_samples is the "
+        "descriptor rounds'). With the depth-guided render (flow_render_guide_stride) 8 in the band localize as 12 "
+        "over the full bounds did on three unseen rooms, in 110-135 instead of 175-215 ms at 160x120 on 2 CPU "
+        "cores (NOTES.md).", range=(1, 1024),
     )
     flow_render_coarse_samples: int = setting(
         64, "Coarse proposal samples per ray of the flow refinement's render (0: the map's sampler.num_coarse).",
         range=(0, 4096),
+    )
+    flow_render_guide_stride: int = setting(
+        4, "Depth-guided flow render (nerf/depth_band.py): first the distances of every this-th pixel block "
+        "(flow_render_samples / flow_render_coarse_samples), then every pixel sampled only in the band those "
+        "blocks give (flow_render_band_margin_rel, flow_render_band_coarse_samples proposal samples); 0: one pass "
+        "over the scene's full bounds.", range=(0, 64),
+    )
+    flow_render_band_margin_rel: float = setting(
+        0.1, "The band of a depth-guided render: the nearest to the farthest distance of the 3x3 blocks around a "
+        "pixel's own, widened by this fraction.", range=(0.0, 10.0),
+    )
+    flow_render_band_coarse_samples: int = setting(
+        16, "Proposal samples per ray within the band of a depth-guided render.", range=(1, 4096),
     )
     flow_min_gradient: float = setting(
         4.0, "Flow is used where the render's grey-level gradient is at least this (levels per pixel, "

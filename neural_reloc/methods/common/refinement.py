@@ -26,6 +26,7 @@ from ...geometry.frames import opengl_c2w_from_opencv_w2c
 from ...geometry.pnp import pnp_ransac
 from ...geometry.se3 import invert_pose, pose_error
 from ...geometry.warp import RenderedView, warp_rendered_view
+from ...nerf.depth_band import render_view_depth_guided
 from ..base import IterationRecord
 
 #: DIS optical flow preset (OpenCV): MEDIUM is sub-pixel and ~10 ms at 160x120.
@@ -141,8 +142,10 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         if _within_warp_reach(w2c_opencv, rendered, lc, extent):
             view = warp_rendered_view(rendered, w2c_opencv)
         else:
-            out = model.render_view(
-                cam_r, opengl_c2w_from_opencv_w2c(w2c_opencv), ("rgb", "points", "accumulation"),
+            out = render_view_depth_guided(
+                model, cam_r, opengl_c2w_from_opencv_w2c(w2c_opencv), ("rgb", "points", "accumulation"),
+                guide_stride=lc.flow_render_guide_stride, margin_rel=lc.flow_render_band_margin_rel,
+                band_coarse=lc.flow_render_band_coarse_samples, min_accumulation=lc.min_accumulation,
                 num_fine=lc.flow_render_samples, num_coarse=lc.flow_render_coarse_samples or None,
                 color_samples=lc.render_head_samples or None,
             )

@@ -1,0 +1,75 @@
+"""Depth-guided rendering: a coarse render finds the surfaces, the full render samples
+only a band around them.
+
+A full-resolution render spends about half its time on the proposal: every ray reads
+the density grid at ``num_coarse`` points from the near to the far bound of the scene,
+most of them in empty space. Neighbouring pixels see nearly the same surface, so a
+render at every ``stride``-th pixel block finds it for all of them: each pixel's band
+is the smallest to largest distance of the 3x3 blocks around its own, widened by
+``margin_rel``, and the full render places its proposal samples there only (fewer of
+them, each a shorter interval: the fine samples land as close to the surface or closer).
+Where any of those blocks is not opaque (a miss, the edge of the map) the pixel keeps
+the scene's full bounds. A surface thinner than a block that none of the coarse rays
+hit (a chair leg in front of a wall) is missed by the pixels around it: the render
+there shows what is behind it. Distances are along the ray (``distance``), in metres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..geometry.camera import Camera
+
+#: Blocks around a pixel's own whose distances bound its band (3x3).
+NEIGHBOURHOOD = 3
+
+
+def band_bounds(
+    distance: np.ndarray, accumulation: np.ndarray, stride: int, width: int, height: int, margin_rel: float,
+    min_accumulation: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel (near, far) of a ``width`` x ``height`` view, row-major (H*W,), from a
+    render of its ``stride``-blocks' centres (``distance`` and ``accumulation``, (h, w)
+    with h = height // stride, w = width // stride). Pixels next to a block that is not
+    opaque get (0, inf): the scene's bounds."""
+    d = torch.from_numpy(np.ascontiguousarray(distance, dtype=np.float32))[None, None]
+    unknown = torch.from_numpy(~(np.asarray(accumulation) >= min_accumulation)).float()[None, None]
+    pad = NEIGHBOURHOOD // 2
+    d_max = F.max_pool2d(d, NEIGHBOURHOOD, stride=1, padding=pad)
+    d_min = -F.max_pool2d(-d, NEIGHBOURHOOD, stride=1, padding=pad)
+    unknown = F.max_pool2d(unknown, NEIGHBOURHOOD, stride=1, padding=pad) > 0
+    h, w = d.shape[-2:]
+    rows = np.minimum(np.arange(height) // stride, h - 1)
+    cols = np.minimum(np.arange(width) // stride, w - 1)
+    pick = (rows[:, None] * w + cols[None, :]).reshape(-1)
+    near = (d_min.reshape(-1).numpy() * (1.0 - margin_rel))[pick]
+    far = (d_max.reshape(-1).numpy() * (1.0 + margin_rel))[pick]
+    miss = unknown.reshape(-1).numpy()[pick]
+    near[miss] = 0.0
+    far[miss] = np.inf
+    return near, far
+
+
+def render_view_depth_guided(
+    model, camera: Camera, c2w_opengl: np.ndarray, outputs: tuple[str, ...], *, guide_stride: int, margin_rel: float,
+    band_coarse: int, min_accumulation: float, num_fine: int | None = None, num_coarse: int | None = None,
+    color_samples: int | None = None,
+) -> dict[str, np.ndarray]:
+    """:meth:`~.neural_map.NeuralMap.render_view` of a whole view (``outputs`` as (H, W,
+    ...) arrays) by two passes: the distances of every ``guide_stride``-th block
+    (``num_fine`` / ``num_coarse`` samples, the full bounds), then every pixel in its band
+    (``band_coarse`` proposal samples, ``num_fine`` fine ones)."""
+    if guide_stride < 2 or camera.width < guide_stride or camera.height < guide_stride:
+        return model.render_view(camera, c2w_opengl, outputs, num_fine=num_fine, num_coarse=num_coarse,
+                                 color_samples=color_samples)
+    guide = model.render_view(camera, c2w_opengl, ("distance", "accumulation"), stride=guide_stride,
+                              num_fine=num_fine, num_coarse=num_coarse)
+    bounds = band_bounds(guide["distance"], guide["accumulation"], guide_stride, camera.width, camera.height,
+                         margin_rel, min_accumulation)
+    return model.render_view(camera, c2w_opengl, outputs, num_fine=num_fine, num_coarse=band_coarse,
+                             color_samples=color_samples, ray_bounds=bounds)
+
+
+__all__ = ["band_bounds", "render_view_depth_guided"]
