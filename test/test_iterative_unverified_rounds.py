@@ -136,3 +136,34 @@ def test_flow_settings_that_would_refuse_every_refined_frame_are_an_error():
     check_flow_settings(RenderingLocalizationConfig(flow_max_points=500, flow_confirm_min_inliers=0))
     check_flow_settings(RenderingLocalizationConfig(flow_max_points=500, flow_refinement_iterations=0))
     check_flow_settings(RenderingLocalizationConfig())
+
+
+class FromPrior(Confirming):
+    """Confirming, recording the pose each refinement starts from."""
+
+    def refine(self, image_rgb, camera, query, best, result, clock):
+        self.refined_from = best[0].w2c_opencv
+        return super().refine(image_rgb, camera, query, best, result, clock)
+
+
+def test_when_no_round_starts_the_flow_may_still_confirm_a_pose_from_the_prior_itself():
+    reloc = FromPrior([5], [(1500, 0.01)], max_iterations=2, max_unverified_iterations=2)  # 5 of 200: round 1 fails
+    r = reloc.localize(IMAGE, CAM, PRIOR)
+    assert np.array_equal(reloc.refined_from, PRIOR.w2c_opencv)
+    assert r.success and r.verified_by == "refinement" and r.reason == ""
+    assert [h.stage for h in r.history] == ["match", "flow"] and np.allclose(r.w2c_opencv, camera_at(0.01))
+    # the matching rounds' floor (2 deg, not 0.16): only the flow vouches for this pose
+    assert np.degrees(np.sqrt(r.covariance[3, 3])) >= 2.0
+
+
+@pytest.mark.parametrize("flow, refine_from_prior, why", [
+    ([], True, "the flow refinement accepted no round"),
+    ([(655, 0.01)], True, "655 inliers < flow_confirm_min_inliers"),
+    ([(1500, 0.01)], False, ""),  # off: no refinement at all
+])
+def test_a_pose_from_the_prior_needs_the_flow_verdict(flow, refine_from_prior, why):
+    reloc = FromPrior([5], flow, max_iterations=2, max_unverified_iterations=2, refine_from_prior=refine_from_prior)
+    r = reloc.localize(IMAGE, CAM, PRIOR)
+    assert not r.success and r.w2c_opencv is None and r.verified_by == ""
+    assert r.reason.startswith("iteration 1: PnP failed") and why in r.reason
+    assert hasattr(reloc, "refined_from") == refine_from_prior

@@ -101,3 +101,14 @@ def test_the_refine_stage_is_timed_once():
     assert 200 <= r.latency_ms["refine"] <= wall_ms
     assert r.total_latency_ms <= wall_ms
 
+
+
+@pytest.mark.parametrize("unsettled, rounds", [(0, 1), (4, 2)])
+def test_rounds_go_on_past_the_budget_only_while_the_pose_still_moves(unsettled, rounds):
+    start = w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0))  # 20 cm off: round 1 moves > 1% of the extent
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=1, flow_unsettled_iterations=unsettled,
+                                     converged_translation_rel=0.0, converged_rotation_deg=0.0)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    refine_by_flow(BoxMap(), QUERY, CAM, estimate(start), result, lc, EXTENT)
+    assert len(result.history) == rounds and result.history[0].pose_update_m > 0.1
+    assert result.history[-1].pose_update_m < 0.1 or unsettled == 0  # it stopped once settled

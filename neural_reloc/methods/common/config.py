@@ -39,6 +39,12 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "rounds go on from the last estimate, as the last of max_iterations does, up to this many in all; a frame "
         "verified by then stops at max_iterations as before. max_iterations or less: off.", range=(1, 100),
     )
+    refine_from_prior: bool = setting(
+        True, "When the first round fails from every hypothesis, a method whose refinement can confirm a pose "
+        "(the flow refinement's verdict, flow_confirm_min_inliers) refines from the best hypothesis itself; the "
+        "pose counts only if that verdict confirms it (and keeps the matching rounds' covariance floor). The flow "
+        "converges from 1-2 m off where descriptor rounds do not start (NOTES.md).",
+    )
     converged_translation_rel: float = setting(
         0.001, "Stop iterating when the pose moved less than this fraction of the scene extent (and rotated "
         "less than converged_rotation_deg).", range=(0.0, 1e9),
@@ -183,6 +189,11 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     )
     flow_confirm_max_update_deg: float = setting(
         1.5, "The rotation half of flow_confirm_max_update_rel (degrees).", range=(0.0, 180.0),
+    )
+    flow_unsettled_iterations: int = setting(
+        6, "While the flow's last round has not settled (it moved more than flow_confirm_max_update_rel / _deg), "
+        "rounds go on past flow_refinement_iterations, up to this many in all: a start far off converges in a few "
+        "more (1.49 -> 0.87 -> 0.17 -> 0.04 m). flow_refinement_iterations or less: off.", range=(0, 100),
     )
     flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
     photometric_steps: int = setting(

@@ -260,6 +260,10 @@ class IterativeRelocalizer(Relocalizer):
                 + (f"; {result.reason}" if failed_round else "")
             )
         can_confirm = self.refinement_can_confirm()
+        if best is None and can_confirm and lc.refine_from_prior:
+            # No round started: the refinement may still converge from the hypothesis itself,
+            # and only its own verdict can make that a pose.
+            best = (PnPResult(True, result.prior.w2c_opencv, np.zeros(0, bool), 0, float("nan")), 0)
         # An unverified estimate is refined only when the refinement's own evidence may
         # confirm it, and not after a round from it failed (evidence against it).
         if best is not None and (verified or (can_confirm and not failed_round)):

@@ -137,7 +137,10 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
     cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
     query = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
     rendered = None
-    for _ in range(lc.flow_refinement_iterations):
+    last = None  # the last accepted round's record
+    for k in range(max(lc.flow_refinement_iterations, lc.flow_unsettled_iterations)):
+        if k >= lc.flow_refinement_iterations and (last is None or flow_settled(last, lc, extent)):
+            break  # rounds past flow_refinement_iterations only while the pose still moves
         w2c_opencv = best[0].w2c_opencv
         if _within_warp_reach(w2c_opencv, rendered, lc, extent):
             view = warp_rendered_view(rendered, w2c_opencv)
@@ -163,11 +166,19 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
             break
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
-        result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow"))
+        last = IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow")
+        result.history.append(last)
         best = (pnp, n)
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
             break
     return best
+
+
+def flow_settled(record: IterationRecord, lc, extent: float) -> bool:
+    """Whether a flow round moved the pose by at most ``flow_confirm_max_update_rel`` of
+    the scene extent and ``flow_confirm_max_update_deg``."""
+    return (record.pose_update_m <= lc.flow_confirm_max_update_rel * extent
+            and record.pose_update_deg <= lc.flow_confirm_max_update_deg)
 
 
 def check_flow_settings(lc) -> None:
@@ -220,7 +231,7 @@ class FlowRefinement:
             return (f"the flow refinement's last round had {last.num_inliers} inliers "
                     f"< flow_confirm_min_inliers={lc.flow_confirm_min_inliers}")
         max_m = lc.flow_confirm_max_update_rel * self.extent
-        if not (last.pose_update_m <= max_m and last.pose_update_deg <= lc.flow_confirm_max_update_deg):
+        if not flow_settled(last, lc, self.extent):
             return (f"the flow refinement had not settled: its last round moved {last.pose_update_m:.3f} m / "
                     f"{last.pose_update_deg:.2f} deg (flow_confirm_max_update_rel={lc.flow_confirm_max_update_rel}, "
                     f"{max_m:.3f} m here; flow_confirm_max_update_deg={lc.flow_confirm_max_update_deg})")
