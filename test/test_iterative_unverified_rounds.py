@@ -167,3 +167,31 @@ def test_a_pose_from_the_prior_needs_the_flow_verdict(flow, refine_from_prior, w
     assert not r.success and r.w2c_opencv is None and r.verified_by == ""
     assert r.reason.startswith("iteration 1: PnP failed") and why in r.reason
     assert hasattr(reloc, "refined_from") == refine_from_prior
+
+
+ODOMETRY = PosePrior(camera_at(0.1), source="odometry")
+
+
+def test_an_odometry_prior_goes_straight_to_the_flow_and_its_verdict():
+    reloc = FromPrior([150], [(1500, 0.01)], max_iterations=2, max_unverified_iterations=2)
+    r = reloc.localize(IMAGE, CAM, ODOMETRY)
+    assert r.success and r.verified_by == "refinement" and reloc.rounds == []  # no matching round ran
+    assert np.array_equal(reloc.refined_from, ODOMETRY.w2c_opencv)
+    assert [h.stage for h in r.history] == ["flow"] and np.allclose(r.w2c_opencv, camera_at(0.01))
+
+
+def test_a_refused_refinement_first_falls_back_to_the_full_pipeline():
+    prior = PosePrior(camera_at(0.1), source="odometry")
+    reloc = FromPrior([150], [(655, 0.01)], max_iterations=2, max_unverified_iterations=2)
+    r = reloc.localize(IMAGE, CAM, prior)
+    assert reloc.rounds == [0, 1] and "655 inliers" in r.prior.detail["refinement_first"]
+    assert [h.stage for h in r.history] == ["match", "match", "flow"]  # the attempt's records are gone
+    assert not r.success  # here the flow after the rounds contradicts the verified pose as well
+
+
+@pytest.mark.parametrize("source, setting", [("given", "odometry"), ("odometry", "")])
+def test_other_priors_or_the_setting_off_run_the_matching_rounds(source, setting):
+    reloc = FromPrior([150], [(1500, 0.01)], max_iterations=2, max_unverified_iterations=2,
+                      flow_first_prior_source=setting)
+    r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(0.1), source=source))
+    assert r.success and r.verified_by == "match" and reloc.rounds == [0, 1]

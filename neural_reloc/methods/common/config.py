@@ -45,6 +45,13 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "pose counts only if that verdict confirms it (and keeps the matching rounds' covariance floor). The flow "
         "converges from 1-2 m off where descriptor rounds do not start (NOTES.md).",
     )
+    flow_first_prior_source: str = setting(
+        "odometry", "A prior of this source (odometry: the last fix carried by odometry while tracking) goes "
+        "straight to the refinement (the flow refinement from the prior itself, no feature extraction or matching "
+        "rounds), for a method whose refinement can confirm a pose; its verdict (flow_confirm_min_inliers, settled) "
+        "decides, and a frame it refuses gets the full pipeline from the same prior. Such a pose keeps the matching "
+        "rounds' covariance floor, as any pose only the refinement confirmed. Empty: off.",
+    )
     converged_translation_rel: float = setting(
         0.001, "Stop iterating when the pose moved less than this fraction of the scene extent (and rotated "
         "less than converged_rotation_deg).", range=(0.0, 1e9),

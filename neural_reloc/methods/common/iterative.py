@@ -196,6 +196,10 @@ class IterativeRelocalizer(Relocalizer):
         clock = StageClock(self.device)
         image_rgb = check_query(image_rgb, camera)
         result = LocalizationResult(success=False, method=self.method, prior=prior)
+        if prior is not None and prior.source and prior.source == lc.flow_first_prior_source and self.refinement_can_confirm():
+            done = self._refinement_first(image_rgb, camera, result, clock)
+            if done is not None:
+                return done
         query = self.prepare_query(image_rgb, camera, clock)
         if prior is None:
             try:
@@ -287,6 +291,26 @@ class IterativeRelocalizer(Relocalizer):
             w, h = pnp.image_size
             result.inlier_uv = pnp.inlier_uv * np.array([camera.width / w, camera.height / h])
         return result
+
+    def _refinement_first(self, image_rgb: np.ndarray, camera: Camera, result: LocalizationResult,
+                          clock: StageClock) -> LocalizationResult | None:
+        """The refinement straight from ``result.prior`` (``flow_first_prior_source``): the
+        finished result when its verdict confirms the pose, else None (and ``result`` as it
+        was, the attempt noted in the prior's detail) for the full pipeline. The refinement
+        gets no query (no features were extracted): only refinements that render and
+        compare images (:class:`~.refinement.FlowRefinement`) can confirm a pose."""
+        start = (PnPResult(True, result.prior.w2c_opencv, np.zeros(0, bool), 0, float("nan")), 0)
+        with clock.stage("refine"):
+            best = self.refine(image_rgb, camera, None, start, result, clock)
+        why = self.refinement_confirms(result.history, verified=False)
+        if not why:  # finished on a copy: an implausible pose also leaves ``result`` to the full pipeline
+            done = self._finish(replace(result, history=list(result.history)), best, clock, False, "refinement")
+            if done.success:
+                return done
+            why = done.reason
+        result.prior.detail["refinement_first"] = why
+        result.history.clear()
+        return None
 
     def _finish(self, result: LocalizationResult, best: tuple[PnPResult, int] | None, clock: StageClock,
                 refined: bool = False, verified_by: str = "") -> LocalizationResult:
