@@ -40,12 +40,14 @@ def test_pixels_next_to_a_transparent_block_keep_the_scene_bounds():
     coarse = np.full((30, 40), 3.0, np.float32)
     acc = np.ones_like(coarse)
     acc[10, 20] = 0.1
+    acc[25, 5] = 0.7  # opaque enough for min_accumulation, but maybe two surfaces mixed
     near, far = band_bounds(coarse, acc, 4, 161, 122, 0.1, 0.5)  # sizes not multiples of the stride
     near, far = near.reshape(122, 161), far.reshape(122, 161)
     assert near[44, 84] == 0 and np.isinf(far[44, 84])  # block (11, 21): next to (10, 20)
     assert near[36, 76] == 0 and np.isinf(far[36, 76])  # block (9, 19)
     assert near[52, 92] == pytest.approx(2.7) and far[52, 92] == pytest.approx(3.3)  # block (13, 23)
     assert far[121, 160] == pytest.approx(3.3)  # the last row / column use the last block
+    assert near[100, 20] == 0 and np.isinf(far[100, 20])  # block (25, 5)
 
 
 def test_sampler_stays_in_the_band_and_falls_back_where_it_misses_the_scene():

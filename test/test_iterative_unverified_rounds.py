@@ -195,3 +195,32 @@ def test_other_priors_or_the_setting_off_run_the_matching_rounds(source, setting
                       flow_first_prior_source=setting)
     r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(0.1), source=source))
     assert r.success and r.verified_by == "match" and reloc.rounds == [0, 1]
+
+
+class FromPriorWithSupport(FromPrior):
+    """FromPrior whose refined pose has inliers drawn in a half-size camera, 5 m deep; counts its calls."""
+
+    calls = 0
+
+    def refine(self, image_rgb, camera, query, best, result, clock):
+        self.calls += 1
+        pnp, n = super().refine(image_rgb, camera, query, best, result, clock)
+        if not self.flow:
+            return pnp, n
+        return replace(pnp, inlier_uv=np.array([[10.0, 20.0]]), image_size=(CAM.width // 2, CAM.height // 2),
+                       median_inlier_depth=5.0), n
+
+
+def test_a_refinement_first_pose_has_its_inliers_and_the_refined_floor():
+    reloc = FromPriorWithSupport([150], [(1500, 0.01)], max_iterations=2, max_unverified_iterations=2)
+    r = reloc.localize(IMAGE, CAM, ODOMETRY)
+    assert r.success and reloc.rounds == [] and np.allclose(r.inlier_uv, [[20.0, 40.0]])
+    assert np.sqrt(r.covariance[0, 0]) == pytest.approx(0.0035 * 5.0)  # the odometry prior and the flow agree
+    assert np.degrees(np.sqrt(r.covariance[3, 3])) == pytest.approx(0.16)
+
+
+def test_a_refused_refinement_first_is_not_repeated_when_no_round_starts():
+    reloc = FromPriorWithSupport([5], [(655, 0.01)], max_iterations=2, max_unverified_iterations=2)
+    r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(0.1), source="odometry"))
+    assert not r.success and reloc.calls == 1 and reloc.rounds == [0]
+    assert r.reason.startswith("iteration 1: PnP failed") and "655 inliers" in r.prior.detail["refinement_first"]

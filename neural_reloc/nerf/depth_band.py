@@ -8,8 +8,9 @@ render at every ``stride``-th pixel block finds it for all of them: each pixel's
 is the smallest to largest distance of the 3x3 blocks around its own, widened by
 ``margin_rel``, and the full render places its proposal samples there only (fewer of
 them, each a shorter interval: the fine samples land as close to the surface or closer).
-Where any of those blocks is not opaque (a miss, the edge of the map) the pixel keeps
-the scene's full bounds. A surface thinner than a block that none of the coarse rays
+Where any of those blocks is not opaque (a miss, the edge of the map, or two surfaces
+mixed in one block: its distance may lie between them) the pixel keeps the scene's full
+bounds. A surface thinner than a block that none of the coarse rays
 hit (a chair leg in front of a wall) is missed by the pixels around it: the render
 there shows what is behind it. Distances are along the ray (``distance``), in metres.
 """
@@ -24,6 +25,9 @@ from ..geometry.camera import Camera
 
 #: Blocks around a pixel's own whose distances bound its band (3x3).
 NEIGHBOURHOOD = 3
+#: A block less opaque than this may mix two surfaces (its distance is their opacity-
+#: weighted mean, possibly between them): its pixels' neighbours keep the scene's bounds.
+GUIDE_MIN_OPACITY = 0.9
 
 
 def band_bounds(
@@ -32,10 +36,12 @@ def band_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel (near, far) of a ``width`` x ``height`` view, row-major (H*W,), from a
     render of its ``stride``-blocks' centres (``distance`` and ``accumulation``, (h, w)
-    with h = height // stride, w = width // stride). Pixels next to a block that is not
-    opaque get (0, inf): the scene's bounds."""
+    with h = height // stride, w = width // stride). Pixels next to a block less opaque
+    than ``min_accumulation`` (and :data:`GUIDE_MIN_OPACITY`) get (0, inf): the scene's
+    bounds."""
     d = torch.from_numpy(np.ascontiguousarray(distance, dtype=np.float32))[None, None]
-    unknown = torch.from_numpy(~(np.asarray(accumulation) >= min_accumulation)).float()[None, None]
+    opaque = np.asarray(accumulation) >= max(min_accumulation, GUIDE_MIN_OPACITY)
+    unknown = torch.from_numpy(~opaque).float()[None, None]
     pad = NEIGHBOURHOOD // 2
     d_max = F.max_pool2d(d, NEIGHBOURHOOD, stride=1, padding=pad)
     d_min = -F.max_pool2d(-d, NEIGHBOURHOOD, stride=1, padding=pad)

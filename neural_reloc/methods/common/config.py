@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ...config_fields import setting
 from ...geometry.pnp import PnPConfig
+from ..base import PRIOR_SOURCES
 
 _COUNT = (0, 1_000_000)
 
@@ -49,8 +50,8 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "odometry", "A prior of this source (odometry: the last fix carried by odometry while tracking) goes "
         "straight to the refinement (the flow refinement from the prior itself, no feature extraction or matching "
         "rounds), for a method whose refinement can confirm a pose; its verdict (flow_confirm_min_inliers, settled) "
-        "decides, and a frame it refuses gets the full pipeline from the same prior. Such a pose keeps the matching "
-        "rounds' covariance floor, as any pose only the refinement confirmed. Empty: off.",
+        "decides, and a frame it refuses gets the full pipeline from the same prior. A confirmed pose gets the "
+        "refined covariance floor (the prior and the flow agree). Empty: off.", choices=("",) + PRIOR_SOURCES,
     )
     converged_translation_rel: float = setting(
         0.001, "Stop iterating when the pose moved less than this fraction of the scene extent (and rotated "
@@ -149,7 +150,7 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     )
     flow_render_band_margin_rel: float = setting(
         0.1, "The band of a depth-guided render: the nearest to the farthest distance of the 3x3 blocks around a "
-        "pixel's own, widened by this fraction.", range=(0.0, 10.0),
+        "pixel's own, widened by this fraction.", range=(0.01, 10.0),
     )
     flow_render_band_coarse_samples: int = setting(
         16, "Proposal samples per ray within the band of a depth-guided render.", range=(1, 4096),

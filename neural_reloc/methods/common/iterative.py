@@ -264,7 +264,7 @@ class IterativeRelocalizer(Relocalizer):
                 + (f"; {result.reason}" if failed_round else "")
             )
         can_confirm = self.refinement_can_confirm()
-        if best is None and can_confirm and lc.refine_from_prior:
+        if best is None and can_confirm and lc.refine_from_prior and "refinement_first" not in result.prior.detail:
             # No round started: the refinement may still converge from the hypothesis itself,
             # and only its own verdict can make that a pose.
             best = (PnPResult(True, result.prior.w2c_opencv, np.zeros(0, bool), 0, float("nan")), 0)
@@ -286,26 +286,35 @@ class IterativeRelocalizer(Relocalizer):
             best = None
         # A pose only the refinement confirmed keeps the matching rounds' covariance floor.
         result = self._finish(result, best, clock, refined and verified, verified_by)
-        pnp = best[0] if best is not None else None
-        if result.success and pnp.inlier_uv is not None:  # in the query's pixels (PnP may run on a resized camera)
+        if result.success:
+            self._set_inlier_uv(result, best[0], camera)
+        return result
+
+    @staticmethod
+    def _set_inlier_uv(result: LocalizationResult, pnp: PnPResult, camera: Camera) -> None:
+        """The pose's inliers in the query's pixels (PnP may run on a resized camera)."""
+        if pnp.inlier_uv is not None:
             w, h = pnp.image_size
             result.inlier_uv = pnp.inlier_uv * np.array([camera.width / w, camera.height / h])
-        return result
 
     def _refinement_first(self, image_rgb: np.ndarray, camera: Camera, result: LocalizationResult,
                           clock: StageClock) -> LocalizationResult | None:
         """The refinement straight from ``result.prior`` (``flow_first_prior_source``): the
         finished result when its verdict confirms the pose, else None (and ``result`` as it
-        was, the attempt noted in the prior's detail) for the full pipeline. The refinement
-        gets no query (no features were extracted): only refinements that render and
-        compare images (:class:`~.refinement.FlowRefinement`) can confirm a pose."""
+        was, the attempt noted in the prior's detail; the full pipeline then does not repeat
+        it through ``refine_from_prior``). The refinement gets no query (no features were
+        extracted): only refinements that render and compare images
+        (:class:`~.refinement.FlowRefinement`) can confirm a pose. A confirmed pose gets the
+        refined covariance floor: the flow converged, from an odometry prediction it agrees
+        with (two witnesses, as a matching round and the flow are)."""
         start = (PnPResult(True, result.prior.w2c_opencv, np.zeros(0, bool), 0, float("nan")), 0)
         with clock.stage("refine"):
             best = self.refine(image_rgb, camera, None, start, result, clock)
         why = self.refinement_confirms(result.history, verified=False)
         if not why:  # finished on a copy: an implausible pose also leaves ``result`` to the full pipeline
-            done = self._finish(replace(result, history=list(result.history)), best, clock, False, "refinement")
+            done = self._finish(replace(result, history=list(result.history)), best, clock, True, "refinement")
             if done.success:
+                self._set_inlier_uv(done, best[0], camera)
                 return done
             why = done.reason
         result.prior.detail["refinement_first"] = why
