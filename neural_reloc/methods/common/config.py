@@ -118,7 +118,7 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "localization; 0: the map's sampler.num_coarse.", range=(0, 4096),
     )
     render_head_samples: int = setting(
-        4, "Heads (descriptors, colour of the flow refinement) run at the k heaviest fine samples per ray "
+        4, "Heads (descriptors; the photometric refinement's colour) run at the k heaviest fine samples per ray "
         "(weights rescaled to the ray's opacity); 0: at every sample.", range=(0, 1024),
     )
     min_accumulation: float = setting(
@@ -141,6 +141,10 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_render_coarse_samples: int = setting(
         64, "Coarse proposal samples per ray of the flow refinement's render (0: the map's sampler.num_coarse).",
         range=(0, 4096),
+    )
+    flow_render_color_samples: int = setting(
+        4, "The colour of the flow refinement's render comes from the k heaviest fine samples per ray (weights "
+        "rescaled to the ray's opacity); 0: every sample.", range=(0, 1024),
     )
     flow_render_guide_stride: int = setting(
         4, "Depth-guided flow render (nerf/depth_band.py): first the distances of every this-th pixel block "

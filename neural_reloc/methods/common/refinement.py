@@ -150,7 +150,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
                 guide_stride=lc.flow_render_guide_stride, margin_rel=lc.flow_render_band_margin_rel,
                 band_coarse=lc.flow_render_band_coarse_samples, min_accumulation=lc.min_accumulation,
                 num_fine=lc.flow_render_samples, num_coarse=lc.flow_render_coarse_samples or None,
-                color_samples=lc.render_head_samples or None,
+                color_samples=lc.flow_render_color_samples or None,
             )
             view = rendered = RenderedView(
                 cam_r, w2c_opencv, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation
