@@ -62,6 +62,13 @@ def beyond_prior_covariance(w2c_opencv: np.ndarray, prior: PosePrior, limit: flo
     return sigmas if sigmas is not None and sigmas > limit else None
 
 
+def start_at(w2c_opencv: np.ndarray) -> tuple[PnPResult, int]:
+    """A (PnP result, matches) estimate that is only a starting pose (no inliers, no
+    matches), for a refinement run from a prior; it never reaches a result on its own:
+    only a refinement whose verdict confirms its own records makes a pose of it."""
+    return PnPResult(True, w2c_opencv, np.zeros(0, bool), 0, float("nan")), 0
+
+
 class StageClock:
     """Per-stage wall-clock milliseconds, summed over a frame; each reading waits for
     the device's queued work, so a stage's time is its own."""
@@ -196,7 +203,8 @@ class IterativeRelocalizer(Relocalizer):
         clock = StageClock(self.device)
         image_rgb = check_query(image_rgb, camera)
         result = LocalizationResult(success=False, method=self.method, prior=prior)
-        if prior is not None and prior.source and prior.source == lc.flow_first_prior_source and self.refinement_can_confirm():
+        can_confirm = self.refinement_can_confirm()
+        if prior is not None and prior.source == lc.flow_first_prior_source and can_confirm:
             done = self._refinement_first(image_rgb, camera, result, clock)
             if done is not None:
                 return done
@@ -263,11 +271,10 @@ class IterativeRelocalizer(Relocalizer):
                 f"(last: {last.num_inliers} inliers of {last.num_matches} matches)"
                 + (f"; {result.reason}" if failed_round else "")
             )
-        can_confirm = self.refinement_can_confirm()
         if best is None and can_confirm and lc.refine_from_prior and "refinement_first" not in result.prior.detail:
             # No round started: the refinement may still converge from the hypothesis itself,
             # and only its own verdict can make that a pose.
-            best = (PnPResult(True, result.prior.w2c_opencv, np.zeros(0, bool), 0, float("nan")), 0)
+            best = start_at(result.prior.w2c_opencv)
         # An unverified estimate is refined only when the refinement's own evidence may
         # confirm it, and not after a round from it failed (evidence against it).
         if best is not None and (verified or (can_confirm and not failed_round)):
@@ -307,9 +314,8 @@ class IterativeRelocalizer(Relocalizer):
         (:class:`~.refinement.FlowRefinement`) can confirm a pose. A confirmed pose gets the
         refined covariance floor: the flow converged, from an odometry prediction it agrees
         with (two witnesses, as a matching round and the flow are)."""
-        start = (PnPResult(True, result.prior.w2c_opencv, np.zeros(0, bool), 0, float("nan")), 0)
         with clock.stage("refine"):
-            best = self.refine(image_rgb, camera, None, start, result, clock)
+            best = self.refine(image_rgb, camera, None, start_at(result.prior.w2c_opencv), result, clock)
         why = self.refinement_confirms(result.history, verified=False)
         if not why:  # finished on a copy: an implausible pose also leaves ``result`` to the full pipeline
             done = self._finish(replace(result, history=list(result.history)), best, clock, True, "refinement")
