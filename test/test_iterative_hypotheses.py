@@ -52,3 +52,28 @@ def test_later_hypotheses_get_the_budget_to_beat_the_best_so_far(monkeypatch):
         ransac_iterations(max(inliers[:2]) + 1, 200, cfg),
     ]
     assert np.allclose(r.w2c_opencv, TRUE, atol=1e-6)
+
+
+def test_a_first_round_at_the_accept_ratio_ends_the_search_over_hypotheses(monkeypatch):
+    rounds = []
+    real = iterative.pnp_ransac
+
+    def spy(uv, points, camera, cfg):
+        rounds.append(len(uv))
+        return real(uv, points, camera, cfg)
+
+    monkeypatch.setattr(iterative, "pnp_ransac", spy)
+    # 0.1 gives 30% inliers, 0.2 75%: at 0.5 the second ends the search, the third is not tried
+    reloc = Hypotheses(min_inlier_ratio=0.1, start_min_inlier_ratio=0.05, hypothesis_accept_inlier_ratio=0.5)
+    r = reloc.localize(IMAGE, CAM, None)
+    assert r.success and r.prior.detail["reference"] == "0.2"
+    assert len(rounds) == 2
+    listed = r.prior.detail["hypotheses"]
+    assert [h["reference"] for h in listed] == ["0.1", "0.2", "0.3"]
+    assert [h.get("not_tried", False) for h in listed] == [False, False, True]
+    assert np.allclose(r.w2c_opencv, TRUE, atol=1e-6)
+    # at 0.25 the first one already does
+    r = Hypotheses(min_inlier_ratio=0.1, start_min_inlier_ratio=0.05, hypothesis_accept_inlier_ratio=0.25).localize(
+        IMAGE, CAM, None)
+    assert r.success and r.prior.detail["reference"] == "0.1"
+    assert [h.get("not_tried", False) for h in r.prior.detail["hypotheses"]] == [False, True, True]

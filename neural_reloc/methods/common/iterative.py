@@ -194,6 +194,13 @@ class IterativeRelocalizer(Relocalizer):
     def _confident(self, pnp: PnPResult) -> bool:
         return pnp.num_inliers >= self.loc.min_inliers and pnp.inlier_ratio >= self.loc.min_inlier_ratio
 
+    def _accepts_hypothesis(self, pnp: PnPResult | None) -> bool:
+        """Whether a hypothesis's first round ends the search over the others
+        (``hypothesis_accept_inlier_ratio``)."""
+        lc = self.loc
+        return (lc.hypothesis_accept_inlier_ratio > 0 and pnp is not None and self._confident(pnp)
+                and pnp.inlier_ratio >= lc.hypothesis_accept_inlier_ratio)
+
     def _converged(self, rec: IterationRecord) -> bool:
         lc = self.loc
         return rec.pose_update_m < lc.converged_translation_rel * self.extent and rec.pose_update_deg < lc.converged_rotation_deg
@@ -225,6 +232,8 @@ class IterativeRelocalizer(Relocalizer):
         for h in hypotheses:
             bounds.append(max((p.num_inliers for p, _, _ in first if p is not None), default=0))
             first.append(self._round(query, h.w2c_opencv, 0, clock, bounds[-1]))
+            if self._accepts_hypothesis(first[-1][0]):
+                break  # the later hypotheses are not tried (see hypothesis_accept_inlier_ratio)
         ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
         win = max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0
         result.prior = hypotheses[win]
@@ -235,7 +244,7 @@ class IterativeRelocalizer(Relocalizer):
                 {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches,
                  "must_beat": b}
                 for h, (_, rec, _), b in zip(hypotheses, first, bounds)
-            ]
+            ] + [{"reference": h.detail.get("reference"), "not_tried": True} for h in hypotheses[len(first):]]
         pnp, rec, why = first[win]
         result.history.append(rec)
         best = None

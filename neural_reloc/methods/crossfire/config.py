@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as default
 
-from ...config_fields import setting
+from ...config_fields import setting, with_default
 from ...device import PRECISIONS
 from ...geometry.pnp import PnPConfig
 from ..common.config import RenderingLocalizationConfig
@@ -118,6 +118,9 @@ _PNP_IN_CELLS = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
 @dataclass
 class LocalizationConfig(RenderingLocalizationConfig):
     """CROSSFIRE's localization settings (measurements behind the defaults: NOTES.md)."""
+
+    hypothesis_accept_inlier_ratio: float = with_default(
+        RenderingLocalizationConfig, "hypothesis_accept_inlier_ratio", 0.1)
 
     match_long_side: int = setting(
         160, "Long side of the matching resolution of rendered and extracted descriptor maps; the query image "
