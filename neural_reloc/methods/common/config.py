@@ -44,9 +44,9 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         0.0, "With several retrieval hypotheses (retrieval_top_k), their first rounds run best-retrieved first and "
         "stop at one that reaches min_inliers and this inlier ratio (and min_inlier_ratio): the rest would cost a "
         "render, matching and PnP each. Safe where retrieval ranks its hypotheses by a verification (CROSSFIRE's "
-        "keyframe PnP: the same frames localized, p50 -70 to -80 ms on rooms 1-3); where it ranks by global "
-        "descriptor alone (NeRFMatch) a first wrong hypothesis can end the search (NOTES.md). 0: every hypothesis "
-        "gets its first round and the one with the most inliers goes on.", range=(0.0, 1.0),
+        "keyframe PnP: the same frames localized on rooms 1-3, p50 -70 to -95 ms on five of their six sets); where "
+        "it ranks by global descriptor alone (NeRFMatch) a first wrong hypothesis can end the search (NOTES.md). 0: "
+        "every hypothesis gets its first round and the one with the most inliers goes on.", range=(0.0, 1.0),
     )
     refine_from_prior: bool = setting(
         True, "When the first round fails from every hypothesis, a method whose refinement can confirm a pose "

@@ -3,7 +3,8 @@
 :class:`IterativeRelocalizer` does what does not depend on how 2D-3D correspondences
 are found: input checks, stage clocks, hypotheses (the given prior, or the method's
 own retrieval), the first round from every hypothesis (the one with the most inliers
-goes on; a first round at ``hypothesis_accept_inlier_ratio`` ends the search), further rounds from the last estimate until ``max_iterations`` (``max_unverified_iterations``
+goes on; a first round at ``hypothesis_accept_inlier_ratio`` ends the search), further
+rounds from the last estimate until ``max_iterations`` (``max_unverified_iterations``
 while no round is confident) or convergence, minimum counts, the confidence gate (success needs one round at
 ``min_inlier_ratio``; ``start_min_inlier_ratio`` is enough to go on, and the
 refinement's own evidence may confirm such a frame: :meth:`~IterativeRelocalizer.refinement_confirms`),
