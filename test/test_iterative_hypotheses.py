@@ -1,5 +1,6 @@
-"""Several retrieval hypotheses: every one gets a first round, the one with the most
-inliers (the first of equals) goes on, and a later one's RANSAC only gets the budget
+"""Several retrieval hypotheses: every one gets a first round (until one is accepted
+outright: hypothesis_accept_inlier_ratio), the one with the most inliers (the first of
+equals; else the accepted one) goes on, and a later one's RANSAC only gets the budget
 that beating the best so far needs."""
 
 from __future__ import annotations
@@ -77,3 +78,42 @@ def test_a_first_round_at_the_accept_ratio_ends_the_search_over_hypotheses(monke
         IMAGE, CAM, None)
     assert r.success and r.prior.detail["reference"] == "0.1"
     assert [h.get("not_tried", False) for h in r.prior.detail["hypotheses"]] == [False, True, True]
+
+
+class MoreMatchesFirst(Exact):
+    """Hypothesis 0.1 gives 400 correspondences with 36 correct (9%: not verified), 0.2
+    gives 200 with 30 correct (15%)."""
+
+    def retrieval_hypotheses(self, image_rgb, camera, query):
+        return [PosePrior(camera_at(x), source="retrieval", detail={"reference": str(x)}) for x in (0.1, 0.2)]
+
+    def correspondences(self, query, w2c_opencv, round_index, clock):
+        x = round(-w2c_opencv[0, 3], 3)
+        n, good = (400, 36) if x == 0.1 else (200, 30)
+        rng = np.random.default_rng(n)
+        points = rng.uniform([-3, -2, 4], [3, 2, 8], size=(n, 3))
+        uv, _ = CAM.project(points @ TRUE[:3, :3].T + TRUE[:3, 3])
+        uv[good:] = rng.uniform([0, 0], [CAM.width, CAM.height], size=(n - good, 2))
+        return Correspondences(uv, points, CAM)
+
+
+def test_the_accepted_hypothesis_goes_on_even_with_fewer_inliers():
+    r = MoreMatchesFirst(min_inlier_ratio=0.1, start_min_inlier_ratio=0.05,
+                         hypothesis_accept_inlier_ratio=0.1).localize(IMAGE, CAM, None)
+    tried = r.prior.detail["hypotheses"]
+    assert tried[0]["inliers"] > tried[1]["inliers"] >= 0.1 * tried[1]["matches"], tried
+    assert r.success and r.prior.detail["reference"] == "0.2"
+    # without the early stop the most inliers win (and that round verified nothing)
+    r = MoreMatchesFirst(min_inlier_ratio=0.1, start_min_inlier_ratio=0.05).localize(IMAGE, CAM, None)
+    assert r.prior.detail["reference"] == "0.1"
+
+
+def test_crossfire_stops_at_a_verified_hypothesis_nerfmatch_does_not():
+    """CROSSFIRE ranks its hypotheses by keyframe PnP, NeRFMatch by global descriptor
+    alone: only the former may stop at the first verified one (NOTES.md)."""
+    from neural_reloc.methods.crossfire.config import LocalizationConfig as CrossfireLocalization
+    from neural_reloc.methods.nerfmatch.config import LocalizationConfig as NerfMatchLocalization
+
+    cf = CrossfireLocalization()
+    assert 0 < cf.hypothesis_accept_inlier_ratio and cf.hypothesis_accept_inlier_ratio >= cf.min_inlier_ratio
+    assert NerfMatchLocalization().hypothesis_accept_inlier_ratio == 0

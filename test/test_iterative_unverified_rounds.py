@@ -62,8 +62,9 @@ def test_a_verified_frame_stops_at_max_iterations():
 
 
 class Confirming(FlowRefinement, Rounds):
-    """Rounds whose refinement appends flow records with ``flow`` = [(inliers, update_m), ...]
-    and moves the pose 1 cm along x (so the reported pose shows it was the refined one)."""
+    """Rounds whose refinement appends flow records with ``flow`` = [(inliers, update_m[,
+    update_deg]), ...] (0.1 deg by default) and moves the pose 1 cm along x (so the
+    reported pose shows it was the refined one)."""
 
     def __init__(self, good, flow: list[tuple[int, float]], **loc):
         super().__init__(good, **loc)
@@ -72,8 +73,9 @@ class Confirming(FlowRefinement, Rounds):
 
     def refine(self, image_rgb, camera, query, best, result, clock):
         pnp = replace(best[0], w2c_opencv=camera_at(0.01))
-        for inliers, update_m in self.flow:
-            result.history.append(IterationRecord(pnp.w2c_opencv, 2000, inliers, update_m, 0.1, stage="flow"))
+        for inliers, update_m, *update_deg in self.flow:
+            result.history.append(IterationRecord(pnp.w2c_opencv, 2000, inliers, update_m, *(update_deg or [0.1]),
+                                                  stage="flow"))
         return (pnp, 2000) if self.flow else best
 
 
@@ -93,7 +95,9 @@ def test_the_flow_refinement_confirms_an_unverified_frame_with_enough_settled_in
 
 @pytest.mark.parametrize("flow, why", [
     ([(1500, 0.01), (999, 0.01)], "999 inliers < flow_confirm_min_inliers=1000"),  # the last round counts
-    ([(1500, 0.2)], "had not settled: its last round moved 0.200 m"),  # > 1% of the 10 m extent
+    ([(1500, 0.2)], "had not settled: its last round moved 0.200 m"),  # > 0.3% of the 10 m extent
+    ([(1500, 0.05)], "had not settled: its last round moved 0.050 m"),  # still converging (the 1% of old let it by)
+    ([(1500, 0.01, 1.0)], "had not settled"),  # 1 deg > 0.5 deg
     ([], "the flow refinement accepted no round"),
 ])
 def test_without_that_evidence_the_frame_stays_unsure(flow, why):

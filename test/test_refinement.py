@@ -105,7 +105,7 @@ def test_the_refine_stage_is_timed_once():
 
 @pytest.mark.parametrize("unsettled, rounds", [(0, 1), (4, 2)])
 def test_rounds_go_on_past_the_budget_only_while_the_pose_still_moves(unsettled, rounds):
-    start = w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0))  # 20 cm off: round 1 moves > 1% of the extent
+    start = w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0))  # 20 cm off: round 1 moves > 0.3% of the extent
     lc = RenderingLocalizationConfig(flow_refinement_iterations=1, flow_unsettled_iterations=unsettled,
                                      converged_translation_rel=0.0, converged_rotation_deg=0.0)
     result = LocalizationResult(success=False, method="test", prior=None)

@@ -43,7 +43,8 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
     hypothesis_accept_inlier_ratio: float = setting(
         0.0, "With several retrieval hypotheses (retrieval_top_k), their first rounds run best-retrieved first and "
         "stop at one that reaches min_inliers and this inlier ratio (and min_inlier_ratio): the rest would cost a "
-        "render, matching and PnP each. Safe where retrieval ranks its hypotheses by a verification (CROSSFIRE's "
+        "render, matching and PnP each, and the accepted one goes on (an earlier one may have more inliers at a "
+        "ratio that verified nothing). Safe where retrieval ranks its hypotheses by a verification (CROSSFIRE's "
         "keyframe PnP: the same frames localized on rooms 1-3, p50 -70 to -95 ms on five of their six sets); where "
         "it ranks by global descriptor alone (NeRFMatch) a first wrong hypothesis can end the search (NOTES.md). 0: "
         "every hypothesis gets its first round and the one with the most inliers goes on.", range=(0.0, 1.0),
@@ -253,7 +254,8 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     )
     retrieval_top_k: int = setting(
         3, "Without a prior, the best this many retrieved reference views are hypotheses: each gets a first "
-        "round and the one with the most inliers goes on (hloc's top-k; 1: a top-1 retrieval prior).",
+        "round and the one with the most inliers goes on (hloc's top-k; 1: a top-1 retrieval prior), unless a "
+        "first round is accepted outright before (hypothesis_accept_inlier_ratio): that one goes on.",
         range=(1, 1000),
     )
     retrieval_distinct_rel: float = setting(
