@@ -45,9 +45,9 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "stop at one that reaches min_inliers and this inlier ratio (and min_inlier_ratio): the rest would cost a "
         "render, matching and PnP each, and the accepted one goes on (an earlier one may have more inliers at a "
         "ratio that verified nothing). Safe where retrieval ranks its hypotheses by a verification (CROSSFIRE's "
-        "keyframe PnP: the same frames localized on rooms 1-3, p50 -70 to -95 ms on five of their six sets); where "
-        "it ranks by global descriptor alone (NeRFMatch) a first wrong hypothesis can end the search (NOTES.md). 0: "
-        "every hypothesis gets its first round and the one with the most inliers goes on.", range=(0.0, 1.0),
+        "keyframe PnP); where it ranks by global descriptor alone (NeRFMatch) a first wrong hypothesis can end "
+        "the search (measurements: NOTES.md). 0: every hypothesis gets its first round and the one with the most "
+        "inliers goes on.", range=(0.0, 1.0),
     )
     refine_from_prior: bool = setting(
         True, "When the first round fails from every hypothesis, a method whose refinement can confirm a pose "
@@ -205,10 +205,9 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_confirm_max_update_rel: float = setting(
         0.003, "With flow_confirm_min_inliers: the flow's last round must also have moved the pose by at most this "
         "fraction of the scene extent (it settled); until then rounds go on (flow_unsettled_iterations). Poses "
-        "reported 10-35 cm off had last rounds of 2.2-8.4 cm / 0.3-1.2 deg, still converging, with 1500-1900 "
-        "inliers; 93% of the frames within 5 cm moved less than 0.3% of the extent (2.8 cm in the 9.3 m rooms) and "
-        "most of the rest settle in a round or two more. 0.01 (the old value) let a frame 28 cm off through on an "
-        "unseen room (NOTES.md).", range=(0.0, 1e9),
+        "still converging from tens of centimetres off pass the inlier count, not this; 93% of the frames within "
+        "5 cm moved less than 0.3% of the extent in their last round and most of the rest settle in a round or "
+        "two more (NOTES.md).", range=(0.0, 1e9),
     )
     flow_confirm_max_update_deg: float = setting(
         0.5, "The rotation half of flow_confirm_max_update_rel (degrees; 95% of the frames within 5 cm moved less "

@@ -232,17 +232,14 @@ class IterativeRelocalizer(Relocalizer):
         # accepted outright ends the search and goes on itself: an earlier one may have
         # more inliers at a ratio that verified nothing.
         first, bounds = [], []
-        accepted = None
         for h in hypotheses:
             bounds.append(max((p.num_inliers for p, _, _ in first if p is not None), default=0))
             first.append(self._round(query, h.w2c_opencv, 0, clock, bounds[-1]))
             if self._accepts_hypothesis(first[-1][0]):
-                accepted = len(first) - 1
-                break  # the later hypotheses are not tried (see hypothesis_accept_inlier_ratio)
-        ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
-        if accepted is not None:
-            win = accepted
+                win = len(first) - 1  # the later hypotheses are not tried (hypothesis_accept_inlier_ratio)
+                break
         else:
+            ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
             win = max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0
         result.prior = hypotheses[win]
         if len(hypotheses) > 1:
