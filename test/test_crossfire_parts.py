@@ -438,3 +438,66 @@ def test_field_lr_decays_over_steps_or_over_the_time_budget():
     assert factor(100, 50.0, 100.0) == pytest.approx(0.1)  # half the budget gone at 10% of the steps
     assert factor(100, 500.0, 100.0) == pytest.approx(0.01)  # past the budget: fully decayed
     assert factor(700, 50.0, 100.0) == pytest.approx(0.01**0.7)  # steps ahead of the clock
+
+
+def _eager_trunk(trunk, x, dtype):
+    if dtype == torch.float32:
+        return trunk(x)
+    with torch.autocast("cpu", dtype=dtype):
+        return trunk(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_trunk_is_the_modules_bit_for_bit(dtype):
+    """run_trunk without autograd on the CPU (each convolution and its ReLU one oneDNN
+    call) gives what the modules give (under autocast for bfloat16): strides, dilations,
+    pooling, a convolution with no ReLU after it, both memory layouts. Bit for bit in
+    bfloat16; in float32 PyTorch may pick kernels of its own that sum in another order."""
+    from neural_reloc.methods.common.cnn_inference import fused_inference_available, run_trunk
+
+    torch.manual_seed(0)
+    trunk = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
+        nn.Conv2d(16, 8, 3, padding=1),
+    ).eval()
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        assert fused_inference_available(x) == torch.backends.mkldnn.is_available()
+        want = _eager_trunk(trunk, x, dtype)
+        got = run_trunk(trunk, x, dtype)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        trunk = trunk.to(memory_format=torch.channels_last)
+        want_cl = _eager_trunk(trunk, x_cl, dtype)
+        got_cl = run_trunk(trunk, x_cl, dtype)
+    assert got.dtype == got_cl.dtype == want.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_cl, want_cl, rtol=1e-5, atol=1e-6)
+    if dtype == torch.bfloat16:
+        assert torch.equal(got, want) and torch.equal(got_cl, want_cl)
+
+
+def test_fused_trunk_keeps_autograd_for_training():
+    """With autograd on, run_trunk runs the modules themselves: gradients reach the weights."""
+    from neural_reloc.methods.common.cnn_inference import fused_inference_available, run_trunk
+
+    trunk = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True))
+    x = torch.rand(1, 3, 8, 8)
+    assert not fused_inference_available(x)
+    run_trunk(trunk, x).sum().backward()
+    assert trunk[0].weight.grad is not None and trunk[0].weight.grad.abs().sum() > 0
+
+
+def test_feature_extractor_inference_matches_its_modules(cnn):
+    """The extractor's own forward (fused at inference) equals its modules run one by one,
+    in the channels-last layout localization runs it in."""
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(5)).contiguous(memory_format=torch.channels_last)
+    net = copy.deepcopy(cnn).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            h = _eager_trunk(net.backbone, (x - net.mean) / net.std, dtype).float()
+            want = torch.nn.functional.normalize(net.head(h), dim=1)
+            got = net(x, backbone_dtype=dtype)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+            assert dtype == torch.float32 or torch.equal(got, want)

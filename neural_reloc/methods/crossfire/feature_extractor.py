@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.cnn_inference import run_trunk
+
 if TYPE_CHECKING:  # config imports the PnP module; the network does not need it
     from .config import DescriptorConfig
 
@@ -125,7 +127,9 @@ class FeatureExtractor(nn.Module):
         as the backbone's features allow. (The first convolution in float32 as well
         lowers the p99 deviation from the float32 descriptors, 0.85 -> 0.32 deg on fox,
         but costs ~12 ms at 640x480 and measured no more accurate over 4 RANSAC seeds on
-        three maps: NOTES.md.)
+        three maps: NOTES.md.) Without autograd on the CPU each convolution and its ReLU
+        run as one oneDNN call (:func:`~neural_reloc.methods.common.cnn_inference.run_trunk`:
+        the same outputs, ~30% faster).
         """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"FeatureExtractor expects RGB (B, 3, H, W), got {tuple(image.shape)}")
@@ -136,12 +140,7 @@ class FeatureExtractor(nn.Module):
                 f"so that the output is exactly {STRIDE}x smaller; resize the camera (Camera.resized) first"
             )
         x = (image - self.mean) / self.std
-        if backbone_dtype is None or backbone_dtype == torch.float32:
-            x = self.backbone(x)
-        else:
-            with torch.autocast(x.device.type, dtype=backbone_dtype):
-                x = self.backbone(x)
-            x = x.float()
+        x = run_trunk(self.backbone, x, backbone_dtype or torch.float32).float()
         return F.normalize(self.head(x), dim=1)
 
 
