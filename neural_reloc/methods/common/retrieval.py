@@ -11,6 +11,8 @@ of a better one (:func:`distinct_hypotheses`). Poses: ``w2c_opencv``.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -98,21 +100,29 @@ class Candidate:
     w2c_opencv: np.ndarray
 
 
+def keyframe_matches(index: RetrievalIndex, row: int, blocks: torch.Tensor, camera: Camera, stride: int,
+                     min_similarity: float) -> tuple[np.ndarray, np.ndarray]:
+    """2D-3D correspondences of row ``row``'s keyframe with the query's unit descriptor
+    ``blocks`` (the ``stride`` blocks of ``camera``, row-major) by mutual nearest
+    neighbours: query pixels (N, 2) and world points (N, 3)."""
+    ia, ib, _ = mutual_nearest_neighbours(index.keyframe_descriptors[row], blocks, min_similarity)
+    uv = camera.pixel_centers(stride=stride).reshape(-1, 2)[ib.cpu().numpy()]
+    return uv, index.keyframe_points[row][ia].double().cpu().numpy()
+
+
 def verify_by_keyframe(index: RetrievalIndex, cand: Candidate, blocks: torch.Tensor, camera: Camera, stride: int,
                        min_similarity: float, min_matches: int, min_inliers: int, pnp: PnPConfig,
-                       must_beat: int = 0) -> Candidate:
-    """``cand`` scored by matching its keyframe to the query's unit descriptor ``blocks``
-    (the ``stride`` blocks of ``camera``, row-major) and PnP: with the PnP pose and its
-    inliers, or unchanged (0 inliers) when that fails. ``must_beat`` > 0: the candidate
-    matters only with more inliers than that, so RANSAC gets only the iterations that
-    finding such a pose needs (:func:`~neural_reloc.geometry.pnp.ransac_iterations`), and
-    none with no more matches than that."""
-    kd = index.keyframe_descriptors[cand.row]
-    ia, ib, _ = mutual_nearest_neighbours(kd, blocks, min_similarity)
-    if ia.numel() < min_matches or (must_beat > 0 and ia.numel() <= must_beat):
+                       must_beat: int = 0, matches: tuple[np.ndarray, np.ndarray] | None = None) -> Candidate:
+    """``cand`` scored by matching its keyframe to the query (:func:`keyframe_matches`,
+    or the given ``matches``) and PnP: with the PnP pose and its inliers, or unchanged
+    (0 inliers) when that fails. ``must_beat`` > 0: the candidate matters only with
+    more inliers than that, so RANSAC gets only the iterations that finding such a pose
+    needs (:func:`~neural_reloc.geometry.pnp.ransac_iterations`), and none with no more
+    matches than that."""
+    uv, pts = matches if matches is not None else keyframe_matches(index, cand.row, blocks, camera, stride,
+                                                                   min_similarity)
+    if len(uv) < min_matches or (must_beat > 0 and len(uv) <= must_beat):
         return cand
-    uv = camera.pixel_centers(stride=stride).reshape(-1, 2)[ib.cpu().numpy()]
-    pts = index.keyframe_points[cand.row][ia].double().cpu().numpy()
     if must_beat > 0:
         pnp = replace(pnp, max_iterations=ransac_iterations(must_beat + 1, len(uv), pnp))
     res = pnp_ransac(uv, pts, camera, pnp)
@@ -137,9 +147,14 @@ def distinct_hypotheses(candidates: list[Candidate], k: int, distinct_m: float, 
     return kept
 
 
+@functools.cache
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyframe-verify")
+
+
 def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks: torch.Tensor, camera: Camera,
                       stride: int, k: int, distinct_m: float, distinct_deg: float, min_similarity: float,
-                      min_matches: int, min_inliers: int, pnp: PnPConfig) -> list[Candidate]:
+                      min_matches: int, min_inliers: int, pnp: PnPConfig, workers: int = 1) -> list[Candidate]:
     """Every candidate verified by :func:`verify_by_keyframe`, in the given (retrieval)
     order, returned sorted by inliers (ties keep that order): what
     :func:`distinct_hypotheses` then picks from.
@@ -152,7 +167,16 @@ def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks
     candidates that bound may have cut short are verified again under the new one,
     until the pick is stable. The bound is on RANSAC's own count while the inliers
     are recounted after the final refinement, so a near-tie can still come out
-    differently from unbounded verification: rarely, not never."""
+    differently from unbounded verification: rarely, not never.
+
+    ``workers`` > 1: every candidate's matches first (:func:`keyframe_matches`, in this
+    thread: torch work from other threads would start thread teams of its own that
+    then spin beside the rendering), then their PnPs that many at a time, in threads
+    (poselib runs without Python's lock), each of a batch under the bound the batches
+    before it gave. Batches are cut in retrieval order, so the result does not depend
+    on the threads' timing; it can differ from ``workers=1`` only as the bound's cuts
+    can (a later candidate of a batch verified under a looser bound than one at a time
+    would have given it)."""
     done: list[Candidate] = []
     bounds: list[int] = []
 
@@ -160,21 +184,33 @@ def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks
         kept = distinct_hypotheses(sorted(done, key=lambda c: -c.inliers), k, distinct_m, distinct_deg)
         return kept[-1].inliers if len(kept) == k else 0
 
-    def verify(cand: Candidate, must_beat: int) -> Candidate:
-        return verify_by_keyframe(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers,
-                                  pnp, must_beat)
+    matches = {}
+    if workers > 1:
+        matches = {c.row: keyframe_matches(index, c.row, blocks, camera, stride, min_similarity) for c in candidates}
 
+    def verify(cand: Candidate, must_beat: int) -> Candidate:
+        kw = {"matches": matches[cand.row]} if cand.row in matches else {}
+        return verify_by_keyframe(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers,
+                                  pnp, must_beat, **kw)
+
+    def verify_all(batch: list[Candidate], must_beat: int) -> list[Candidate]:
+        if workers <= 1 or len(batch) <= 1:
+            return [verify(c, must_beat) for c in batch]
+        return list(_thread_pool(workers).map(lambda c: verify(c, must_beat), batch))
+
+    step = max(1, workers)
     must_beat = 0
-    for cand in candidates:
-        done.append(verify(cand, must_beat))
-        bounds.append(must_beat)
+    for start in range(0, len(candidates), step):
+        batch = candidates[start:start + step]
+        done += verify_all(batch, must_beat)
+        bounds += [must_beat] * len(batch)
         must_beat = kth_inliers()
     while True:
         cut_short = [i for i, b in enumerate(bounds) if b > must_beat and done[i].inliers <= b]
         if not cut_short:
             break
-        for i in cut_short:
-            done[i] = verify(candidates[i], must_beat)
+        for i, cand in zip(cut_short, verify_all([candidates[i] for i in cut_short], must_beat)):
+            done[i] = cand
             bounds[i] = must_beat
         must_beat = kth_inliers()
     return sorted(done, key=lambda c: -c.inliers)
@@ -190,5 +226,5 @@ def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     return out
 
 
-__all__ = ["Candidate", "RetrievalIndex", "global_descriptor", "distinct_hypotheses", "panned_c2w_opengl", "verify_by_keyframe",
-           "verify_candidates"]
+__all__ = ["Candidate", "RetrievalIndex", "global_descriptor", "distinct_hypotheses", "keyframe_matches", "panned_c2w_opengl",
+           "verify_by_keyframe", "verify_candidates"]

@@ -177,6 +177,10 @@ class LocalizationConfig(RenderingLocalizationConfig):
         "of 110 are still found 99.4% of the time. 10 000 -> 4000 took the retrieval stage from 83-120 to "
         "70-88 ms with the same frames localized on three unseen rooms; 1000 lost a frame (NOTES.md).",
     )
+    keyframe_verify_threads: int = setting(
+        2, "The shortlisted views' keyframe verifications run this many at a time, in threads (their PnP runs "
+        "in poselib, outside Python's lock); 1: one after another.", range=(1, 64),
+    )
     cnn_precision: str = setting(
         "auto", "Precision of the query CNN's 3x3 convolutions (its 1x1 head and the normalization stay "
         "float32): float32, bfloat16, or auto (bfloat16 on a CPU with native bfloat16, AMX / AVX512-BF16; "

@@ -153,6 +153,7 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
             candidates = verify_candidates(
                 self.retrieval, candidates, blocks, cam_desc, s, k, lc.retrieval_distinct_rel * self.extent,
                 lc.retrieval_distinct_deg, lc.min_similarity, lc.min_matches, lc.min_inliers, lc.keyframe_pnp,
+                workers=lc.keyframe_verify_threads,
             )
         kept = distinct_hypotheses(candidates, k, lc.retrieval_distinct_rel * self.extent, lc.retrieval_distinct_deg)
         return [
