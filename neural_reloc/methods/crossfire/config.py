@@ -112,7 +112,10 @@ class CrossfireTrainConfig:
 _CELLS = (0, 4096)
 #: RANSAC budget of a keyframe verification (see keyframe_pnp).
 KEYFRAME_RANSAC_ITERATIONS = 4000
-_PNP_IN_CELLS = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+#: The descriptor rounds stop RANSAC at the textbook count (dyn_num_trials_mult 1, not
+#: poselib's 3): each round re-matches from the last estimate, so a round's RANSAC need
+#: not be as sure as a one-shot PnP (NOTES.md).
+_PNP_IN_CELLS = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500, dyn_num_trials_mult=1.0)
 
 
 @dataclass
