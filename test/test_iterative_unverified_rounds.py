@@ -98,6 +98,8 @@ def test_the_flow_refinement_confirms_an_unverified_frame_with_enough_settled_in
     ([(1500, 0.2)], "had not settled: its last round moved 0.200 m"),  # > 0.3% of the 10 m extent
     ([(1500, 0.05)], "had not settled: its last round moved 0.050 m"),  # still converging (the 1% of old let it by)
     ([(1500, 0.01, 1.0)], "had not settled"),  # 1 deg > 0.5 deg
+    # a settled round with 1000+ inliers, but only 55% of its correspondences: the wrong place lining up
+    ([(1100, 0.01)], "1100 inliers of 2000 correspondences < flow_confirm_min_inlier_ratio=0.7"),
     ([], "the flow refinement accepted no round"),
 ])
 def test_without_that_evidence_the_frame_stays_unsure(flow, why):

@@ -202,6 +202,11 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "flow_max_points=2000, flow_refinement_long_side=160 and flow_pnp's 1 px threshold. 0: off.",
         range=(0, 10_000_000),
     )
+    flow_confirm_min_inlier_ratio: float = setting(
+        0.7, "With flow_confirm_min_inliers: the flow's last round must also have this share of its "
+        "correspondences as PnP inliers. Flow against a render of the wrong place can still line up 1000 "
+        "consistent pixels; it does so with about half of them (NOTES.md).", range=(0.0, 1.0),
+    )
     flow_confirm_max_update_rel: float = setting(
         0.003, "With flow_confirm_min_inliers: the flow's last round must also have moved the pose by at most this "
         "fraction of the scene extent (it settled); until then rounds go on (flow_unsettled_iterations). Poses "

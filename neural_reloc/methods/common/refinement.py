@@ -219,7 +219,8 @@ class FlowRefinement:
 
     def refinement_confirms(self, records: list, verified: bool) -> str:
         """"" when the flow refinement's last accepted round (of ``records``, those the
-        hook appended) has ``flow_confirm_min_inliers`` inliers and moved the pose no more
+        hook appended) has ``flow_confirm_min_inliers`` inliers, at least
+        ``flow_confirm_min_inlier_ratio`` of its correspondences, and moved the pose no more
         than ``flow_confirm_max_update_*`` (it settled), else why not. A ``verified``
         estimate the flow accepted no round for (a textureless view) stands."""
         lc = self.loc
@@ -230,6 +231,9 @@ class FlowRefinement:
         if last.num_inliers < lc.flow_confirm_min_inliers:
             return (f"the flow refinement's last round had {last.num_inliers} inliers "
                     f"< flow_confirm_min_inliers={lc.flow_confirm_min_inliers}")
+        if last.num_inliers < lc.flow_confirm_min_inlier_ratio * last.num_matches:
+            return (f"the flow refinement's last round had {last.num_inliers} inliers of {last.num_matches} "
+                    f"correspondences < flow_confirm_min_inlier_ratio={lc.flow_confirm_min_inlier_ratio}")
         max_m = lc.flow_confirm_max_update_rel * self.extent
         if not flow_settled(last, lc, self.extent):
             return (f"the flow refinement had not settled: its last round moved {last.pose_update_m:.3f} m / "
