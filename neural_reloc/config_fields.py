@@ -35,12 +35,13 @@ def setting(default: Any, description: str, *, range: tuple | None = None, choic
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
-def with_default(cls: type, name: str, default: Any) -> Any:
+def with_default(cls: type, name: str, default: Any, note: str = "") -> Any:
     """``cls``'s setting ``name`` (description, range, choices) with another default: how
-    a method's config changes a default of the base config it extends."""
+    a method's config changes a default of the base config it extends; ``note`` is
+    appended to the description (how this method applies it)."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     meta = dict(f.metadata)
-    return setting(default, meta.pop("description", ""), **{k: v for k, v in meta.items()})
+    return setting(default, meta.pop("description", "") + note, **{k: v for k, v in meta.items()})
 
 
 def setting_problems(cfg: Any, prefix: str = "") -> list[str]:

@@ -348,6 +348,7 @@ def test_add_method_trains_components_on_the_frozen_field(tmp_path):
         "train.steps=2", "train.jitter_renders=0", "train.image_long_side=64", "encoder.channels=[8,8,8]",
         "encoder.dim=8", "encoder.nerf_hidden=8", "localization.retrieval_extra_yaw_deg=[]"])
     add_method(m, "nerfmatch", data, nerfmatch, log=lambda s: None)
+    _check_nerfmatch_keyframes(m, data)
     info = describe_map(m)
     assert list(info["components"]) == ["crossfire", "nerfmatch"] and info["default_method"] == "crossfire"
     assert sha256_file(m / FIELD_FILE) == field_sha  # the field is used as it is
@@ -362,3 +363,36 @@ def test_add_method_trains_components_on_the_frozen_field(tmp_path):
     logs: list[str] = []
     add_method(m, "nerfmatch", data, nerfmatch, log=logs.append)
     assert any("nothing to do" in s for s in logs)
+
+
+def _check_nerfmatch_keyframes(m, data):
+    """NeRFMatch's retrieval index holds a keyframe per indexed view: unit (or zero)
+    projected NeRF features and 3D points at the centres of keyframe_stride x
+    keyframe_stride patch blocks of the encoder camera, so each opaque block's point
+    projects back onto its block centre from the view's pose."""
+    import numpy as np
+    import torch
+
+    from neural_reloc.map_bundle import read_map
+    from neural_reloc.map_loading import map_method_config
+    from neural_reloc.methods.nerfmatch.encoder import STRIDE
+    from neural_reloc.methods.nerfmatch.nerf_features import encoder_camera
+    from neural_reloc.methods.nerfmatch.trainer import RETRIEVAL
+
+    bundle = read_map(m)
+    cfg = map_method_config(bundle.manifest, None, method="nerfmatch")
+    state = bundle.module_state(RETRIEVAL)
+    kd, kp = state["keyframe_descriptors"].float(), state["keyframe_points"].float()
+    cam = encoder_camera(data.camera(0), cfg.train.image_long_side)
+    s = cfg.localization.keyframe_stride
+    centres = cam.pixel_centers(stride=STRIDE * s).reshape(-1, 2)
+    assert kd.shape == (len(state["descriptors"]), len(centres), cfg.encoder.dim) and kp.shape[:2] == kd.shape[:2]
+    norms = kd.norm(dim=-1)
+    opaque = norms > 0.5
+    assert torch.allclose(norms[opaque], torch.ones_like(norms[opaque]), atol=1e-2) and opaque.any()
+    for row in range(len(kd)):
+        w2c = state["w2c_opencv"][row].double().numpy()
+        pc = kp[row].double().numpy() @ w2c[:3, :3].T + w2c[:3, 3]
+        uv, _ = cam.project(pc)
+        ok = opaque[row].numpy()
+        np.testing.assert_allclose(uv[ok], centres[ok], atol=0.5)  # float16 points; a patch off would be 8 px

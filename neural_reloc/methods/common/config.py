@@ -44,10 +44,10 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         0.0, "With several retrieval hypotheses (retrieval_top_k), their first rounds run best-retrieved first and "
         "stop at one that reaches min_inliers and this inlier ratio (and min_inlier_ratio): the rest would cost a "
         "render, matching and PnP each, and the accepted one goes on (an earlier one may have more inliers at a "
-        "ratio that verified nothing). Safe where retrieval ranks its hypotheses by a verification (CROSSFIRE's "
-        "keyframe PnP); where it ranks by global descriptor alone (NeRFMatch) a first wrong hypothesis can end "
-        "the search (measurements: NOTES.md). 0: every hypothesis gets its first round and the one with the most "
-        "inliers goes on.", range=(0.0, 1.0),
+        "ratio that verified nothing). Safe where retrieval ranks its hypotheses by a verification (keyframe "
+        "PnP); where it ranks by global descriptor alone a first wrong hypothesis can end the search "
+        "(measurements: NOTES.md). 0: every hypothesis gets its first round and the one with the most inliers "
+        "goes on.", range=(0.0, 1.0),
     )
     refine_from_prior: bool = setting(
         True, "When the first round fails from every hypothesis, a method whose refinement can confirm a pose "
@@ -113,6 +113,9 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
 
 
 _PNP_1PX = PnPConfig(reprojection_threshold_px=1.0, max_ransac_points=500)
+#: RANSAC budget of a keyframe verification (a method's keyframe_pnp): most shortlisted
+#: views fail and run to it.
+KEYFRAME_RANSAC_ITERATIONS = 4000
 
 
 @dataclass
@@ -267,6 +270,16 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "to a better-ranked hypothesis is skipped (it would give the same first round).", range=(0.0, 1e9),
     )
     retrieval_distinct_deg: float = setting(20.0, "The rotation half of that test (degrees).", range=(0.0, 180.0))
+    retrieval_shortlist: int = setting(
+        20, "Retrieved views are verified before they become hypotheses, on a map whose retrieval index has "
+        "keyframes (features and 3D points rendered at build time; no rendering at query time): the best this "
+        "many by global descriptor are matched to the query by their keyframes and ranked by PnP inliers; a "
+        "verified view starts from its PnP pose. 0: ranked by global descriptor alone.", range=(0, 100_000),
+    )
+    keyframe_verify_threads: int = setting(
+        2, "The shortlisted views' keyframe verifications run this many at a time, in threads (their PnP runs "
+        "in poselib, outside Python's lock); 1: one after another.", range=(1, 64),
+    )
     retrieval_extra_yaw_deg: tuple[float, ...] = setting(
         (-35.0, 35.0), "Besides the mapping poses, the retrieval index holds each mapping pose panned by these "
         "angles (degrees, about the camera's vertical axis), rendered when the method is trained: views where "
@@ -274,4 +287,4 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     )
 
 
-__all__ = ["IterativeLocalizationConfig", "LocalizationConfigBase", "RenderingLocalizationConfig"]
+__all__ = ["KEYFRAME_RANSAC_ITERATIONS", "IterativeLocalizationConfig", "LocalizationConfigBase", "RenderingLocalizationConfig"]

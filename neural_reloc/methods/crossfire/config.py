@@ -12,7 +12,7 @@ from dataclasses import field as default
 from ...config_fields import setting, with_default
 from ...device import PRECISIONS
 from ...geometry.pnp import PnPConfig
-from ..common.config import RenderingLocalizationConfig
+from ..common.config import KEYFRAME_RANSAC_ITERATIONS, RenderingLocalizationConfig
 from ...nerf.config import EncodingConfig, NeuralMapConfig
 
 
@@ -110,8 +110,6 @@ class CrossfireTrainConfig:
 
 
 _CELLS = (0, 4096)
-#: RANSAC budget of a keyframe verification (see keyframe_pnp).
-KEYFRAME_RANSAC_ITERATIONS = 4000
 #: The descriptor rounds stop RANSAC at the textbook count (dyn_num_trials_mult 1, not
 #: poselib's 3): each round re-matches from the last estimate, so a round's RANSAC need
 #: not be as sure as a one-shot PnP (NOTES.md).
@@ -163,12 +161,6 @@ class LocalizationConfig(RenderingLocalizationConfig):
         40, "Retrieval prior: global descriptors from CNN maps of this long side (the CNN sees 4x this), of "
         "rendered reference views (at build time) and of the query.", range=(8, 4096),
     )
-    retrieval_shortlist: int = setting(
-        20, "Retrieved views are verified before they become hypotheses: the best this many by global "
-        "descriptor are matched to the query by their keyframes (descriptors and 3D points rendered at build "
-        "time, no rendering at query time) and ranked by PnP inliers; a verified view starts from its PnP pose.",
-        range=(0, 100_000),
-    )
     keyframe_stride: int = setting(
         8, "Keyframe block size in matching-grid cells (0: no keyframes; retrieved views are ranked by global "
         "descriptor only). Takes effect when the map is built.", range=(0, 4096),
@@ -177,12 +169,7 @@ class LocalizationConfig(RenderingLocalizationConfig):
         PnPConfig(reprojection_threshold_px=4.0, max_iterations=KEYFRAME_RANSAC_ITERATIONS),
         "PnP of the keyframe verification: threshold in matching-grid cells (half a block). At most 4000 RANSAC "
         "iterations: most shortlisted views fail (6-10 inliers of ~110 matches) and run to the cap; 12 inliers "
-        "of 110 are still found 99.4% of the time. 10 000 -> 4000 took the retrieval stage from 83-120 to "
-        "70-88 ms with the same frames localized on three unseen rooms; 1000 lost a frame (NOTES.md).",
-    )
-    keyframe_verify_threads: int = setting(
-        2, "The shortlisted views' keyframe verifications run this many at a time, in threads (their PnP runs "
-        "in poselib, outside Python's lock); 1: one after another.", range=(1, 64),
+        "of 110 are still found 99.4% of the time (NOTES.md, eighth session).",
     )
     cnn_precision: str = setting(
         "auto", "Precision of the query CNN's 3x3 convolutions (its 1x1 head and the normalization stay "

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as default
 
-from ...config_fields import setting
+from ...config_fields import setting, with_default
 from ...geometry.pnp import PnPConfig
 from ...nerf.config import NeuralMapConfig
 from ...nerf.field import FEATURE_LAYERS
-from ..common.config import RenderingLocalizationConfig
+from ..common.config import KEYFRAME_RANSAC_ITERATIONS, RenderingLocalizationConfig
 
 
 @dataclass
@@ -107,11 +107,16 @@ class NerfMatchTrainConfig:
 
 
 _PNP_COARSE = PnPConfig(reprojection_threshold_px=6.0, max_ransac_points=500)
+_PNP_KEYFRAME = PnPConfig(reprojection_threshold_px=8.0, max_iterations=KEYFRAME_RANSAC_ITERATIONS)
 
 
 @dataclass
 class LocalizationConfig(RenderingLocalizationConfig):
-    """NeRFMatch-Mini's localization settings."""
+    """NeRFMatch's localization settings."""
+
+    hypothesis_accept_inlier_ratio: float = with_default(
+        RenderingLocalizationConfig, "hypothesis_accept_inlier_ratio", 0.1,
+        " NeRFMatch applies it only when its retrieval index has keyframes (hypotheses ranked by keyframe PnP).")
 
     min_score: float = setting(
         0.0, "A mutual dual-softmax match needs at least this score (0: every mutual match).", range=(0.0, 1.0)
@@ -123,6 +128,21 @@ class LocalizationConfig(RenderingLocalizationConfig):
     retrieval_long_side: int = setting(
         80, "Retrieval prior: global descriptors from encoder maps of images this long (long side), of "
         "rendered reference views (when the component is trained) and of the query.", range=(16, 4096),
+    )
+    keyframe_stride: int = setting(
+        2, "Keyframes of the retrieval index: the NeRF features (projected into the matching space) and 3D points "
+        "rendered at the centres of blocks of this many x this many patches of each indexed view, when the "
+        "component is trained (0: none; retrieved views are ranked by global descriptor only); the query's "
+        "features are pooled to the same blocks. The Mini variant's only: the full variant matches after its "
+        "attention layers, so its index has no keyframes.", range=(0, 4096),
+    )
+    keyframe_min_similarity: float = setting(
+        0.5, "A keyframe verification match (mutual nearest neighbours of the query's pooled features and a "
+        "keyframe's projected NeRF features) needs a cosine similarity above this.", range=(-1.0, 1.0),
+    )
+    keyframe_pnp: PnPConfig = setting(
+        _PNP_KEYFRAME, "PnP of the keyframe verification, in the encoder camera (image_long_side pixels wide): "
+        "a keyframe point stands for a block of keyframe_stride patches, so the threshold is about half of one.",
     )
 
 

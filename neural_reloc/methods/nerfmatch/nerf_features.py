@@ -38,10 +38,11 @@ def encoder_camera(camera: Camera, long_side: int) -> Camera:
 
 @torch.no_grad()
 def render_nerf_features(model, camera: Camera, w2c_opencv: np.ndarray, layer: str, *, num_fine: int | None = None,
-                         num_coarse: int | None = None) -> RenderedPoints:
+                         num_coarse: int | None = None, blocks: int = 1) -> RenderedPoints:
     """The ``layer`` features and points at the patch centres of ``camera`` seen from
-    ``w2c_opencv`` (the field in eval mode, no gradients)."""
-    uv = camera.pixel_centers(stride=STRIDE).reshape(-1, 2)
+    ``w2c_opencv`` (the field in eval mode, no gradients); ``blocks`` > 1: at the centres
+    of blocks of ``blocks`` x ``blocks`` patches instead."""
+    uv = camera.pixel_centers(stride=STRIDE * blocks).reshape(-1, 2)
     out = model.render_view(camera, opengl_c2w_from_opencv_w2c(w2c_opencv), (layer, "points", "accumulation"),
                             pixels_uv=uv, num_fine=num_fine, num_coarse=num_coarse)
     acc = torch.from_numpy(out["accumulation"])
