@@ -237,11 +237,16 @@ def add_method(
         stored["map"] = man["field"]["config"]
     existing = man["components"].get(method)
     if existing is not None and build_config_key(existing["config"]) == build_config_key(stored) and not extra:
-        log(f"map {map_dir} already has a {method} component with these build settings: nothing to do")
-        if out_dir != map_dir:
-            write_bundle(out_dir, {k: v for k, v in man.items() if k not in ("files", "format_version")},
-                         _current_files(bundle))
-        return out_dir
+        stale = spec.stale_component(bundle, cfg) if spec.stale_component is not None else ""
+        if not stale:
+            log(f"map {map_dir} already has a {method} component with these build settings: nothing to do")
+            if out_dir != map_dir:
+                write_bundle(out_dir, {k: v for k, v in man.items() if k not in ("files", "format_version")},
+                             _current_files(bundle))
+            return out_dir
+        log(f"map {map_dir} has a {method} component with these build settings, but {stale}: rebuilding it from its "
+            "trained weights")
+        extra["reuse_trained"] = True
     if data is None:
         raise ValueError(f"add-method {method}: give the mapping images (--data) the component is trained on")
     train = data.subset("train") if "train" in data.split else data

@@ -363,6 +363,7 @@ def test_add_method_trains_components_on_the_frozen_field(tmp_path):
     logs: list[str] = []
     add_method(m, "nerfmatch", data, nerfmatch, log=logs.append)
     assert any("nothing to do" in s for s in logs)
+    _an_index_without_keyframes_is_rebuilt_not_retrained(m, data, nerfmatch, tmp_path)
 
 
 def _check_nerfmatch_keyframes(m, data):
@@ -396,3 +397,35 @@ def _check_nerfmatch_keyframes(m, data):
         uv, _ = cam.project(pc)
         ok = opaque[row].numpy()
         np.testing.assert_allclose(uv[ok], centres[ok], atol=0.5)  # float16 points; a patch off would be 8 px
+
+
+def _an_index_without_keyframes_is_rebuilt_not_retrained(m, data, nerfmatch, tmp_path):
+    """A NeRFMatch component whose index predates keyframes (same build settings):
+    add-method rebuilds the index from the component's trained matcher, weights kept."""
+    import torch
+
+    from neural_reloc.map_bundle import component_file, read_map, write_bundle
+    from neural_reloc.mapping import _current_files, add_method
+    from neural_reloc.methods.nerfmatch.trainer import ENCODER, RETRIEVAL
+
+    bundle = read_map(m)
+    files = _current_files(bundle)
+    comp = {k: v for k, v in bundle.tensors.items() if k.startswith("nerfmatch_")}
+    n = comp[f"{RETRIEVAL}.descriptors"].shape[0]
+    comp[f"{RETRIEVAL}.keyframe_descriptors"] = torch.zeros(n, 0, 0)
+    comp[f"{RETRIEVAL}.keyframe_points"] = torch.zeros(n, 0, 3)
+    files[component_file("nerfmatch")] = comp
+    old = tmp_path / "map_old_index"
+    write_bundle(old, {k: v for k, v in bundle.manifest.items() if k not in ("files", "format_version")}, files)
+    assert read_map(old).module_state(RETRIEVAL)["keyframe_descriptors"].shape[1] == 0
+    logs: list[str] = []
+    add_method(old, "nerfmatch", data, nerfmatch, log=logs.append)
+    assert any("its retrieval index has no keyframes: rebuilding it from its trained weights" in s for s in logs), logs
+    again = read_map(old)
+    assert again.module_state(RETRIEVAL)["keyframe_descriptors"].shape == \
+        bundle.module_state(RETRIEVAL)["keyframe_descriptors"].shape
+    for k, v in bundle.module_state(ENCODER).items():  # the matcher as it was, not retrained
+        assert torch.equal(again.module_state(ENCODER)[k], v), k
+    logs.clear()
+    add_method(old, "nerfmatch", data, nerfmatch, log=logs.append)
+    assert any("nothing to do" in s for s in logs)

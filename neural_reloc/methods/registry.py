@@ -60,6 +60,11 @@ class MethodSpec:
     #: progress, log) -> (modules dict, info dict) training the component on the map's
     #: frozen field; None: the method cannot be added to an existing map.
     add_to_map: Callable[..., Any] | None = None
+    #: (bundle, config) -> why a component already in the map, built with these very
+    #: settings, still has to be rebuilt from its trained weights ("" if it need not):
+    #: a part today's code adds that it lacks (NeRFMatch's retrieval keyframes). ``add-method``
+    #: then calls ``add_to_map`` with ``reuse_trained=True`` instead of doing nothing.
+    stale_component: Callable[[Any, Any], str] | None = None
 
     def __post_init__(self) -> None:
         if (self.trainer_factory is None) == (self.build is None):

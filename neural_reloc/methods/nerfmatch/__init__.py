@@ -26,7 +26,7 @@ from __future__ import annotations
 from ..registry import MethodSpec, register
 from .config import LocalizationConfig, NerfMatchConfig
 from .relocalizer import NerfMatchRelocalizer, make_relocalizer
-from .trainer import NerfMatchTrainer, add_to_map
+from .trainer import NerfMatchTrainer, add_to_map, stale_component
 
 register(
     MethodSpec(
@@ -39,6 +39,7 @@ register(
         localization_config=LocalizationConfig,
         map_config=lambda cfg: cfg.map,
         add_to_map=add_to_map,
+        stale_component=stale_component,
     )
 )
 

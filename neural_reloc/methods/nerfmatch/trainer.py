@@ -28,6 +28,8 @@ from .training import cache_views, train_matcher
 ENCODER, PROJECTION, RETRIEVAL = "nerfmatch_encoder", "nerfmatch_projection", "nerfmatch_retrieval"
 #: The full variant's (absent from a mini component).
 COARSE, FINE = "nerfmatch_coarse", "nerfmatch_fine"
+#: The trained matcher in the work directory: a rerun with the same config and data skips training.
+MATCHER_CHECKPOINT = "nerfmatch_matcher.pt"
 
 
 def layer_dim(model, layer: str) -> int:
@@ -135,10 +137,18 @@ class NerfMatchTrainer(NeuralMapTrainer):
             mods[RETRIEVAL] = self.retrieval
         return mods
 
+    def reuse_matcher(self, bundle) -> None:
+        """Take the matcher a map's component already holds (trained with this config and
+        data) as this run's: :meth:`fit` then skips its training and rebuilds only what
+        follows it (the retrieval index)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        modules = {name: bundle.module_state(name) for name in self.matcher}
+        atomic_torch_save({"ident": self.run_identity(), "modules": modules}, self.work_dir / MATCHER_CHECKPOINT)
+
     def fit(self):
         state = super().fit()  # the field (no steps when adopted from a map)
         self.model.eval()
-        path = self.work_dir / "nerfmatch_matcher.pt"
+        path = self.work_dir / MATCHER_CHECKPOINT
         ident = self.run_identity()
         done = False
         if path.is_file():
@@ -162,8 +172,20 @@ class NerfMatchTrainer(NeuralMapTrainer):
         return state
 
 
-def add_to_map(bundle, data, cfg: NerfMatchConfig, device, work_dir, progress=None, log=print):
-    """NeRFMatch on an existing map's field, used as it is (``add-method nerfmatch``)."""
+def stale_component(bundle, cfg: NerfMatchConfig) -> str:
+    """Why a map's NeRFMatch component built with ``cfg`` still needs rebuilding ("" if
+    not): a Mini index without the keyframes ``cfg`` asks for (built before they existed)."""
+    if cfg.matcher.variant != "mini" or cfg.localization.keyframe_stride <= 0:
+        return ""
+    kd = bundle.module_state(RETRIEVAL).get("keyframe_descriptors")
+    return "" if kd is not None and kd.shape[1] > 0 else "its retrieval index has no keyframes"
+
+
+def add_to_map(bundle, data, cfg: NerfMatchConfig, device, work_dir, progress=None, log=print,
+               reuse_trained: bool = False):
+    """NeRFMatch on an existing map's field, used as it is (``add-method nerfmatch``);
+    ``reuse_trained``: the matcher the map's component already holds is kept (not
+    trained again) and only the retrieval index is rebuilt (:func:`stale_component`)."""
     import dataclasses
 
     from ...config_io import from_dict
@@ -172,9 +194,11 @@ def add_to_map(bundle, data, cfg: NerfMatchConfig, device, work_dir, progress=No
     cfg = dataclasses.replace(cfg, map=from_dict(NeuralMapConfig, bundle.manifest["field"]["config"]))
     trainer = NerfMatchTrainer(data, cfg, device, work_dir, progress=progress, log=log)
     trainer.adopt_field(bundle)
+    if reuse_trained:
+        trainer.reuse_matcher(bundle)
     trainer.fit()
     return trainer.modules_to_save(), getattr(trainer, "summary", {})
 
 
 __all__ = ["COARSE", "ENCODER", "FINE", "PROJECTION", "RETRIEVAL", "NerfMatchTrainer", "add_to_map", "build_matcher",
-           "build_retrieval_index", "layer_dim", "render_keyframe"]
+           "build_retrieval_index", "layer_dim", "render_keyframe", "stale_component"]
