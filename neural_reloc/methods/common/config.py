@@ -147,8 +147,7 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_render_samples: int = setting(
         8, "Fine samples per ray of the flow refinement's render (colour and points; render_samples is the "
         "descriptor rounds'). With the depth-guided render (flow_render_guide_stride) 8 in the band localize as 12 "
-        "over the full bounds did on three unseen rooms, in 110-135 instead of 175-215 ms at 160x120 on 2 CPU "
-        "cores (NOTES.md).", range=(1, 1024),
+        "over the full bounds did, in about two thirds of the time (NOTES.md, eighth session).", range=(1, 1024),
     )
     flow_render_coarse_samples: int = setting(
         64, "Coarse proposal samples per ray of the flow refinement's render (0: the map's sampler.num_coarse).",
@@ -180,9 +179,9 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     )
     flow_warp_max_translation_rel: float = setting(
         0.03, "A flow round whose estimate is within this fraction of the scene extent (and flow_warp_max_rotation_deg) "
-        "of the last render's pose warps that render to the estimate (geometry/warp.py: ~6 ms at 160x120) instead of "
-        "rendering the map again (~200 ms on 2 CPU cores); 0: every round renders. The warp matches a render to ~1 mm "
-        "(NOTES.md).", range=(0.0, 1e9),
+        "of the last render's pose warps that render to the estimate (geometry/warp.py, a few milliseconds) instead "
+        "of rendering the map again (the refinement's costliest step); 0: every round renders. The warp matches a "
+        "render to ~1 mm (NOTES.md).", range=(0.0, 1e9),
     )
     flow_warp_max_rotation_deg: float = setting(
         5.0, "The rotation half of flow_warp_max_translation_rel (degrees).", range=(0.0, 180.0)
