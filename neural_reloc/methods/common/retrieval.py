@@ -59,6 +59,24 @@ class RetrievalIndex(nn.Module):
         return self.keyframe_descriptors.shape[1] > 0
 
     @classmethod
+    def from_views(cls, descriptors: list[torch.Tensor], w2c_opencv: list[np.ndarray], reference: list[int],
+                   keyframe_descriptors: list[torch.Tensor] = (), keyframe_points: list[torch.Tensor] = ()
+                   ) -> "RetrievalIndex":
+        """An index of rendered views: each view's global descriptor (K,), pose and
+        mapping view, and optionally its keyframe, descriptors (B_i, D) and points
+        (B_i, 3); views with fewer blocks (other image sizes) are zero-padded."""
+        blocks = max((len(d) for d in keyframe_descriptors), default=0)
+        dim = keyframe_descriptors[0].shape[1] if len(keyframe_descriptors) else 0
+        index = cls(len(descriptors), descriptors[0].numel(), blocks, dim)
+        for k, (d, p) in enumerate(zip(keyframe_descriptors, keyframe_points)):
+            index.keyframe_descriptors[k, : len(d)] = d
+            index.keyframe_points[k, : len(p)] = p
+        index.descriptors.copy_(torch.stack(descriptors))
+        index.w2c_opencv.copy_(torch.from_numpy(np.stack(w2c_opencv)))
+        index.reference.copy_(torch.tensor(reference))
+        return index
+
+    @classmethod
     def from_state(cls, state: dict, reference_w2c_opencv: np.ndarray) -> "RetrievalIndex":
         """An index from a bundle's state; an index written before poses were stored
         has one row per mapping view, in order."""

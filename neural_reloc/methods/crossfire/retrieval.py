@@ -84,13 +84,4 @@ def build_retrieval_index(
             kf_points.append(p)
     cnn.train(was_cnn)
     model.train(was_model)
-    blocks = max((len(d) for d in kf_desc), default=0)
-    dim = kf_desc[0].shape[1] if kf_desc else 0
-    index = RetrievalIndex(len(rows), rows[0].numel(), blocks, dim)
-    for k, (d, p) in enumerate(zip(kf_desc, kf_points)):  # views of other sizes: zero-padded
-        index.keyframe_descriptors[k, : len(d)] = d
-        index.keyframe_points[k, : len(p)] = p
-    index.descriptors.copy_(torch.stack(rows))
-    index.w2c_opencv.copy_(torch.from_numpy(np.stack(poses)))
-    index.reference.copy_(torch.tensor(refs))
-    return index
+    return RetrievalIndex.from_views(rows, poses, refs, kf_desc, kf_points)

@@ -106,15 +106,7 @@ def build_retrieval_index(model, encoder: ImageEncoder, data, cfg: NerfMatchConf
             f, p = render_keyframe(model, projection, cam, poses[-1], cfg)
             kf_feats.append(f)
             kf_points.append(p)
-    blocks = max((len(f) for f in kf_feats), default=0)
-    index = RetrievalIndex(len(rows), rows[0].numel(), blocks, kf_feats[0].shape[1] if kf_feats else 0)
-    for k, (f, p) in enumerate(zip(kf_feats, kf_points)):  # views of other sizes: zero-padded
-        index.keyframe_descriptors[k, : len(f)] = f
-        index.keyframe_points[k, : len(p)] = p
-    index.descriptors.copy_(torch.stack(rows))
-    index.w2c_opencv.copy_(torch.from_numpy(np.stack(poses)))
-    index.reference.copy_(torch.tensor(refs))
-    return index
+    return RetrievalIndex.from_views(rows, poses, refs, kf_feats, kf_points)
 
 
 class NerfMatchTrainer(NeuralMapTrainer):
