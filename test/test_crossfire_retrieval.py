@@ -182,8 +182,7 @@ def _budgeted_verifier(rt, found: dict, budgets: dict):
     """A stand-in for verify_by_keyframe that honours ``must_beat`` as a cut-short RANSAC
     does: a candidate with no more inliers than the bound finds none."""
 
-    def verify(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers, pnp, must_beat=0,
-               matches=None):
+    def verify(cand, matches, camera, min_matches, min_inliers, pnp, must_beat=0):
         budgets.setdefault(cand.row, []).append(must_beat)
         n = found[cand.row]
         return rt.Candidate(cand.row, cand.score, n if n > must_beat else 0, cand.w2c_opencv)
@@ -210,6 +209,7 @@ def test_verification_budget_only_after_k_distinct_hypotheses(monkeypatch):
     found = {0: 40, 1: 50, 2: 30, 3: 0, 4: 35, 5: 30}
     budgets = {}
     monkeypatch.setattr(rt, "verify_by_keyframe", _budgeted_verifier(rt, found, budgets))
+    monkeypatch.setattr(rt, "keyframe_matches", lambda *a: (None, None))
     cands = [rt.Candidate(r, 1.0 - 0.1 * r, 0, poses[r]) for r in range(6)]
     out = rt.verify_candidates(None, cands, None, None, 8, 3, 0.1, 5.0, 0.5, 20, 12, None)
     # rows 0-2: fewer than 3 distinct hypotheses (0 and 1 are one); after row 2: {1, 2}
@@ -230,6 +230,7 @@ def test_a_candidate_that_knocks_out_two_hypotheses_reopens_the_ones_cut_short(m
     found = {0: 50, 1: 40, 2: 30, 3: 20, 4: 28, 5: 45}
     budgets = {}
     monkeypatch.setattr(rt, "verify_by_keyframe", _budgeted_verifier(rt, found, budgets))
+    monkeypatch.setattr(rt, "keyframe_matches", lambda *a: (None, None))
     cands = [rt.Candidate(r, 1.0 - 0.1 * r, 0, poses[r]) for r in range(6)]
     out = rt.verify_candidates(None, cands, None, None, 8, 3, 0.1, 5.0, 0.5, 20, 12, None)
     assert budgets[3] == [30, 0] and budgets[4] == [30, 0] and budgets[5] == [30]
@@ -243,7 +244,7 @@ def test_a_candidate_that_knocks_out_two_hypotheses_reopens_the_ones_cut_short(m
 def test_verification_in_threads_picks_what_one_at_a_time_picks(monkeypatch, workers):
     """Verified in batches of ``workers`` (threads), each batch under the bound of the
     batches before it: the same hypotheses as one at a time, in both scenarios above;
-    the matches are made before the threads start, once per candidate."""
+    the matches are made first, once per candidate, however often it is verified."""
     from neural_reloc.methods.common import retrieval as rt
 
     for poses, found in ((_at([0.0, 0.01, 1.0, 2.0, 3.0, 4.0]), {0: 40, 1: 50, 2: 30, 3: 0, 4: 35, 5: 30}),
@@ -256,4 +257,4 @@ def test_verification_in_threads_picks_what_one_at_a_time_picks(monkeypatch, wor
             out = rt.verify_candidates(None, cands, None, None, 8, 3, 0.1, 5.0, 0.5, 20, 12, None, workers=w)
             picks.append([c.row for c in rt.distinct_hypotheses(out, 3, 0.1, 5.0)])
         assert picks[0] == picks[1]
-        assert matched == list(range(6))
+        assert matched == list(range(6)) * 2  # once per candidate in each of the two runs

@@ -109,9 +109,9 @@ def test_the_accepted_hypothesis_goes_on_even_with_fewer_inliers():
 
 
 def test_a_verified_hypothesis_ends_the_search_only_where_keyframes_ranked_them():
-    """Both methods stop at the first verified hypothesis by default; NeRFMatch only when
-    its index has keyframes (hypotheses ranked by keyframe PnP): ranked by global
-    descriptor alone, a first wrong hypothesis could end the search (NOTES.md)."""
+    """Both methods stop at the first verified hypothesis by default, but only when their
+    index has keyframes (hypotheses ranked by keyframe PnP): ranked by global descriptor
+    alone, a first wrong hypothesis could end the search (NOTES.md)."""
     from types import SimpleNamespace
 
     from neural_reloc.methods.common.retrieval import RetrievalIndex
@@ -121,12 +121,15 @@ def test_a_verified_hypothesis_ends_the_search_only_where_keyframes_ranked_them(
 
     for lc in (CrossfireLocalization(), NerfMatchLocalization()):
         assert 0 < lc.hypothesis_accept_inlier_ratio and lc.hypothesis_accept_inlier_ratio >= lc.min_inlier_ratio
-    reloc = NerfMatchRelocalizer.__new__(NerfMatchRelocalizer)
-    reloc.loc = NerfMatchLocalization()
+    from neural_reloc.methods.crossfire.relocalizer import CrossfireRelocalizer
+
     verified = SimpleNamespace(num_inliers=100, inlier_ratio=0.5)
-    for blocks, stops in ((0, False), (4, True)):
-        reloc.retrieval = RetrievalIndex(3, 8, blocks, 8 if blocks else 0)
-        assert reloc._accepts_hypothesis(verified) is stops
-    assert not reloc._accepts_hypothesis(SimpleNamespace(num_inliers=100, inlier_ratio=0.05))  # not verified
-    reloc.loc.retrieval_shortlist = 0  # keyframes, but not used
-    assert not reloc._accepts_hypothesis(verified)
+    for cls, lc in ((NerfMatchRelocalizer, NerfMatchLocalization()), (CrossfireRelocalizer, CrossfireLocalization())):
+        reloc = cls.__new__(cls)
+        reloc.loc = lc
+        for blocks, stops in ((0, False), (4, True)):
+            reloc.retrieval = RetrievalIndex(3, 8, blocks, 8 if blocks else 0)
+            assert reloc._accepts_hypothesis(verified) is stops, cls.__name__
+        assert not reloc._accepts_hypothesis(SimpleNamespace(num_inliers=100, inlier_ratio=0.05))  # not verified
+        reloc.loc.retrieval_shortlist = 0  # keyframes, but not used
+        assert not reloc._accepts_hypothesis(verified)

@@ -195,12 +195,19 @@ class IterativeRelocalizer(Relocalizer):
     def _confident(self, pnp: PnPResult) -> bool:
         return pnp.num_inliers >= self.loc.min_inliers and pnp.inlier_ratio >= self.loc.min_inlier_ratio
 
+    def hypotheses_ranked_by_verification(self) -> bool:
+        """Whether :meth:`retrieval_hypotheses` ranks its hypotheses by a verification
+        (keyframe PnP), the condition for a first round to end the search early
+        (``hypothesis_accept_inlier_ratio``). Default: yes; a method whose retrieval can
+        rank by global descriptor alone says when."""
+        return True
+
     def _accepts_hypothesis(self, pnp: PnPResult | None) -> bool:
         """Whether a hypothesis's first round ends the search over the others
-        (``hypothesis_accept_inlier_ratio``)."""
+        (``hypothesis_accept_inlier_ratio``, hypotheses ranked by a verification)."""
         lc = self.loc
         return (lc.hypothesis_accept_inlier_ratio > 0 and pnp is not None and self._confident(pnp)
-                and pnp.inlier_ratio >= lc.hypothesis_accept_inlier_ratio)
+                and pnp.inlier_ratio >= lc.hypothesis_accept_inlier_ratio and self.hypotheses_ranked_by_verification())
 
     def _converged(self, rec: IterationRecord) -> bool:
         lc = self.loc

@@ -6,7 +6,8 @@ views rendered from the map) and the keyframe descriptors; this module stores th
 with each row's pose, ranks rows by cosine (:meth:`RetrievalIndex.query`), verifies a
 shortlist by matching the query's descriptor blocks to each row's keyframe + PnP
 (:func:`verify_by_keyframe`, :func:`verify_candidates`) and keeps the best ``k`` rows that are not near-duplicates
-of a better one (:func:`distinct_hypotheses`). Poses: ``w2c_opencv``.
+of a better one (:func:`distinct_hypotheses`); :func:`hypotheses_from_retrieval` does all of it
+for a query. Poses: ``w2c_opencv``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from ...geometry.camera import Camera
 from ...geometry.pnp import PnPConfig, pnp_ransac, ransac_iterations
 from ...geometry.se3 import invert_pose, pose_error
+from ..base import PosePrior
 from .matching import mutual_nearest_neighbours
 
 
@@ -128,17 +130,15 @@ def keyframe_matches(index: RetrievalIndex, row: int, blocks: torch.Tensor, came
     return uv, index.keyframe_points[row][ia].double().cpu().numpy()
 
 
-def verify_by_keyframe(index: RetrievalIndex, cand: Candidate, blocks: torch.Tensor, camera: Camera, stride: int,
-                       min_similarity: float, min_matches: int, min_inliers: int, pnp: PnPConfig,
-                       must_beat: int = 0, matches: tuple[np.ndarray, np.ndarray] | None = None) -> Candidate:
-    """``cand`` scored by matching its keyframe to the query (:func:`keyframe_matches`,
-    or the given ``matches``) and PnP: with the PnP pose and its inliers, or unchanged
-    (0 inliers) when that fails. ``must_beat`` > 0: the candidate matters only with
-    more inliers than that, so RANSAC gets only the iterations that finding such a pose
-    needs (:func:`~neural_reloc.geometry.pnp.ransac_iterations`), and none with no more
-    matches than that."""
-    uv, pts = matches if matches is not None else keyframe_matches(index, cand.row, blocks, camera, stride,
-                                                                   min_similarity)
+def verify_by_keyframe(cand: Candidate, matches: tuple[np.ndarray, np.ndarray], camera: Camera, min_matches: int,
+                       min_inliers: int, pnp: PnPConfig, must_beat: int = 0) -> Candidate:
+    """``cand`` scored by PnP on its keyframe's ``matches`` with the query
+    (:func:`keyframe_matches`; pixels of ``camera``): with the PnP pose and its inliers,
+    or unchanged (0 inliers) when that fails. ``must_beat`` > 0: the candidate matters
+    only with more inliers than that, so RANSAC gets only the iterations that finding
+    such a pose needs (:func:`~neural_reloc.geometry.pnp.ransac_iterations`), and none
+    with no more matches than that."""
+    uv, pts = matches
     if len(uv) < min_matches or (must_beat > 0 and len(uv) <= must_beat):
         return cand
     if must_beat > 0:
@@ -187,11 +187,11 @@ def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks
     are recounted after the final refinement, so a near-tie can still come out
     differently from unbounded verification: rarely, not never.
 
-    ``workers`` > 1: every candidate's matches first (:func:`keyframe_matches`, in this
-    thread: torch work from other threads would start thread teams of its own that
-    then spin beside the rendering), then their PnPs that many at a time, in threads
-    (poselib runs without Python's lock), each of a batch under the bound the batches
-    before it gave. Batches are cut in retrieval order, so the result does not depend
+    Every candidate's matches are made once, first, in this thread
+    (:func:`keyframe_matches`: torch work from other threads would start thread teams
+    of its own that then spin beside the rendering). ``workers`` > 1: the PnPs run that
+    many at a time, in threads (poselib runs without Python's lock), each of a batch
+    under the bound the batches before it gave. Batches are cut in retrieval order, so the result does not depend
     on the threads' timing; it can differ from ``workers=1`` only as the bound's cuts
     can (a later candidate of a batch verified under a looser bound than one at a time
     would have given it)."""
@@ -202,14 +202,10 @@ def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks
         kept = distinct_hypotheses(sorted(done, key=lambda c: -c.inliers), k, distinct_m, distinct_deg)
         return kept[-1].inliers if len(kept) == k else 0
 
-    matches = {}
-    if workers > 1:
-        matches = {c.row: keyframe_matches(index, c.row, blocks, camera, stride, min_similarity) for c in candidates}
+    matches = {c.row: keyframe_matches(index, c.row, blocks, camera, stride, min_similarity) for c in candidates}
 
     def verify(cand: Candidate, must_beat: int) -> Candidate:
-        kw = {"matches": matches[cand.row]} if cand.row in matches else {}
-        return verify_by_keyframe(index, cand, blocks, camera, stride, min_similarity, min_matches, min_inliers,
-                                  pnp, must_beat, **kw)
+        return verify_by_keyframe(cand, matches[cand.row], camera, min_matches, min_inliers, pnp, must_beat)
 
     def verify_all(batch: list[Candidate], must_beat: int) -> list[Candidate]:
         if workers <= 1 or len(batch) <= 1:
@@ -234,6 +230,72 @@ def verify_candidates(index: RetrievalIndex, candidates: list[Candidate], blocks
     return sorted(done, key=lambda c: -c.inliers)
 
 
+#: Retrieval candidates looked at per hypothesis kept (near-duplicates are skipped).
+RETRIEVAL_CANDIDATES_PER_HYPOTHESIS = 4
+
+
+def query_blocks(fmap: torch.Tensor, size: int) -> torch.Tensor:
+    """A query's unit descriptor map (D, h, w) averaged over ``size`` x ``size`` blocks
+    (the remainder rows and columns dropped) and re-normalized: (B, D), row-major, the
+    query side of a keyframe verification whose blocks are ``size`` cells wide."""
+    d, h, w = fmap.shape
+    pooled = F.avg_pool2d(fmap[None, :, : h // size * size, : w // size * size], size)[0]
+    return F.normalize(pooled, dim=0).reshape(d, -1).T
+
+
+def verifies_by_keyframes(index: RetrievalIndex | None, lc) -> bool:
+    """Whether retrieval with ``index`` ranks its hypotheses by keyframe PnP: the index
+    has keyframes and ``lc.retrieval_shortlist`` > 0 (else by global descriptor alone)."""
+    return index is not None and index.has_keyframes and lc.retrieval_shortlist > 0
+
+
+@dataclass
+class KeyframeQuery:
+    """The query side of a keyframe verification: its unit descriptor ``blocks`` (B, D),
+    the centres of the ``stride``-pixel blocks of ``camera`` (row-major), and how they
+    are matched (cosine above ``min_similarity``) and posed (``pnp``)."""
+
+    blocks: torch.Tensor
+    camera: Camera
+    stride: int
+    min_similarity: float
+    pnp: PnPConfig
+
+
+def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent: float, reference_names: list[str],
+                         keyframes: KeyframeQuery | None = None) -> list[PosePrior]:
+    """The retrieval hypotheses of a query with global descriptor ``g``, best first:
+    with ``keyframes`` and an index that :func:`verifies_by_keyframes`, the
+    ``lc.retrieval_shortlist`` best views by global descriptor ranked by keyframe PnP
+    inliers (:func:`verify_candidates`; a verified view starts from its PnP pose), else
+    the best by global descriptor; ``lc.retrieval_top_k`` of them, each at least
+    ``lc.retrieval_distinct_rel`` (of the scene ``extent``) or ``retrieval_distinct_deg``
+    from every better one (:func:`distinct_hypotheses`). ``lc``: a
+    :class:`~.config.RenderingLocalizationConfig`."""
+    k = max(1, lc.retrieval_top_k)
+    verify = keyframes is not None and verifies_by_keyframes(index, lc)
+    n = max(k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS, lc.retrieval_shortlist if verify else 0)
+    rows, scores = index.query(g, n)
+    poses = index.w2c_opencv.cpu().numpy()
+    refs = index.reference.cpu().numpy()
+    candidates = [Candidate(int(r), float(sc), 0, poses[r]) for r, sc in zip(rows, scores)]
+    distinct_m = lc.retrieval_distinct_rel * extent
+    if verify:
+        candidates = verify_candidates(
+            index, candidates, keyframes.blocks, keyframes.camera, keyframes.stride, k, distinct_m,
+            lc.retrieval_distinct_deg, keyframes.min_similarity, lc.min_matches, lc.min_inliers, keyframes.pnp,
+            workers=lc.keyframe_verify_threads,
+        )
+    kept = distinct_hypotheses(candidates, k, distinct_m, lc.retrieval_distinct_deg)
+    return [
+        PosePrior(c.w2c_opencv, source="retrieval", detail={
+            "reference": reference_names[refs[c.row]], "index_row": c.row, "score": c.score, "rank": r,
+            **({"keyframe_inliers": c.inliers} if verify else {}),
+        })
+        for r, c in enumerate(kept)
+    ]
+
+
 def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     """The camera turned by ``yaw_deg`` about its own vertical (OpenGL y) axis, in place:
     a reference view where the mapping walk did not look."""
@@ -244,5 +306,6 @@ def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     return out
 
 
-__all__ = ["Candidate", "RetrievalIndex", "global_descriptor", "distinct_hypotheses", "keyframe_matches", "panned_c2w_opengl",
-           "verify_by_keyframe", "verify_candidates"]
+__all__ = ["RETRIEVAL_CANDIDATES_PER_HYPOTHESIS", "Candidate", "KeyframeQuery", "RetrievalIndex", "distinct_hypotheses",
+           "global_descriptor", "keyframe_matches", "panned_c2w_opengl", "query_blocks", "hypotheses_from_retrieval",
+           "verifies_by_keyframes", "verify_by_keyframe", "verify_candidates"]

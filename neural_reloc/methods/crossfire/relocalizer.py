@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...device import inference_dtype
 from ...geometry.camera import Camera
@@ -29,7 +28,7 @@ from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.matching import match_coarse_to_fine, subpixel_offsets
 from ..common.refinement import FlowRefinement, check_flow_settings
-from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, verify_candidates
+from ..common.retrieval import KeyframeQuery, RetrievalIndex, hypotheses_from_retrieval, query_blocks, verifies_by_keyframes
 from ...map_loading import map_method_config
 from .config import CrossfireConfig
 from .feature_extractor import FeatureExtractor
@@ -37,8 +36,6 @@ from .retrieval import global_descriptor, retrieval_input
 from .trainer import DESCRIPTOR_HEAD, descriptor_map_camera
 
 STAGES = ("retrieval", "extract", "render", "match", "pnp", "refine")
-#: Retrieval candidates looked at per hypothesis kept (near-duplicates are skipped).
-RETRIEVAL_CANDIDATES_PER_HYPOTHESIS = 4
 
 
 @dataclass
@@ -118,51 +115,34 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         return self.cnn(x, backbone_dtype=self.cnn_dtype)
 
     @torch.no_grad()
-    def retrieve(self, image_rgb: np.ndarray, top_k: int = 1) -> list[tuple[int, float]]:
-        """Top-k rows (index into the retrieval index, cosine) for an image."""
+    def retrieval_descriptor(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """The retrieval descriptor of an image (the index's rows were made the same way
+        from rendered views)."""
         if self.retrieval is None:
             raise ValueError("this map has no retrieval index (built by an older version?)")
         x = retrieval_input(image_rgb, self.cfg.localization.retrieval_long_side, self.device)
-        g = global_descriptor(self.extract(x))
-        idx, sims = self.retrieval.query(g, top_k)
+        return global_descriptor(self.extract(x))
+
+    def retrieve(self, image_rgb: np.ndarray, top_k: int = 1) -> list[tuple[int, float]]:
+        """Top-k rows (index into the retrieval index, cosine) for an image."""
+        idx, sims = self.retrieval.query(self.retrieval_descriptor(image_rgb), top_k)
         return [(int(i), float(s)) for i, s in zip(idx, sims)]
 
     def retrieval_priors(
         self, image_rgb: np.ndarray, query_map: torch.Tensor | None = None, cam_desc: Camera | None = None
     ) -> list[PosePrior]:
-        """The retrieval hypotheses of an image, best first: of the
-        ``localization.retrieval_shortlist`` best views by global descriptor, with the
-        query's descriptor map (``query_map`` in ``cam_desc``) and a map with keyframes,
-        those with the most keyframe PnP inliers (starting from that PnP pose), else the
-        best by global descriptor; ``retrieval_top_k`` of them, each at least
-        ``retrieval_distinct_rel`` (of the scene extent) or ``retrieval_distinct_deg``
-        from every better one (a near-duplicate would give the same first round)."""
+        """The retrieval hypotheses of an image, best first
+        (:func:`~neural_reloc.methods.common.retrieval.hypotheses_from_retrieval`): with
+        the query's descriptor map (``query_map`` in ``cam_desc``) and a map with
+        keyframes, the shortlist ranked by keyframe PnP inliers, else by global
+        descriptor."""
         lc = self.cfg.localization
-        k = max(1, lc.retrieval_top_k)
-        poses = self.retrieval.w2c_opencv.cpu().numpy()
-        refs = self.retrieval.reference.cpu().numpy()
-        verify = query_map is not None and self.retrieval.has_keyframes
-        n = max(k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS, lc.retrieval_shortlist if verify else 0)
-        candidates = [Candidate(row, score, 0, poses[row]) for row, score in self.retrieve(image_rgb, n)]
-        if verify:
-            # The query's descriptor blocks at keyframe resolution: once per frame.
-            s = lc.keyframe_stride
-            d, h, w = query_map.shape
-            blocks = F.normalize(F.avg_pool2d(query_map[None, :, : h // s * s, : w // s * s], s)[0], dim=0)
-            blocks = blocks.reshape(d, -1).T
-            candidates = verify_candidates(
-                self.retrieval, candidates, blocks, cam_desc, s, k, lc.retrieval_distinct_rel * self.extent,
-                lc.retrieval_distinct_deg, lc.min_similarity, lc.min_matches, lc.min_inliers, lc.keyframe_pnp,
-                workers=lc.keyframe_verify_threads,
-            )
-        kept = distinct_hypotheses(candidates, k, lc.retrieval_distinct_rel * self.extent, lc.retrieval_distinct_deg)
-        return [
-            PosePrior(c.w2c_opencv, source="retrieval", detail={
-                "reference": self.reference_names[refs[c.row]], "index_row": int(c.row), "score": c.score, "rank": r,
-                **({"keyframe_inliers": c.inliers} if verify else {}),
-            })
-            for r, c in enumerate(kept)
-        ]
+        g = self.retrieval_descriptor(image_rgb)
+        keyframes = None
+        if query_map is not None and verifies_by_keyframes(self.retrieval, lc):  # the query's keyframe-sized blocks
+            keyframes = KeyframeQuery(query_blocks(query_map, lc.keyframe_stride), cam_desc, lc.keyframe_stride,
+                                      lc.min_similarity, lc.keyframe_pnp)
+        return hypotheses_from_retrieval(self.retrieval, g, lc, self.extent, self.reference_names, keyframes)
 
     @torch.no_grad()
     def render_at(
@@ -187,6 +167,9 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
             cam_desc, cam_cnn = descriptor_map_camera(camera, lc.match_long_side, lc.match_short_side)
             query_map = self.extract(self._cnn_input(image_rgb, cam_cnn.width, cam_cnn.height))[0].contiguous()
         return Query(query_map, cam_desc)
+
+    def hypotheses_ranked_by_verification(self) -> bool:
+        return verifies_by_keyframes(self.retrieval, self.loc)
 
     def retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query) -> list[PosePrior]:
         return self.retrieval_priors(image_rgb, query.descriptor_map, query.cam_desc)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
@@ -25,7 +24,14 @@ from ...map_loading import component_entry, load_neural_map, map_method_config
 from ..base import PosePrior
 from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.refinement import FlowRefinement, check_flow_settings
-from ..common.retrieval import Candidate, RetrievalIndex, distinct_hypotheses, global_descriptor, verify_candidates
+from ..common.retrieval import (
+    KeyframeQuery,
+    RetrievalIndex,
+    global_descriptor,
+    query_blocks,
+    hypotheses_from_retrieval,
+    verifies_by_keyframes,
+)
 from .coarse_matcher import CoarseMatcher
 from .config import MatcherConfig, NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
@@ -35,8 +41,6 @@ from .nerf_features import encoder_camera, render_nerf_features
 from .trainer import COARSE, ENCODER, FINE, PROJECTION, RETRIEVAL, build_matcher, layer_dim, retrieval_image
 
 STAGES = ("retrieval", "extract", "render", "match", "pnp", "refine")
-#: Retrieval candidates looked at per hypothesis kept (near-duplicates are skipped).
-RETRIEVAL_CANDIDATES_PER_HYPOTHESIS = 4
 
 
 @dataclass
@@ -106,16 +110,8 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
     def reference_poses_w2c_opencv(self) -> np.ndarray:
         return self._ref_w2c
 
-    @property
-    def verifies_retrieval(self) -> bool:
-        """Whether retrieval hypotheses are ranked by keyframe PnP (an index with
-        keyframes, ``retrieval_shortlist`` > 0) rather than by global descriptor alone."""
-        return self.retrieval is not None and self.retrieval.has_keyframes and self.loc.retrieval_shortlist > 0
-
-    def _accepts_hypothesis(self, pnp) -> bool:
-        # Ranked by global descriptor alone (an index built without keyframes), a first
-        # wrong hypothesis could end the search: every hypothesis gets its first round.
-        return self.verifies_retrieval and super()._accepts_hypothesis(pnp)
+    def hypotheses_ranked_by_verification(self) -> bool:
+        return verifies_by_keyframes(self.retrieval, self.loc)
 
     # ------------------------------------------------------------ loop hooks
     @torch.no_grad()
@@ -135,28 +131,14 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
         if self.retrieval is None:
             raise ValueError("this map's NeRFMatch component has no retrieval index")
         lc = self.loc
-        k = max(1, lc.retrieval_top_k)
-        verify = self.verifies_retrieval
         g = global_descriptor(self.encoder(retrieval_image(image_rgb, lc.retrieval_long_side).to(self.device)))
-        n = max(k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS, lc.retrieval_shortlist if verify else 0)
-        rows, scores = self.retrieval.query(g, n)
-        poses = self.retrieval.w2c_opencv.cpu().numpy()
-        refs = self.retrieval.reference.cpu().numpy()
-        cands = [Candidate(int(r), float(s), 0, poses[r]) for r, s in zip(rows, scores)]
-        distinct_m = lc.retrieval_distinct_rel * self.extent
-        if verify:  # ranked by keyframe PnP inliers: the query's features pooled to the keyframe's blocks
-            s = lc.keyframe_stride
+        keyframes = None
+        if verifies_by_keyframes(self.retrieval, lc):  # the query's features pooled to the keyframe's blocks
             h, w = query.camera.height // STRIDE, query.camera.width // STRIDE
-            fmap = query.features.T.reshape(1, -1, h, w)[..., : h // s * s, : w // s * s]
-            blocks = F.normalize(F.avg_pool2d(fmap, s)[0], dim=0).flatten(1).T
-            cands = verify_candidates(self.retrieval, cands, blocks, query.camera, STRIDE * s, k, distinct_m,
-                                      lc.retrieval_distinct_deg, lc.keyframe_min_similarity, lc.min_matches,
-                                      lc.min_inliers, lc.keyframe_pnp, workers=lc.keyframe_verify_threads)
-        kept = distinct_hypotheses(cands, k, distinct_m, lc.retrieval_distinct_deg)
-        return [PosePrior(c.w2c_opencv, source="retrieval", detail={
-            "reference": self.reference_names[refs[c.row]], "index_row": c.row, "score": c.score, "rank": r,
-            **({"keyframe_inliers": c.inliers} if verify else {})})
-            for r, c in enumerate(kept)]
+            blocks = query_blocks(query.features.T.reshape(-1, h, w), lc.keyframe_stride)
+            keyframes = KeyframeQuery(blocks, query.camera, STRIDE * lc.keyframe_stride, lc.keyframe_min_similarity,
+                                      lc.keyframe_pnp)
+        return hypotheses_from_retrieval(self.retrieval, g, lc, self.extent, self.reference_names, keyframes)
 
     @torch.no_grad()
     def correspondences(self, query: Query, w2c_opencv: np.ndarray, round_index: int, clock: StageClock) -> Correspondences:
