@@ -112,3 +112,67 @@ def test_rounds_go_on_past_the_budget_only_while_the_pose_still_moves(unsettled,
     refine_by_flow(BoxMap(), QUERY, CAM, estimate(start), result, lc, EXTENT)
     assert len(result.history) == rounds and result.history[0].pose_update_m > 0.1
     assert result.history[-1].pose_update_m < 0.1 or unsettled == 0  # it stopped once settled
+
+
+CAM_FINE = CAM.resized(2 * CAM.width, 2 * CAM.height)  # a query at twice the refinement's resolution
+QUERY_FINE = (ray_cast(TRUE, CAM_FINE).rgb * 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def exact_surface_render(monkeypatch):
+    """The final round's one-evaluation-per-pixel render, ray-cast exactly at its camera
+    (BoxMap has no field); records the cameras and the depths it was given."""
+    import neural_reloc.methods.common.refinement as refinement
+
+    calls = []
+
+    def render(model, camera, c2w_opengl, depth_z, valid):
+        calls.append((camera, depth_z, valid))
+        v = ray_cast(opencv_w2c_from_opengl_c2w(c2w_opengl), camera)
+        return {"rgb": np.where(valid[..., None], v.rgb, 0.0), "points": v.points, "valid": valid}
+
+    monkeypatch.setattr(refinement, "render_at_surface", render)
+    return calls
+
+
+def test_a_settled_pose_gets_a_final_round_at_the_query_resolution(exact_surface_render):
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_final_long_side=320)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+    assert [h.stage for h in result.history][-1] == "flow_final"
+    assert result.history[-2].stage == "flow" and result.history[-1].pose_update_m < 0.01
+    (camera, depth, valid), = exact_surface_render
+    assert (camera.width, camera.height) == (320, 240) and valid.mean() > 0.8
+    true_z = _z_of(ray_cast(best[0].w2c_opencv, CAM_FINE))
+    assert np.abs(depth - true_z)[valid].max() < 0.01  # the coarse render's surfaces, seen from the estimate
+    dt, dr = pose_error(invert_pose(best[0].w2c_opencv), invert_pose(TRUE))
+    assert dt < 0.003 and dr < 0.05
+
+
+def _z_of(view) -> np.ndarray:
+    w2c = view.w2c_opencv
+    return (view.points @ w2c[:3, :3].T + w2c[:3, 3])[..., 2]
+
+
+@pytest.mark.parametrize("settings", [dict(flow_final_long_side=0), dict(flow_final_long_side=160),
+                                      dict(flow_final_max_update_rel=0.0, flow_final_max_update_deg=0.0)])
+def test_without_a_final_round_the_settled_pose_stands(exact_surface_render, settings):
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, **settings)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+    assert result.history and all(h.stage == "flow" for h in result.history)
+    assert np.allclose(best[0].w2c_opencv, result.history[-1].w2c_opencv)
+    assert len(exact_surface_render) == (1 if "flow_final_max_update_rel" in settings else 0)
+
+
+def test_the_final_round_evaluates_the_map_only_near_the_query_texture(exact_surface_render):
+    query = QUERY_FINE.copy()
+    query[40:140, 60:200] = 128  # a plain patch: no flow can land there
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_final_texture_dilate_px=3)
+    refine_by_flow(BoxMap(), query, CAM_FINE, estimate(start), LocalizationResult(False, "test", None), lc, EXTENT)
+    (camera, _, valid), = exact_surface_render
+    assert not valid[45:135, 65:195].any()  # inside the patch, beyond the dilation
+    assert valid[:35].mean() > 0.5 and valid[145:].mean() > 0.5  # the textured rest (the scene has smooth parts)

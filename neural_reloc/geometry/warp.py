@@ -41,6 +41,20 @@ class RenderedView:
     valid: np.ndarray
 
 
+def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """``image`` (H, W) or (H, W, C) sampled bilinearly at ``uv`` (N, 2; pixel centres at
+    +0.5), as (N, C) float32; 0 outside the image. cv2.remap wants both sides of its map
+    below 2^15, so the N lookups go in rows of ``_REMAP_COLS``."""
+    n = len(uv)
+    cols = max(1, min(n, _REMAP_COLS))
+    rows = -(-n // cols)
+    map_xy = np.full((rows * cols, 2), -1.0, np.float32)  # padding: outside, reads the border (0)
+    map_xy[:n] = uv - 0.5
+    out = cv2.remap(np.ascontiguousarray(image, dtype=np.float32), map_xy.reshape(rows, cols, 2), None,
+                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape(rows * cols, -1)[:n]
+
+
 def _to_camera(w2c_opencv: np.ndarray, points_world: np.ndarray) -> np.ndarray:
     return points_world @ w2c_opencv[:3, :3].T + w2c_opencv[:3, 3]
 
@@ -96,18 +110,9 @@ def warp_rendered_view(
     x_world = x_cam @ c2w_opencv[:3, :3].T + c2w_opencv[:3, 3]
     x_src = _to_camera(view.w2c_opencv, x_world)
     uv_s, in_front = cam.project(x_src)
-    # cv2.remap wants both sides of its map below 2^15: the N lookups as rows of _REMAP_COLS
-    n = len(uv_t)
-    cols = max(1, min(n, _REMAP_COLS))
-    rows = -(-n // cols)
-    map_xy = np.full((rows * cols, 2), -1.0, np.float32)  # padding: outside, reads the border (0)
-    map_xy[:n] = uv_s - 0.5
-    map_xy = map_xy.reshape(rows, cols, 2)
 
     def lookup(image: np.ndarray) -> np.ndarray:
-        out = cv2.remap(np.ascontiguousarray(image, dtype=np.float32), map_xy, None, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return out.reshape(rows * cols, -1)[:n]
+        return sample_bilinear(image, uv_s)
 
     support = lookup(view.valid.astype(np.float32))[:, 0]
     points = lookup(view.points)
@@ -130,4 +135,4 @@ def warp_rendered_view(
     )
 
 
-__all__ = ["RenderedView", "fill_cracks", "splat_depth", "warp_rendered_view"]
+__all__ = ["RenderedView", "fill_cracks", "sample_bilinear", "splat_depth", "warp_rendered_view"]

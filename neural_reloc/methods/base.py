@@ -60,7 +60,8 @@ class IterationRecord:
     num_inliers: int
     pose_update_m: float = float("nan")
     pose_update_deg: float = float("nan")
-    #: What made it: "match" (a correspondence round), "flow" or "photometric" (refinement).
+    #: What made it: "match" (a correspondence round), "flow", "flow_final" (the flow round at the query's
+    #: finer resolution) or "photometric" (refinement).
     stage: str = "match"
 
 

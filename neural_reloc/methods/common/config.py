@@ -226,6 +226,32 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "more (1.49 -> 0.87 -> 0.17 -> 0.04 m). flow_refinement_iterations or less: off.", range=(0, 100),
     )
     flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
+    flow_final_long_side: int = setting(
+        320, "Once the flow rounds settled on a pose the verdict accepts, one more round at this long side (the "
+        "query's own size if smaller; not above flow_refinement_long_side: off): the map's colour evaluated once "
+        "per pixel at the surfaces of the last render seen from the estimate (nerf/surface_render.py), flow and PnP "
+        "(flow_pnp's threshold, in these pixels) at this resolution. The map is trained at a lower resolution than "
+        "the query; its colours still carry finer detail than a render at flow_refinement_long_side shows.",
+        range=(0, 4096),
+    )
+    flow_final_edge_rel: float = setting(
+        0.05, "The final round evaluates a pixel only where the last render's inverse depth around it (3x3) has no "
+        "kink: a second difference along a row or column above this fraction of the inverse depth (a depth edge, "
+        "where interpolation would put the point in the air; planes have none).", range=(0.0, 10.0),
+    )
+    flow_final_texture_dilate_px: int = setting(
+        3, "The final round evaluates the map only within this many pixels of the query's textured pixels (grey-level "
+        "gradient flow_min_gradient or more), where flow can land; elsewhere the warped coarse render stands in. "
+        "0: every pixel.", range=(0, 64),
+    )
+    flow_final_max_update_rel: float = setting(
+        0.01, "The final round's pose is kept only if it moved the settled pose by at most this fraction of the "
+        "scene extent (and flow_final_max_update_deg), with flow_confirm_min_inlier_ratio of its correspondences "
+        "as inliers; else the settled pose stands.", range=(0.0, 1e9),
+    )
+    flow_final_max_update_deg: float = setting(
+        1.0, "The rotation half of flow_final_max_update_rel (degrees).", range=(0.0, 180.0)
+    )
     photometric_steps: int = setting(
         0, "Photometric refinement (iNeRF-style) after the flow rounds (or alone when flow_refinement_iterations "
         "is 0): this many Adam steps on the pose through the frozen map's rendered colours (photometric.py); the "

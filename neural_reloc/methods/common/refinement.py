@@ -25,8 +25,9 @@ from ...geometry.camera import Camera
 from ...geometry.frames import opengl_c2w_from_opencv_w2c
 from ...geometry.pnp import pnp_ransac
 from ...geometry.se3 import invert_pose, pose_error
-from ...geometry.warp import RenderedView, warp_rendered_view
+from ...geometry.warp import RenderedView, sample_bilinear, warp_rendered_view
 from ...nerf.depth_band import render_view_depth_guided
+from ...nerf.surface_render import render_at_surface, upsample_depth
 from ..base import IterationRecord
 
 #: DIS optical flow preset (OpenCV): MEDIUM is sub-pixel and ~10 ms at 160x120.
@@ -99,8 +100,7 @@ def flow_matches(
     v = rows + 0.5 + fw[rows, cols, 1]
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
     rows, cols, u, v = rows[inside], cols[inside], u[inside], v[inside]
-    back = cv2.remap(bw, (u - 0.5).astype(np.float32), (v - 0.5).astype(np.float32), cv2.INTER_LINEAR)
-    back = back.reshape(-1, 2)
+    back = sample_bilinear(bw, np.stack([u, v], -1))
     err = np.hypot(fw[rows, cols, 0] + back[:, 0], fw[rows, cols, 1] + back[:, 1])
     ok = err <= consistency_px
     rows, cols, u, v = rows[ok], cols[ok], u[ok], v[ok]
@@ -116,6 +116,19 @@ def refinement_camera(camera: Camera, long_side: int) -> Camera:
     if max(camera.width, camera.height) <= long_side:
         return camera
     return camera.fit_within(long_side, long_side)
+
+
+def render_for_flow(model, camera: Camera, w2c_opencv: np.ndarray, lc) -> RenderedView:
+    """The flow rounds' render of the map at ``w2c_opencv``: a depth-guided volume render
+    (:func:`~neural_reloc.nerf.depth_band.render_view_depth_guided`) of colour and points."""
+    out = render_view_depth_guided(
+        model, camera, opengl_c2w_from_opencv_w2c(w2c_opencv), ("rgb", "points", "accumulation"),
+        guide_stride=lc.flow_render_guide_stride, margin_rel=lc.flow_render_band_margin_rel,
+        band_coarse=lc.flow_render_band_coarse_samples, min_accumulation=lc.min_accumulation,
+        num_fine=lc.flow_render_samples, num_coarse=lc.flow_render_coarse_samples or None,
+        color_samples=lc.flow_render_color_samples or None,
+    )
+    return RenderedView(camera, w2c_opencv, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation)
 
 
 def _within_warp_reach(w2c_opencv: np.ndarray, rendered, lc, extent: float) -> bool:
@@ -145,16 +158,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         if _within_warp_reach(w2c_opencv, rendered, lc, extent):
             view = warp_rendered_view(rendered, w2c_opencv)
         else:
-            out = render_view_depth_guided(
-                model, cam_r, opengl_c2w_from_opencv_w2c(w2c_opencv), ("rgb", "points", "accumulation"),
-                guide_stride=lc.flow_render_guide_stride, margin_rel=lc.flow_render_band_margin_rel,
-                band_coarse=lc.flow_render_band_coarse_samples, min_accumulation=lc.min_accumulation,
-                num_fine=lc.flow_render_samples, num_coarse=lc.flow_render_coarse_samples or None,
-                color_samples=lc.flow_render_color_samples or None,
-            )
-            view = rendered = RenderedView(
-                cam_r, w2c_opencv, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation
-            )
+            view = rendered = render_for_flow(model, cam_r, w2c_opencv, lc)
         fm = flow_matches(
             view.rgb, view.points, view.valid, query, min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
             max_points=lc.flow_max_points, seed=lc.pnp.seed,
@@ -171,7 +175,50 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         best = (pnp, n)
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
             break
+    if last is not None and flow_settled(last, lc, extent) and last.num_inliers >= lc.flow_confirm_min_inlier_ratio * last.num_matches:
+        best = final_flow_round(model, image_rgb, camera, best, rendered, result, lc, extent)
     return best
+
+
+def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, rendered: RenderedView, result, lc,
+                     extent: float) -> tuple:
+    """One flow round at ``lc.flow_final_long_side`` from a settled estimate ``best``: the
+    last render (``rendered``, at ``flow_refinement_long_side``) warped to the estimate
+    gives each finer pixel its surface, the map's colour there is one field evaluation
+    per pixel (:func:`~neural_reloc.nerf.surface_render.render_at_surface`), then flow
+    and PnP at the finer resolution. Kept (a history record, stage "flow_final") when
+    PnP has ``flow_confirm_min_inlier_ratio`` of the correspondences as inliers and moved
+    the pose within ``flow_final_max_update_*``; else ``best`` stands."""
+    cam_f = refinement_camera(camera, lc.flow_final_long_side)
+    if max(cam_f.width, cam_f.height) <= max(rendered.camera.width, rendered.camera.height):
+        return best
+    w2c_opencv = best[0].w2c_opencv
+    seen = warp_rendered_view(rendered, w2c_opencv)
+    z = np.where(seen.valid, (seen.points @ w2c_opencv[:3, :3].T + w2c_opencv[:3, 3])[..., 2], np.inf)
+    depth, surface = upsample_depth(z, seen.valid, cam_f.width, cam_f.height, lc.flow_final_edge_rel)
+    query = image_rgb if (camera.width, camera.height) == (cam_f.width, cam_f.height) else cv2.resize(
+        image_rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_AREA)
+    if lc.flow_final_texture_dilate_px > 0:
+        k = 2 * lc.flow_final_texture_dilate_px + 1
+        textured = (gradient_magnitude(_grey(query)) >= lc.flow_min_gradient).astype(np.uint8)
+        surface = surface & (cv2.dilate(textured, np.ones((k, k), np.uint8)) > 0)
+    out = render_at_surface(model, cam_f, opengl_c2w_from_opencv_w2c(w2c_opencv), depth, surface)
+    # Pixels without a surface keep the warped coarse colour: flow sees no artificial edges there.
+    rgb = cv2.resize(seen.rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_LINEAR)
+    rgb[surface] = out["rgb"][surface]
+    fm = flow_matches(rgb, out["points"], surface, query, min_gradient=lc.flow_min_gradient,
+                      consistency_px=lc.flow_consistency_px, max_points=lc.flow_max_points, seed=lc.pnp.seed)
+    n = len(fm.uv)
+    if n < lc.min_matches:
+        return best
+    pnp = pnp_ransac(fm.uv, fm.points, cam_f, lc.flow_pnp)
+    if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_confirm_min_inlier_ratio:
+        return best
+    dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
+    if dt > lc.flow_final_max_update_rel * extent or dr > lc.flow_final_max_update_deg:
+        return best
+    result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final"))
+    return pnp, n
 
 
 def flow_settled(record: IterationRecord, lc, extent: float) -> bool:
