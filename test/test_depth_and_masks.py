@@ -267,10 +267,11 @@ def test_depth_supervision_lowers_the_held_out_depth_error(tmp_path):
         logs: list[str] = []
         work = tmp_path / f"work_{name}"
         tr = NeuralMapTrainer(data.subset("train"), cfg, torch.device("cpu"), work, log=logs.append)
+        assert tr.images.has_depth == use_depth  # keypoints are triangulated when the field trains
+        tr.fit()
         assert tr.images.has_depth == (use_depth or keypoints)
         assert (tr.images.depth_pixels is not None) == (keypoints and not use_depth)
         assert any("triangulated keypoints" in m for m in logs) == (keypoints and not use_depth), logs
-        tr.fit()
         assert ("depth" in tr.state.history[-1]) == use_depth
         assert ("keypoint_depth" in tr.state.history[-1]) == (keypoints and not use_depth)
         res[name] = evaluate_views(tr.model, test, list(range(len(test))))

@@ -429,3 +429,24 @@ def _an_index_without_keyframes_is_rebuilt_not_retrained(m, data, nerfmatch, tmp
     logs.clear()
     add_method(old, "nerfmatch", data, nerfmatch, log=logs.append)
     assert any("nothing to do" in s for s in logs)
+
+
+def test_add_method_on_an_rgb_only_map_does_not_triangulate_for_the_frozen_field(tmp_path):
+    """Keypoint depth supervises a field being trained; add-method trains none, so it must
+    not spend minutes triangulating SIFT tracks for it (a real capture: ~7 min)."""
+    from neural_reloc.config_io import load_method_config, merge, parse_dotted
+    from neural_reloc.data import load_dataset
+    from neural_reloc.mapping import add_method, build_map
+    from neural_reloc.nerf.config import NeuralMapConfig
+
+    data = load_dataset(_tiny_dataset(tmp_path))
+    build_logs: list[str] = []
+    cfg = merge(NeuralMapConfig(), parse_dotted([*TINY, "train.use_depth=false", "train.keypoint_depth=true"]))
+    m = build_map(data, tmp_path / "map", method="nerf", config=cfg, log=build_logs.append, evaluate=False)
+    assert any("keypoint depth" in s for s in build_logs), build_logs  # the build's field did ask for it
+    logs: list[str] = []
+    crossfire = load_method_config("crossfire", None, [
+        "train.cnn_steps=2", "train.field_steps=2", "train.max_cached_views=3", "train.surface_samples=2",
+        "localization.retrieval_extra_yaw_deg=[]"])
+    add_method(m, "crossfire", data, crossfire, log=logs.append)
+    assert logs and not any("keypoint depth" in s or "triangulated" in s for s in logs), logs

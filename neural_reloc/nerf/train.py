@@ -276,18 +276,35 @@ class NeuralMapTrainer:
         t = cfg.train
         depth_terms = t.depth_weight > 0 or t.free_space_weight > 0
         load_depth = t.use_depth and depth_terms
-        kp_depth = None
-        if depth_terms and t.keypoint_depth and not (load_depth and data.depth_paths is not None):
-            kp_depth = self._keypoint_depth(self.data)
-        self.images = TrainingImages(self.data, device, progress, load_depth=load_depth, keypoint_depth=kp_depth)
-        if self.images.has_depth:
-            frac = float((self.images.distance > 0).float().mean())
-            self.log(f"depth supervision: {100 * frac:.2f}% of the training pixels have a depth measurement"
-                     + (" (triangulated keypoints)" if kp_depth is not None else ""))
+        #: RGB-only data's keypoint depth (DS-NeRF) is triangulated when the field is first
+        #: trained (:meth:`fit`): a field adopted from a map (``add-method``) never needs it.
+        self.keypoint_depth_pending = bool(
+            depth_terms and t.keypoint_depth and not (load_depth and data.depth_paths is not None))
+        self.images = TrainingImages(self.data, device, progress, load_depth=load_depth)
+        self._log_depth_share()
         self.optimizer = self.make_optimizer()
         self.state = TrainState()
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.train.seed)
+
+    def _log_depth_share(self) -> None:
+        if self.images.has_depth:
+            frac = float((self.images.distance > 0).float().mean())
+            self.log(f"depth supervision: {100 * frac:.2f}% of the training pixels have a depth measurement"
+                     + (" (triangulated keypoints)" if self.images.depth_pixels is not None else ""))
+
+    def prepare_keypoint_depth(self) -> None:
+        """Triangulate the training images' keypoints (SIFT tracks, the known poses) and
+        supervise their rays' depth, when the config asks for it on data without depth
+        images; once, before the field's first step."""
+        if not self.keypoint_depth_pending:
+            return
+        self.keypoint_depth_pending = False
+        kp_depth = self._keypoint_depth(self.data)
+        if kp_depth is not None:
+            self.images = TrainingImages(self.data, self.device, self.progress, load_depth=False,
+                                         keypoint_depth=kp_depth)
+            self._log_depth_share()
 
     def _keypoint_depth(self, data: PosedImages) -> KeypointDepth | None:
         """Triangulated keypoint depth of the training images (None, logged, when
@@ -523,6 +540,8 @@ class NeuralMapTrainer:
         t = self.cfg.train
         self.try_resume()
         start = self.state.step
+        if start < t.steps and not getattr(self, "field_adopted", False):
+            self.prepare_keypoint_depth()
         t_start = time.perf_counter() - self.state.elapsed_s
         steps = range(start, t.steps)
         bar = self.progress(steps, desc="training", initial=start, total=t.steps) if self.progress else steps
