@@ -25,9 +25,10 @@ def test_inverse_depth_upsampling_is_exact_on_a_slanted_plane():
     coarse, fine = ray_cast(pose, COARSE), ray_cast(pose, CAM)
     assert np.ptp(_z(fine)) > 2.0  # slanted: depth varies across the view
     depth, valid = upsample_depth(_z(coarse), coarse.valid, CAM.width, CAM.height, edge_rel=0.05)
-    inner = np.s_[STRIDE:-STRIDE, STRIDE:-STRIDE]  # the outer half block is clamped, not extrapolated
-    assert valid[inner].all()
-    assert np.abs(depth - _z(fine))[inner].max() < 1e-4 * _z(fine).max()
+    half = STRIDE // 2  # beyond the outermost coarse centres the resize would hold, not extend, the plane
+    assert not valid[:half].any() and not valid[-half:].any() and not valid[:, :half].any()
+    assert valid[half:-half, half:-half].all()  # the slant is no kink, at the border either
+    assert np.abs(depth - _z(fine))[valid].max() < 1e-4 * _z(fine).max()
 
 
 def test_pixels_near_a_depth_edge_are_left_out():
@@ -36,9 +37,9 @@ def test_pixels_near_a_depth_edge_are_left_out():
     depth, valid = upsample_depth(_z(coarse), coarse.valid, CAM.width, CAM.height, edge_rel=0.05)
     off = np.abs(depth - _z(fine)) > 0.01 * _z(fine)
     assert off.any() and not (off & valid).any()  # every pixel interpolated across the edge is out
-    assert valid.mean() > 0.8
+    assert valid.mean() > 0.75  # the rest, but for the image's outer half block
     _, valid_all = upsample_depth(_z(coarse), coarse.valid, CAM.width, CAM.height, edge_rel=10.0)
-    assert valid_all.all()  # no edge test: every pixel next to surfaces only
+    assert valid_all[2:-2, 2:-2].all()  # no edge test: every pixel between the coarse centres
     holes = coarse.valid.copy()
     holes[3, 5] = False
     _, valid_holes = upsample_depth(_z(coarse), holes, CAM.width, CAM.height, edge_rel=10.0)

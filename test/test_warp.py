@@ -68,3 +68,20 @@ def test_splat_and_crack_filling():
     assert np.isclose(filled[20, 10], 2.0)  # the crack takes its neighbours' depth
     assert np.isclose(filled[60, 80], 9.0)  # an isolated point keeps its own
     assert np.isinf(splat_depth(CAM, w2c, np.zeros((0, 3)))).all()
+
+
+def test_bilinear_lookup_of_more_points_than_one_remap_row_takes():
+    from neural_reloc.geometry.warp import sample_bilinear
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 1, (60, 80, 2)).astype(np.float32)
+    uv = rng.uniform([0.5, 0.5], [79.5, 59.5], (40000, 2))  # cv2.remap's map sides stop at 32767
+    x, y = uv[:, 0] - 0.5, uv[:, 1] - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, 79), np.minimum(y0 + 1, 59)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    expected = (image[y0, x0] * (1 - fx) * (1 - fy) + image[y0, x1] * fx * (1 - fy)
+                + image[y1, x0] * (1 - fx) * fy + image[y1, x1] * fx * fy)
+    assert np.abs(sample_bilinear(image, uv) - expected).max() < 1 / 32  # OpenCV interpolates with 5-bit weights
+    assert sample_bilinear(image[..., 0], uv).shape == (40000, 1)
+    assert sample_bilinear(image, uv[:0]).shape == (0, 2)

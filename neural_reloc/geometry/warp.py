@@ -46,6 +46,8 @@ def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     +0.5), as (N, C) float32; 0 outside the image. cv2.remap wants both sides of its map
     below 2^15, so the N lookups go in rows of ``_REMAP_COLS``."""
     n = len(uv)
+    if n == 0:
+        return np.zeros((0, image.shape[2] if image.ndim == 3 else 1), np.float32)
     cols = max(1, min(n, _REMAP_COLS))
     rows = -(-n // cols)
     map_xy = np.full((rows * cols, 2), -1.0, np.float32)  # padding: outside, reads the border (0)

@@ -30,13 +30,14 @@ def upsample_depth(depth_z: np.ndarray, valid: np.ndarray, width: int, height: i
                    edge_rel: float) -> tuple[np.ndarray, np.ndarray]:
     """A coarse view's depth (z, (h, w)) and surface mask, resized to ``width`` x
     ``height`` by bilinear interpolation of the inverse depth (pixel centres aligned).
-    A fine pixel is valid where the coarse pixels around its lookup (3x3 around the
-    nearest) are surfaces and none is a kink of the inverse depth: its second difference
+    A fine pixel is valid where it lies between the outermost coarse pixel centres, the
+    coarse pixels around its lookup (3x3 around the nearest) are surfaces and none is a
+    kink of the inverse depth: its second difference
     along a row or a column, relative to the inverse depth itself, above ``edge_rel``
     (zero on any plane, however slanted; large across a depth edge)."""
     valid = np.asarray(valid, bool) & np.isfinite(depth_z) & (depth_z > 0)
     inv = np.where(valid, 1.0 / np.where(valid, depth_z, 1.0), 0.0).astype(np.float32)
-    padded = np.pad(inv, 1, mode="edge")
+    padded = np.pad(inv, 1, mode="reflect", reflect_type="odd")  # continues a plane: no kink at the border
     second_x = np.abs(padded[1:-1, :-2] - 2.0 * inv + padded[1:-1, 2:])
     second_y = np.abs(padded[:-2, 1:-1] - 2.0 * inv + padded[2:, 1:-1])
     kernel = np.ones((EDGE_NEIGHBOURHOOD, EDGE_NEIGHBOURHOOD), np.uint8)
@@ -45,7 +46,18 @@ def upsample_depth(depth_z: np.ndarray, valid: np.ndarray, width: int, height: i
     smooth = all_valid & (cv2.dilate(kink, kernel, borderType=cv2.BORDER_REPLICATE) == 0)
     fine_inv = cv2.resize(np.where(valid, inv, 1.0).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     ok = cv2.resize(smooth.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    # Beyond the outermost coarse pixel centres cv2.resize holds the border value instead of
+    # extending the plane: those fine pixels are left out.
+    h, w = depth_z.shape
+    ok &= _between_centres(height, h)[:, None] & _between_centres(width, w)[None, :]
     return (1.0 / fine_inv).astype(np.float32), ok
+
+
+def _between_centres(fine: int, coarse: int) -> np.ndarray:
+    """Fine pixels (of ``fine``) whose centres lie between the first and the last coarse
+    pixel centre (of ``coarse``) along one axis, pixel centres at +0.5."""
+    x = (np.arange(fine) + 0.5) * coarse / fine
+    return (x >= 0.5) & (x <= coarse - 0.5)
 
 
 @torch.no_grad()

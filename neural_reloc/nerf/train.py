@@ -302,6 +302,7 @@ class NeuralMapTrainer:
         self.keypoint_depth_pending = False
         kp_depth = self._keypoint_depth(self.data)
         if kp_depth is not None:
+            self.images = None  # free the photometric-only copy before loading the images again
             self.images = TrainingImages(self.data, self.device, self.progress, load_depth=False,
                                          keypoint_depth=kp_depth)
             self._log_depth_share()

@@ -172,7 +172,8 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     )
     flow_min_gradient: float = setting(
         4.0, "Flow is used where the render's grey-level gradient is at least this (levels per pixel, "
-        "Sobel / 8).", range=(0.0, 1e9),
+        "Sobel / 8; the final round also evaluates the map only near query pixels above it). Per pixel, at the "
+        "final round's finer resolution the same edge has about half the gradient.", range=(0.0, 1e9),
     )
     flow_consistency_px: float = setting(
         0.5, "Flow is used where forward and backward flow agree within this (pixels).", range=(0.0, 1e9)
@@ -225,10 +226,12 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "rounds go on past flow_refinement_iterations, up to this many in all: a start far off converges in a few "
         "more (1.49 -> 0.87 -> 0.17 -> 0.04 m). flow_refinement_iterations or less: off.", range=(0, 100),
     )
-    flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera.")
+    flow_pnp: PnPConfig = setting(_PNP_1PX, "PnP of the flow refinement: threshold in pixels of the refinement camera "
+                                  "(flow_refinement_long_side; flow_final_long_side in the final round).")
     flow_final_long_side: int = setting(
-        320, "Once the flow rounds settled on a pose the verdict accepts, one more round at this long side (the "
-        "query's own size if smaller; not above flow_refinement_long_side: off): the map's colour evaluated once "
+        320, "Once the flow rounds settled on a pose the verdict's tests accept (flow_confirm_*), one more round at "
+        "this long side (the query's own size if smaller; not above flow_refinement_long_side: off): the map's "
+        "colour evaluated once "
         "per pixel at the surfaces of the last render seen from the estimate (nerf/surface_render.py), flow and PnP "
         "(flow_pnp's threshold, in these pixels) at this resolution. The map is trained at a lower resolution than "
         "the query; its colours still carry finer detail than a render at flow_refinement_long_side shows.",

@@ -175,7 +175,8 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         best = (pnp, n)
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
             break
-    if last is not None and flow_settled(last, lc, extent) and last.num_inliers >= lc.flow_confirm_min_inlier_ratio * last.num_matches:
+    if last is not None and flow_settled(last, lc, extent) and last.num_inliers >= lc.flow_confirm_min_inliers \
+            and last.num_inliers >= lc.flow_confirm_min_inlier_ratio * last.num_matches:
         best = final_flow_round(model, image_rgb, camera, best, rendered, result, lc, extent)
     return best
 
@@ -189,9 +190,11 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     and PnP at the finer resolution. Kept (a history record, stage "flow_final") when
     PnP has ``flow_confirm_min_inlier_ratio`` of the correspondences as inliers and moved
     the pose within ``flow_final_max_update_*``; else ``best`` stands."""
+    if lc.flow_final_long_side <= lc.flow_refinement_long_side:
+        return best
     cam_f = refinement_camera(camera, lc.flow_final_long_side)
     if max(cam_f.width, cam_f.height) <= max(rendered.camera.width, rendered.camera.height):
-        return best
+        return best  # the query is no larger than the flow rounds' camera
     w2c_opencv = best[0].w2c_opencv
     seen = warp_rendered_view(rendered, w2c_opencv)
     z = np.where(seen.valid, (seen.points @ w2c_opencv[:3, :3].T + w2c_opencv[:3, 3])[..., 2], np.inf)
