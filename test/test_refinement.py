@@ -129,7 +129,7 @@ def exact_surface_render(monkeypatch):
     def render(model, camera, c2w_opengl, depth_z, valid):
         calls.append((camera, depth_z, valid))
         v = ray_cast(opencv_w2c_from_opengl_c2w(c2w_opengl), camera)
-        return {"rgb": np.where(valid[..., None], v.rgb, 0.0), "points": v.points, "valid": valid}
+        return {"rgb": np.where(valid[..., None], v.rgb, 0.0), "points": v.points}
 
     monkeypatch.setattr(refinement, "render_at_surface", render)
     return calls

@@ -57,7 +57,7 @@ def test_one_evaluation_at_a_solid_surface_gives_the_volume_render():
     valid[:5] = False
     out = render_at_surface(m, cam, c2w_opengl, ref["depth"], valid)
     assert np.allclose(out["points"][valid], ref["points"][valid], atol=1e-5)
-    assert (out["rgb"][~valid] == 0).all() and (out["valid"] == valid).all()
+    assert (out["rgb"][~valid] == 0).all() and (out["points"][~valid] == 0).all()
     assert np.abs(out["rgb"][valid] - ref["rgb"][valid]).mean() < 0.02
 
 

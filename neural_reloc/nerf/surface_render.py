@@ -65,7 +65,7 @@ def render_at_surface(model, camera: Camera, c2w_opengl: np.ndarray, depth_z: np
                       chunk: int = RENDER_CHUNK) -> dict[str, np.ndarray]:
     """Colour and world points of ``camera``'s pixels (H, W) at known depths ``depth_z``
     (z in the OpenCV camera, (H, W), used where ``valid``): ``rgb`` (H, W, 3) float in
-    [0, 1] (0 where not valid), ``points`` (H, W, 3), ``valid`` (H, W) bool."""
+    [0, 1] (0 where not valid) and ``points`` (H, W, 3)."""
     h, w = camera.height, camera.width
     if depth_z.shape != (h, w) or valid.shape != (h, w):
         raise ValueError(f"depth {depth_z.shape} / valid {valid.shape} for a {w}x{h} camera")
@@ -87,11 +87,7 @@ def render_at_surface(model, camera: Camera, c2w_opengl: np.ndarray, depth_z: np
     if keep.numel():
         rgb[keep] = torch.cat(colours).float()
         pts[keep] = points
-    return {
-        "rgb": rgb.view(h, w, 3).cpu().numpy(),
-        "points": pts.view(h, w, 3).cpu().numpy(),
-        "valid": np.asarray(valid, bool).copy(),
-    }
+    return {"rgb": rgb.view(h, w, 3).cpu().numpy(), "points": pts.view(h, w, 3).cpu().numpy()}
 
 
 __all__ = ["render_at_surface", "upsample_depth"]

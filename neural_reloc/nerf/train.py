@@ -541,7 +541,7 @@ class NeuralMapTrainer:
         t = self.cfg.train
         self.try_resume()
         start = self.state.step
-        if start < t.steps and not getattr(self, "field_adopted", False):
+        if start < t.steps:  # an adopted field (add-method) starts at t.steps: it trains no step
             self.prepare_keypoint_depth()
         t_start = time.perf_counter() - self.state.elapsed_s
         steps = range(start, t.steps)

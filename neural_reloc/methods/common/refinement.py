@@ -175,8 +175,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         best = (pnp, n)
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
             break
-    if last is not None and flow_settled(last, lc, extent) and last.num_inliers >= lc.flow_confirm_min_inliers \
-            and last.num_inliers >= lc.flow_confirm_min_inlier_ratio * last.num_matches:
+    if last is not None and not flow_verdict(last, lc, extent):  # no cost on frames the verdict refuses
         best = final_flow_round(model, image_rgb, camera, best, rendered, result, lc, extent)
     return best
 
@@ -197,15 +196,15 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
         return best  # the query is no larger than the flow rounds' camera
     w2c_opencv = best[0].w2c_opencv
     seen = warp_rendered_view(rendered, w2c_opencv)
-    z = np.where(seen.valid, (seen.points @ w2c_opencv[:3, :3].T + w2c_opencv[:3, 3])[..., 2], np.inf)
-    depth, surface = upsample_depth(z, seen.valid, cam_f.width, cam_f.height, lc.flow_final_edge_rel)
+    seen_z = np.where(seen.valid, (seen.points @ w2c_opencv[:3, :3].T + w2c_opencv[:3, 3])[..., 2], np.inf)
+    depth_z, surface = upsample_depth(seen_z, seen.valid, cam_f.width, cam_f.height, lc.flow_final_edge_rel)
     query = image_rgb if (camera.width, camera.height) == (cam_f.width, cam_f.height) else cv2.resize(
         image_rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_AREA)
     if lc.flow_final_texture_dilate_px > 0:
         k = 2 * lc.flow_final_texture_dilate_px + 1
         textured = (gradient_magnitude(_grey(query)) >= lc.flow_min_gradient).astype(np.uint8)
         surface = surface & (cv2.dilate(textured, np.ones((k, k), np.uint8)) > 0)
-    out = render_at_surface(model, cam_f, opengl_c2w_from_opencv_w2c(w2c_opencv), depth, surface)
+    out = render_at_surface(model, cam_f, opengl_c2w_from_opencv_w2c(w2c_opencv), depth_z, surface)
     # Pixels without a surface keep the warped coarse colour: flow sees no artificial edges there.
     rgb = cv2.resize(seen.rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_LINEAR)
     rgb[surface] = out["rgb"][surface]
@@ -229,6 +228,24 @@ def flow_settled(record: IterationRecord, lc, extent: float) -> bool:
     the scene extent and ``flow_confirm_max_update_deg``."""
     return (record.pose_update_m <= lc.flow_confirm_max_update_rel * extent
             and record.pose_update_deg <= lc.flow_confirm_max_update_deg)
+
+
+def flow_verdict(last: IterationRecord, lc, extent: float) -> str:
+    """"" when the flow's last accepted round ``last`` confirms its pose: at least
+    ``flow_confirm_min_inliers`` PnP inliers, ``flow_confirm_min_inlier_ratio`` of its
+    correspondences, and settled (:func:`flow_settled`); else why not."""
+    if last.num_inliers < lc.flow_confirm_min_inliers:
+        return (f"the flow refinement's last round had {last.num_inliers} inliers "
+                f"< flow_confirm_min_inliers={lc.flow_confirm_min_inliers}")
+    if last.num_inliers < lc.flow_confirm_min_inlier_ratio * last.num_matches:
+        return (f"the flow refinement's last round had {last.num_inliers} inliers of {last.num_matches} "
+                f"correspondences < flow_confirm_min_inlier_ratio={lc.flow_confirm_min_inlier_ratio}")
+    if not flow_settled(last, lc, extent):
+        return (f"the flow refinement had not settled: its last round moved {last.pose_update_m:.3f} m / "
+                f"{last.pose_update_deg:.2f} deg (flow_confirm_max_update_rel={lc.flow_confirm_max_update_rel}, "
+                f"{lc.flow_confirm_max_update_rel * extent:.3f} m here; "
+                f"flow_confirm_max_update_deg={lc.flow_confirm_max_update_deg})")
+    return ""
 
 
 def check_flow_settings(lc) -> None:
@@ -277,16 +294,4 @@ class FlowRefinement:
         flow = [r for r in records if r.stage == "flow"]
         if not flow:
             return "" if verified else "the flow refinement accepted no round"
-        last = flow[-1]
-        if last.num_inliers < lc.flow_confirm_min_inliers:
-            return (f"the flow refinement's last round had {last.num_inliers} inliers "
-                    f"< flow_confirm_min_inliers={lc.flow_confirm_min_inliers}")
-        if last.num_inliers < lc.flow_confirm_min_inlier_ratio * last.num_matches:
-            return (f"the flow refinement's last round had {last.num_inliers} inliers of {last.num_matches} "
-                    f"correspondences < flow_confirm_min_inlier_ratio={lc.flow_confirm_min_inlier_ratio}")
-        max_m = lc.flow_confirm_max_update_rel * self.extent
-        if not flow_settled(last, lc, self.extent):
-            return (f"the flow refinement had not settled: its last round moved {last.pose_update_m:.3f} m / "
-                    f"{last.pose_update_deg:.2f} deg (flow_confirm_max_update_rel={lc.flow_confirm_max_update_rel}, "
-                    f"{max_m:.3f} m here; flow_confirm_max_update_deg={lc.flow_confirm_max_update_deg})")
-        return ""
+        return flow_verdict(flow[-1], lc, self.extent)
