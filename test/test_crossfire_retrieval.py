@@ -54,7 +54,8 @@ def test_index_holds_mapping_and_panned_views_with_their_poses():
     model = _tiny_map()
     cnn = fe.FeatureExtractor(dim=16, channels=(8, 8, 16, 16, 16, 16, 16)).eval()
     c2w = _poses(3)
-    cfg = LocalizationConfig(retrieval_long_side=16, render_samples=4, retrieval_extra_yaw_deg=(-30.0, 30.0))
+    cfg = LocalizationConfig(retrieval_long_side=16, render_samples=4, retrieval_extra_yaw_deg=(-30.0, 30.0),
+                             retrieval_fill_spacing_rel=0.0)  # the poses between views: test_index_fills_the_gap...
     index = build_retrieval_index(model, cnn, _Views(c2w), cfg)
     assert index.descriptors.shape[0] == 9
     assert index.reference.tolist() == [0, 1, 2] * 3
@@ -78,7 +79,7 @@ def test_index_keyframes_hold_rendered_descriptors_and_points():
     cnn = fe.FeatureExtractor(dim=16, channels=(8, 8, 16, 16, 16, 16, 16)).eval()
     c2w = _poses(2)
     cfg = LocalizationConfig(retrieval_long_side=16, render_samples=4, retrieval_extra_yaw_deg=(),
-                             match_long_side=32, match_short_side=24, keyframe_stride=8)
+                             retrieval_fill_spacing_rel=0.0, match_long_side=32, match_short_side=24, keyframe_stride=8)
     index = build_retrieval_index(model, cnn, _Views(c2w), cfg, descriptor_head=DESCRIPTOR_HEAD)
     assert index.has_keyframes and index.keyframe_descriptors.shape[:2] == (2, 4 * 3)
     cam = _Views(c2w).camera(0).fit_within(32, 24)
@@ -258,3 +259,68 @@ def test_verification_in_threads_picks_what_one_at_a_time_picks(monkeypatch, wor
             picks.append([c.row for c in rt.distinct_hypotheses(out, 3, 0.1, 5.0)])
         assert picks[0] == picks[1]
         assert matched == list(range(6)) * 2  # once per candidate in each of the two runs
+
+
+# ------------------------------------------------------------ poses between sparse views
+def _yawed(x: float, yaw_deg: float) -> np.ndarray:
+    p = panned_c2w_opengl(np.eye(4), yaw_deg)
+    p[0, 3] = x
+    return p
+
+
+def test_index_fills_the_gap_between_sparse_mapping_cameras():
+    """Two mapping cameras 1 m apart, turned 0 and 40 deg, spacing 0.25 m: three poses
+    between them (centre on the line, yaw 10 / 20 / 30 deg, each from the nearer
+    camera), then every pose panned; cameras closer than the spacing, or spacing 0: none."""
+    from neural_reloc.methods.common.retrieval import index_poses
+
+    c2w = np.stack([_yawed(0.0, 0.0), _yawed(1.0, 40.0)])
+    cfg = LocalizationConfig(retrieval_fill_spacing_rel=0.1, retrieval_fill_neighbors=1, retrieval_extra_yaw_deg=(15.0,))
+    poses = index_poses(c2w, cfg, extent=2.5)
+    assert len(poses) == (2 + 3) * 2
+    assert [ref for _, ref in poses] == [0, 1, 0, 0, 1] * 2
+    for k, (pose, _) in enumerate(poses[2:5]):
+        want = _yawed(0.25 * (k + 1), 10.0 * (k + 1))
+        t, r = pose_error(pose, want)
+        assert t == pytest.approx(0.0, abs=1e-12) and r == pytest.approx(0.0, abs=1e-6)
+    for (pose, ref), (base, base_ref) in zip(poses[5:], poses[:5]):
+        assert ref == base_ref
+        np.testing.assert_allclose(pose, panned_c2w_opengl(base, 15.0), atol=1e-12)
+    assert len(index_poses(c2w, cfg, extent=20.0)) == 2 * 2  # 1 m < the 2 m spacing: a dense walk
+    off = LocalizationConfig(retrieval_fill_spacing_rel=0.0, retrieval_extra_yaw_deg=())
+    assert [ref for _, ref in index_poses(c2w, off, extent=2.5)] == [0, 1]
+
+
+def test_distinct_rows_keep_what_distinct_hypotheses_keep():
+    from neural_reloc.methods.common import retrieval as rt
+
+    rng = np.random.default_rng(3)
+    c2w = [_yawed(float(x), float(y)) for x, y in zip(rng.uniform(0, 1, 60), rng.uniform(-60, 60, 60))]
+    w2c = np.stack([invert_pose(p) for p in c2w])
+    for n in (1, 5, 100):
+        cands = [rt.Candidate(r, 0.0, 0, w2c[r]) for r in range(len(w2c))]
+        want = [c.row for c in rt.distinct_hypotheses(cands, n, 0.2, 25.0)]
+        assert rt.distinct_rows(w2c, n, 0.2, 25.0).tolist() == want
+        assert 1 <= len(want) <= n
+
+
+def test_shortlist_of_distinct_views_reaches_past_near_duplicates(monkeypatch):
+    """Ten near-duplicate rows rank first by global descriptor, another place eleventh:
+    a shortlist of 4 distinct views holds it, one of the top 4 does not."""
+    from dataclasses import replace
+
+    from neural_reloc.methods.common import retrieval as rt
+
+    poses = [invert_pose(p) for p in _at([0.001 * k for k in range(10)] + [2.0])]
+    g = torch.nn.functional.normalize(torch.ones(8), dim=0)
+    rows = [torch.nn.functional.normalize(g + 0.01 * k * torch.arange(8.0), dim=0) for k in range(11)]
+    index = rt.RetrievalIndex.from_views(rows, poses, list(range(11)), [torch.ones(2, 4)] * 11, [torch.zeros(2, 3)] * 11)
+    shortlisted = []
+    monkeypatch.setattr(rt, "verify_candidates", lambda index, cands, *a, **kw: shortlisted.append([c.row for c in cands]) or cands)
+    lc = LocalizationConfig(retrieval_top_k=1, retrieval_shortlist=4, retrieval_distinct_rel=0.1, retrieval_distinct_deg=10.0)
+    kq = rt.KeyframeQuery(torch.ones(2, 4), None, 8, 0.5, None)
+    rt.hypotheses_from_retrieval(index, g, lc, 1.0, [f"v{k}" for k in range(11)], kq)
+    rt.hypotheses_from_retrieval(index, g, replace(lc, retrieval_shortlist_distinct=False), 1.0,
+                                 [f"v{k}" for k in range(11)], kq)
+    assert shortlisted[0] == [0, 10]  # the only two distinct places, best first
+    assert shortlisted[1] == [0, 1, 2, 3]

@@ -41,7 +41,8 @@ from neural_reloc.synthesis import (
 )
 from neural_reloc.synthesis.config import PoseSynthesisConfig
 from neural_reloc.synthesis.features import extract_features
-from neural_reloc.synthesis.poses import nearest_pairs, synthesize_poses
+from neural_reloc.geometry.neighbours import nearest_pairs
+from neural_reloc.synthesis.poses import synthesize_poses
 from neural_reloc.synthesis.views import read_view, write_view
 
 TEXTURE_PX = 512

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry.frames import opencv_c2w_from_opencv_w2c, opencv_w2c_from_opencv_c2w
+from ..geometry.neighbours import nearest_pairs
 from ..geometry.se3 import interpolate_pose
 from .config import PoseSynthesisConfig
 
@@ -31,23 +32,6 @@ class SynthesizedPoses:
 
     def __len__(self) -> int:
         return int(self.w2c_opencv.shape[0])
-
-
-def nearest_pairs(centers: np.ndarray, k: int) -> np.ndarray:
-    """(P, 2) index pairs (i < j): each camera with its ``k`` nearest others by centre
-    distance (ties broken by index), a pair found from both ends kept once, sorted."""
-    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
-    n = len(centers)
-    if n < 2:
-        raise ValueError(f"pose synthesis needs at least 2 training cameras, got {n}")
-    d2 = ((centers[:, None] - centers[None]) ** 2).sum(-1)
-    np.fill_diagonal(d2, np.inf)
-    kk = min(int(k), n - 1)
-    pairs = set()
-    for i in range(n):
-        for j in np.lexsort((np.arange(n), d2[i]))[:kk]:
-            pairs.add((min(i, int(j)), max(i, int(j))))
-    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
 def synthesize_poses(w2c_opencv: np.ndarray, cfg: PoseSynthesisConfig) -> SynthesizedPoses:
@@ -71,4 +55,4 @@ def synthesize_poses(w2c_opencv: np.ndarray, cfg: PoseSynthesisConfig) -> Synthe
     )
 
 
-__all__ = ["SynthesizedPoses", "nearest_pairs", "synthesize_poses"]
+__all__ = ["SynthesizedPoses", "synthesize_poses"]

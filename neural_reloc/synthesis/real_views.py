@@ -14,9 +14,9 @@ import numpy as np
 
 from ..data.posed_images import PosedImages
 from ..geometry.frames import camera_center_from_opencv_w2c
+from ..geometry.neighbours import nearest_pairs
 from .config import SynthesisConfig
 from .features import ImageFeatures, extract_features
-from .poses import nearest_pairs
 from .render import depth_in_view, keypoint_points
 from .views import KeypointView
 

@@ -304,6 +304,11 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "many by global descriptor are matched to the query by their keyframes and ranked by PnP inliers; a "
         "verified view starts from its PnP pose. 0: ranked by global descriptor alone.", range=(0, 100_000),
     )
+    retrieval_shortlist_distinct: bool = setting(
+        True, "The shortlist holds distinct views: a view closer than retrieval_distinct_rel and "
+        "retrieval_distinct_deg to a better-ranked one is skipped, so that near-duplicates (the index's poses "
+        "between sparse mapping views, a dense walk's neighbours) do not crowd out other places.",
+    )
     keyframe_verify_threads: int = setting(
         2, "The shortlisted views' keyframe verifications run this many at a time, in threads (their PnP runs "
         "in poselib, outside Python's lock); 1: one after another.", range=(1, 64),
@@ -312,6 +317,17 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         (-35.0, 35.0), "Besides the mapping poses, the retrieval index holds each mapping pose panned by these "
         "angles (degrees, about the camera's vertical axis), rendered when the method is trained: views where "
         "the mapping walk did not look.", range=(-180.0, 180.0),
+    )
+    retrieval_fill_spacing_rel: float = setting(
+        0.03, "Where two neighbouring mapping cameras (each with its retrieval_fill_neighbors nearest) are farther "
+        "apart than this fraction of the scene extent, the retrieval index also holds poses between them, this "
+        "far apart (centre on the line, rotation by slerp), each panned as the mapping poses are: the places "
+        "between the views of a sparse capture. A dense walk's neighbours are closer: nothing added. 0: off.",
+        range=(0.0, 1.0),
+    )
+    retrieval_fill_neighbors: int = setting(
+        3, "Each mapping camera's nearest mapping cameras (by centre) that retrieval_fill_spacing_rel fills "
+        "towards (descriptor synthesis's k).", range=(1, 100),
     )
 
 

@@ -23,7 +23,8 @@ from torch import nn
 
 from ...geometry.camera import Camera
 from ...geometry.pnp import PnPConfig, pnp_ransac, ransac_iterations
-from ...geometry.se3 import invert_pose, pose_error
+from ...geometry.neighbours import nearest_pairs
+from ...geometry.se3 import interpolate_pose, invert_pose, pose_error
 from ..base import PosePrior
 from .matching import mutual_nearest_neighbours
 
@@ -165,6 +166,28 @@ def distinct_hypotheses(candidates: list[Candidate], k: int, distinct_m: float, 
     return kept
 
 
+def distinct_rows(w2c_opencv: np.ndarray, n: int, distinct_m: float, distinct_deg: float) -> np.ndarray:
+    """Positions (into ``w2c_opencv`` (M, 4, 4), taken in that order) of the first ``n``
+    poses each at least ``distinct_m`` or ``distinct_deg`` from every one kept before it:
+    :func:`distinct_hypotheses` on poses alone, vectorized (a shortlist is drawn from
+    the whole index)."""
+    c2w = np.linalg.inv(np.asarray(w2c_opencv, dtype=np.float64).reshape(-1, 4, 4))
+    centers, rot = c2w[:, :3, 3], c2w[:, :3, :3]
+    kept: list[int] = []
+    cos_limit = np.cos(np.radians(distinct_deg))
+    for m in range(len(c2w)):
+        if kept:
+            near_t = np.linalg.norm(centers[kept] - centers[m], axis=1) <= distinct_m
+            # rotation angle between two cameras: cos = (trace(Ra^T Rb) - 1) / 2
+            cos = (np.einsum("kij,ij->k", rot[kept], rot[m]) - 1.0) / 2.0
+            if np.any(near_t & (cos >= cos_limit)):
+                continue
+        kept.append(m)
+        if len(kept) == n:
+            break
+    return np.array(kept, dtype=np.int64)
+
+
 @functools.cache
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyframe-verify")
@@ -275,11 +298,16 @@ def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent
     k = max(1, lc.retrieval_top_k)
     verify = keyframes is not None and verifies_by_keyframes(index, lc)
     n = max(k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS, lc.retrieval_shortlist if verify else 0)
-    rows, scores = index.query(g, n)
     poses = index.w2c_opencv.cpu().numpy()
+    distinct_m = lc.retrieval_distinct_rel * extent
+    if verify and lc.retrieval_shortlist_distinct:
+        rows, scores = index.query(g, len(poses))
+        pick = distinct_rows(poses[rows], n, distinct_m, lc.retrieval_distinct_deg)
+        rows, scores = rows[pick], scores[pick]
+    else:
+        rows, scores = index.query(g, n)
     refs = index.reference.cpu().numpy()
     candidates = [Candidate(int(r), float(sc), 0, poses[r]) for r, sc in zip(rows, scores)]
-    distinct_m = lc.retrieval_distinct_rel * extent
     if verify:
         candidates = verify_candidates(
             index, candidates, keyframes.blocks, keyframes.camera, keyframes.stride, k, distinct_m,
@@ -296,6 +324,25 @@ def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent
     ]
 
 
+def index_poses(c2w_opengl: np.ndarray, lc, extent: float) -> list[tuple[np.ndarray, int]]:
+    """The retrieval index's poses (OpenGL camera-to-world) and the mapping view each
+    came from (an index into ``c2w_opengl``, (N, 4, 4)): the mapping poses, the poses
+    ``lc.retrieval_fill_spacing_rel`` x ``extent`` apart between neighbouring mapping
+    cameras farther apart than that (each from the nearer end), then all of those panned
+    by each of ``lc.retrieval_extra_yaw_deg``."""
+    c2w_opengl = np.asarray(c2w_opengl, dtype=np.float64).reshape(-1, 4, 4)
+    base = [(c2w_opengl[i], i) for i in range(len(c2w_opengl))]
+    spacing = lc.retrieval_fill_spacing_rel * extent
+    if spacing > 0 and len(c2w_opengl) > 1:
+        centers = c2w_opengl[:, :3, 3]
+        for i, j in nearest_pairs(centers, lc.retrieval_fill_neighbors):
+            steps = int(np.ceil(np.linalg.norm(centers[j] - centers[i]) / spacing))
+            for n in range(1, steps):
+                alpha = n / steps
+                base.append((interpolate_pose(c2w_opengl[i], c2w_opengl[j], alpha), int(i if alpha <= 0.5 else j)))
+    return base + [(panned_c2w_opengl(c2w, yaw), ref) for yaw in lc.retrieval_extra_yaw_deg for c2w, ref in base]
+
+
 def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     """The camera turned by ``yaw_deg`` about its own vertical (OpenGL y) axis, in place:
     a reference view where the mapping walk did not look."""
@@ -306,6 +353,6 @@ def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     return out
 
 
-__all__ = ["RETRIEVAL_CANDIDATES_PER_HYPOTHESIS", "Candidate", "KeyframeQuery", "RetrievalIndex", "distinct_hypotheses",
-           "global_descriptor", "keyframe_matches", "panned_c2w_opengl", "query_blocks", "hypotheses_from_retrieval",
+__all__ = ["RETRIEVAL_CANDIDATES_PER_HYPOTHESIS", "Candidate", "KeyframeQuery", "RetrievalIndex", "distinct_hypotheses", "distinct_rows",
+           "global_descriptor", "index_poses", "keyframe_matches", "panned_c2w_opengl", "query_blocks", "hypotheses_from_retrieval",
            "verifies_by_keyframes", "verify_by_keyframe", "verify_candidates"]

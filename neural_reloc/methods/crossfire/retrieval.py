@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..common.retrieval import RetrievalIndex, global_descriptor, panned_c2w_opengl
+from ..common.retrieval import RetrievalIndex, global_descriptor, index_poses
 from .config import LocalizationConfig
 
 def retrieval_input(image_rgb: np.ndarray, long_side: int, device) -> torch.Tensor:
@@ -56,21 +56,21 @@ def render_keyframe(model, head: str, camera, c2w_opengl: np.ndarray, cfg: Local
 def build_retrieval_index(
     model, cnn, data, cfg: LocalizationConfig, progress: Callable | None = None, descriptor_head: str | None = None
 ) -> RetrievalIndex:
-    """Render every reference view of ``data`` (mean appearance), and each panned by
-    ``cfg.retrieval_extra_yaw_deg``, and index them; with ``descriptor_head`` (and
+    """Render the index's views (:func:`~..common.retrieval.index_poses`: every reference
+    view of ``data``, poses between sparse ones, each panned by ``cfg.retrieval_extra_yaw_deg``;
+    mean appearance) and index them; with ``descriptor_head`` (and
     ``cfg.keyframe_stride`` > 0) each with its keyframe (:func:`render_keyframe`)."""
     from ...geometry.frames import opencv_w2c_from_opengl_c2w
 
     was_cnn, was_model = cnn.training, model.training
     cnn.eval()
     model.eval()
-    views = [(i, 0.0) for i in range(len(data))] + [(i, y) for y in cfg.retrieval_extra_yaw_deg for i in range(len(data))]
+    views = index_poses(data.c2w_opengl, cfg, float(model.scene.extent))
     rows, poses, refs, kf_desc, kf_points = [], [], [], [], []
     keyframes = descriptor_head is not None and cfg.keyframe_stride > 0
     it = views if progress is None else progress(views, desc="retrieval index")
-    for i, yaw in it:
+    for c2w, i in it:
         cam = data.camera(i)
-        c2w = panned_c2w_opengl(data.c2w_opengl[i], yaw) if yaw else data.c2w_opengl[i]
         x = retrieval_input(np.zeros((cam.height, cam.width, 3), np.uint8), cfg.retrieval_long_side, model.device)
         cam_r = cam.resized(x.shape[-1], x.shape[-2])
         rgb = model.render_view(cam_r, c2w, ("rgb",), num_fine=cfg.render_samples)["rgb"]

@@ -16,7 +16,7 @@ import torch
 
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
 from ...nerf.train import NeuralMapTrainer, atomic_torch_save
-from ..common.retrieval import RetrievalIndex, global_descriptor, panned_c2w_opengl
+from ..common.retrieval import RetrievalIndex, global_descriptor, index_poses
 from .coarse_matcher import CoarseMatcher
 from .config import NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
@@ -80,21 +80,21 @@ def render_keyframe(model, projection: NerfFeatureProjection, camera, w2c_opencv
 @torch.no_grad()
 def build_retrieval_index(model, encoder: ImageEncoder, data, cfg: NerfMatchConfig, progress=None,
                           projection: NerfFeatureProjection | None = None) -> RetrievalIndex:
-    """Global descriptors (pooled encoder maps) of the mapping views rendered by the map,
-    and of each panned by ``localization.retrieval_extra_yaw_deg``; with ``projection``
+    """Global descriptors (pooled encoder maps) of the index's views rendered by the map
+    (:func:`~..common.retrieval.index_poses`: the mapping views, poses between sparse ones,
+    each panned by ``localization.retrieval_extra_yaw_deg``); with ``projection``
     (and ``localization.keyframe_stride`` > 0) each with its keyframe
     (:func:`render_keyframe`), which verifies a retrieved view without rendering. The
     full variant's index has none: its matching space lies after its attention layers,
     and the raw features it would compare are not aligned (room 1: 92.5 -> 85% of the
     queries localized when we tried)."""
     lc = cfg.localization
-    views = [(i, 0.0) for i in range(len(data))] + [(i, y) for y in lc.retrieval_extra_yaw_deg for i in range(len(data))]
+    views = index_poses(data.c2w_opengl, lc, float(model.scene.extent))
     rows, poses, refs, kf_feats, kf_points = [], [], [], [], []
     keyframes = projection is not None and lc.keyframe_stride > 0 and cfg.matcher.variant == "mini"
     it = views if progress is None else progress(views, desc="nerfmatch: retrieval index")
-    for i, yaw in it:
+    for c2w, i in it:
         cam = data.camera(i)
-        c2w = panned_c2w_opengl(data.c2w_opengl[i], yaw) if yaw else data.c2w_opengl[i]
         x = retrieval_image(np.zeros((cam.height, cam.width, 3), np.uint8), lc.retrieval_long_side)
         cam_r = cam.resized(x.shape[-1], x.shape[-2])
         rgb = model.render_view(cam_r, c2w, ("rgb",), num_fine=lc.render_samples)["rgb"]
