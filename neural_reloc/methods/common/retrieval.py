@@ -170,21 +170,21 @@ def distinct_rows(w2c_opencv: np.ndarray, n: int, distinct_m: float, distinct_de
     """Positions (into ``w2c_opencv`` (M, 4, 4), taken in that order) of the first ``n``
     poses each at least ``distinct_m`` or ``distinct_deg`` from every one kept before it:
     :func:`distinct_hypotheses` on poses alone, vectorized (a shortlist is drawn from
-    the whole index)."""
+    the whole index): each kept pose blocks the poses near it."""
     c2w = np.linalg.inv(np.asarray(w2c_opencv, dtype=np.float64).reshape(-1, 4, 4))
     centers, rot = c2w[:, :3, 3], c2w[:, :3, :3]
-    kept: list[int] = []
     cos_limit = np.cos(np.radians(distinct_deg))
+    blocked = np.zeros(len(c2w), bool)
+    kept: list[int] = []
     for m in range(len(c2w)):
-        if kept:
-            near_t = np.linalg.norm(centers[kept] - centers[m], axis=1) <= distinct_m
-            # rotation angle between two cameras: cos = (trace(Ra^T Rb) - 1) / 2
-            cos = (np.einsum("kij,ij->k", rot[kept], rot[m]) - 1.0) / 2.0
-            if np.any(near_t & (cos >= cos_limit)):
-                continue
+        if blocked[m]:
+            continue
         kept.append(m)
         if len(kept) == n:
             break
+        # rotation angle between two cameras: cos = (trace(Ra^T Rb) - 1) / 2
+        cos = (np.einsum("kij,ij->k", rot, rot[m]) - 1.0) / 2.0
+        blocked |= (np.linalg.norm(centers - centers[m], axis=1) <= distinct_m) & (cos >= cos_limit)
     return np.array(kept, dtype=np.int64)
 
 
