@@ -364,6 +364,8 @@ def test_add_method_trains_components_on_the_frozen_field(tmp_path):
     add_method(m, "nerfmatch", data, nerfmatch, log=logs.append)
     assert any("nothing to do" in s for s in logs)
     _an_index_without_keyframes_is_rebuilt_not_retrained(m, data, nerfmatch, tmp_path)
+    for method, cfg in (("crossfire", crossfire), ("nerfmatch", nerfmatch)):
+        _an_index_of_other_views_is_rebuilt_not_retrained(m, data, method, cfg, tmp_path)
 
 
 def _check_nerfmatch_keyframes(m, data):
@@ -429,6 +431,43 @@ def _an_index_without_keyframes_is_rebuilt_not_retrained(m, data, nerfmatch, tmp
     logs.clear()
     add_method(old, "nerfmatch", data, nerfmatch, log=logs.append)
     assert any("nothing to do" in s for s in logs)
+
+
+def _an_index_of_other_views_is_rebuilt_not_retrained(m, data, method, cfg, tmp_path):
+    """Settings that place other index views than a component's index holds (a map built
+    before the poses between sparse views; here a pan added): add-method rebuilds the
+    index with them, from the component's trained weights, and then has nothing to do."""
+    import dataclasses
+    import shutil
+
+    import torch
+
+    from neural_reloc.map_bundle import read_map
+    from neural_reloc.mapping import add_method
+    from neural_reloc.methods.common.retrieval import index_poses
+    from neural_reloc.nerf.scene import SceneNormalization
+
+    prefix = "retrieval" if method == "crossfire" else f"{method}_retrieval"
+    m2 = tmp_path / f"map_{method}_views"
+    shutil.copytree(m, m2)
+    before = read_map(m2)
+    panned = dataclasses.replace(cfg, localization=dataclasses.replace(cfg.localization, retrieval_extra_yaw_deg=(-20.0,)))
+    extent = SceneNormalization.from_dict(before.manifest["scene"]).extent
+    want = len(index_poses(before.references.c2w_opengl, panned.localization, extent))
+    assert before.module_state(prefix)["descriptors"].shape[0] != want
+    logs: list[str] = []
+    add_method(m2, method, data, panned, log=logs.append)
+    assert any(f"its retrieval index holds" in s and "rebuilding it from its trained weights" in s for s in logs), logs
+    after = read_map(m2)
+    assert after.module_state(prefix)["descriptors"].shape[0] == want
+    trained = [k for k in before.tensors if k.startswith(f"{method}_") and not k.startswith(prefix + ".")] \
+        if method == "nerfmatch" else [k for k in before.tensors if k.startswith(("cnn.", "map.field.heads."))]
+    assert trained
+    for k in trained:  # the CNN and head (or the matcher) as they were, not retrained
+        assert torch.equal(after.tensors[k], before.tensors[k]), k
+    logs.clear()
+    add_method(m2, method, data, panned, log=logs.append)
+    assert any("nothing to do" in s for s in logs), logs
 
 
 def test_add_method_on_an_rgb_only_map_does_not_triangulate_for_the_frozen_field(tmp_path):

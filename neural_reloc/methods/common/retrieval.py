@@ -343,6 +343,24 @@ def index_poses(c2w_opengl: np.ndarray, lc, extent: float) -> list[tuple[np.ndar
     return base + [(panned_c2w_opengl(c2w, yaw), ref) for yaw in lc.retrieval_extra_yaw_deg for c2w, ref in base]
 
 
+def stale_index(bundle, lc, prefix: str) -> str:
+    """Why the retrieval index a map stores under ``prefix`` is not the one ``lc`` plans
+    ("" if it is): another number of views than :func:`index_poses` places (an index
+    built before the poses between sparse mapping views, or with other settings)."""
+    from ...nerf.scene import SceneNormalization
+
+    state = bundle.module_state(prefix)
+    if "descriptors" not in state:
+        return ""  # no index at all: the relocalizer says so when it needs one
+    rows = int(state["descriptors"].shape[0])
+    extent = SceneNormalization.from_dict(bundle.manifest["scene"]).extent
+    want = len(index_poses(bundle.references.c2w_opengl, lc, float(extent)))
+    if rows == want:
+        return ""
+    return (f"its retrieval index holds {rows} views where these settings place {want} "
+            "(localization.retrieval_fill_spacing_rel, retrieval_extra_yaw_deg)")
+
+
 def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
     """The camera turned by ``yaw_deg`` about its own vertical (OpenGL y) axis, in place:
     a reference view where the mapping walk did not look."""
@@ -354,5 +372,5 @@ def panned_c2w_opengl(c2w_opengl: np.ndarray, yaw_deg: float) -> np.ndarray:
 
 
 __all__ = ["RETRIEVAL_CANDIDATES_PER_HYPOTHESIS", "Candidate", "KeyframeQuery", "RetrievalIndex", "distinct_hypotheses", "distinct_rows",
-           "global_descriptor", "index_poses", "keyframe_matches", "panned_c2w_opengl", "query_blocks", "hypotheses_from_retrieval",
+           "global_descriptor", "index_poses", "keyframe_matches", "panned_c2w_opengl", "query_blocks", "hypotheses_from_retrieval", "stale_index",
            "verifies_by_keyframes", "verify_by_keyframe", "verify_candidates"]

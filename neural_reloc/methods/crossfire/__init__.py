@@ -20,9 +20,12 @@ from .relocalizer import CrossfireRelocalizer, make_relocalizer
 from .trainer import CrossfireTrainer, attach_descriptor_head
 
 
-def _add_to_map(bundle, data, cfg: CrossfireConfig, device, work_dir, progress=None, log=print):
+def _add_to_map(bundle, data, cfg: CrossfireConfig, device, work_dir, progress=None, log=print,
+                reuse_trained: bool = False):
     """CROSSFIRE on an existing map's frozen field (``add-method crossfire``): the staged
-    schedule's CNN and descriptor-head stages, then the retrieval index."""
+    schedule's CNN and descriptor-head stages, then the retrieval index; ``reuse_trained``:
+    the CNN and head the map's component holds are kept and only the index is rebuilt
+    (:func:`_stale_component`)."""
     import dataclasses
 
     from ...config_io import from_dict
@@ -35,8 +38,18 @@ def _add_to_map(bundle, data, cfg: CrossfireConfig, device, work_dir, progress=N
     cfg = dataclasses.replace(cfg, map=from_dict(NeuralMapConfig, bundle.manifest["field"]["config"]))
     trainer = CrossfireTrainer(data, cfg, device, work_dir, progress=progress, log=log)
     trainer.adopt_field(bundle)
+    if reuse_trained:
+        trainer.reuse_descriptors(bundle)
     trainer.fit()
     return trainer.modules_to_save(), {}
+
+
+def _stale_component(bundle, cfg: CrossfireConfig) -> str:
+    """Why a map's CROSSFIRE component built with ``cfg`` needs its index rebuilt ("" if
+    not): :func:`~..common.retrieval.stale_index`."""
+    from ..common.retrieval import stale_index
+
+    return stale_index(bundle, cfg.localization, "retrieval")
 
 
 def _attach_heads(model, config: dict) -> None:
@@ -56,6 +69,7 @@ register(
         map_config=lambda cfg: cfg.map,
         attach_heads=_attach_heads,
         add_to_map=_add_to_map,
+        stale_component=_stale_component,
     )
 )
 

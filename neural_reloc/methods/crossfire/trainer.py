@@ -214,6 +214,22 @@ class CrossfireTrainer(NeuralMapTrainer):
         summary = run()
         atomic_torch_save({"ident": ident, "summary": summary, "modules": {k: m.state_dict() for k, m in modules.items()}}, path)
 
+    def reuse_descriptors(self, bundle) -> None:
+        """Take the CNN and descriptor head a map's CROSSFIRE component already holds
+        (trained with this config and data) as the staged schedule's finished stages:
+        :meth:`fit` then rebuilds only the retrieval index."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        ident = self.run_identity()
+        head = f"field.heads.{DESCRIPTOR_HEAD}."
+        stages = {
+            "cnn": {"cnn": bundle.module_state("cnn")},
+            "descriptor_field": {"head": {k[len(head):]: v for k, v in bundle.module_state("map").items()
+                                          if k.startswith(head)}},
+        }
+        for name, modules in stages.items():
+            atomic_torch_save({"ident": ident, "summary": {"reused": True}, "modules": modules},
+                              self.work_dir / f"crossfire_{name}.pt")
+
     def _fit_descriptors_staged(self) -> None:
         t = self.xcfg.train
         n = len(self.data)

@@ -16,7 +16,7 @@ import torch
 
 from ...geometry.frames import opencv_w2c_from_opengl_c2w
 from ...nerf.train import NeuralMapTrainer, atomic_torch_save
-from ..common.retrieval import RetrievalIndex, global_descriptor, index_poses
+from ..common.retrieval import RetrievalIndex, global_descriptor, index_poses, stale_index
 from .coarse_matcher import CoarseMatcher
 from .config import NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
@@ -166,11 +166,13 @@ class NerfMatchTrainer(NeuralMapTrainer):
 
 def stale_component(bundle, cfg: NerfMatchConfig) -> str:
     """Why a map's NeRFMatch component built with ``cfg`` still needs rebuilding ("" if
-    not): a Mini index without the keyframes ``cfg`` asks for (built before they existed)."""
-    if cfg.matcher.variant != "mini" or cfg.localization.keyframe_stride <= 0:
-        return ""
-    kd = bundle.module_state(RETRIEVAL).get("keyframe_descriptors")
-    return "" if kd is not None and kd.shape[1] > 0 else "its retrieval index has no keyframes"
+    not): a Mini index without the keyframes ``cfg`` asks for (built before they existed),
+    or an index without the views ``cfg`` places (:func:`~..common.retrieval.stale_index`)."""
+    if cfg.matcher.variant == "mini" and cfg.localization.keyframe_stride > 0:
+        kd = bundle.module_state(RETRIEVAL).get("keyframe_descriptors")
+        if kd is None or kd.shape[1] == 0:
+            return "its retrieval index has no keyframes"
+    return stale_index(bundle, cfg.localization, RETRIEVAL)
 
 
 def add_to_map(bundle, data, cfg: NerfMatchConfig, device, work_dir, progress=None, log=print,
