@@ -457,7 +457,7 @@ def _an_index_of_other_views_is_rebuilt_not_retrained(m, data, method, cfg, tmp_
     assert before.module_state(prefix)["descriptors"].shape[0] != want
     logs: list[str] = []
     add_method(m2, method, data, panned, log=logs.append)
-    assert any(f"its retrieval index holds" in s and "rebuilding it from its trained weights" in s for s in logs), logs
+    assert any("its retrieval index holds" in s and "rebuilding it from its trained weights" in s for s in logs), logs
     after = read_map(m2)
     assert after.module_state(prefix)["descriptors"].shape[0] == want
     trained = [k for k in before.tensors if k.startswith(f"{method}_") and not k.startswith(prefix + ".")] \

@@ -171,12 +171,12 @@ def distinct_rows(w2c_opencv: np.ndarray, n: int, distinct_m: float, distinct_de
     poses each at least ``distinct_m`` or ``distinct_deg`` from every one kept before it:
     :func:`distinct_hypotheses` on poses alone, vectorized (a shortlist is drawn from
     the whole index): each kept pose blocks the poses near it."""
-    c2w = np.linalg.inv(np.asarray(w2c_opencv, dtype=np.float64).reshape(-1, 4, 4))
-    centers, rot = c2w[:, :3, 3], c2w[:, :3, :3]
+    c2w_opencv = np.linalg.inv(np.asarray(w2c_opencv, dtype=np.float64).reshape(-1, 4, 4))
+    centers, rot = c2w_opencv[:, :3, 3], c2w_opencv[:, :3, :3]
     cos_limit = np.cos(np.radians(distinct_deg))
-    blocked = np.zeros(len(c2w), bool)
+    blocked = np.zeros(len(c2w_opencv), bool)
     kept: list[int] = []
-    for m in range(len(c2w)):
+    for m in range(len(c2w_opencv)):
         if blocked[m]:
             continue
         kept.append(m)
@@ -340,7 +340,8 @@ def index_poses(c2w_opengl: np.ndarray, lc, extent: float) -> list[tuple[np.ndar
             for n in range(1, steps):
                 alpha = n / steps
                 base.append((interpolate_pose(c2w_opengl[i], c2w_opengl[j], alpha), int(i if alpha <= 0.5 else j)))
-    return base + [(panned_c2w_opengl(c2w, yaw), ref) for yaw in lc.retrieval_extra_yaw_deg for c2w, ref in base]
+    return base + [(panned_c2w_opengl(view_c2w_opengl, yaw), ref)
+                   for yaw in lc.retrieval_extra_yaw_deg for view_c2w_opengl, ref in base]
 
 
 def stale_index(bundle, lc, prefix: str) -> str:

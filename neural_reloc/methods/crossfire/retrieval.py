@@ -69,17 +69,17 @@ def build_retrieval_index(
     rows, poses, refs, kf_desc, kf_points = [], [], [], [], []
     keyframes = descriptor_head is not None and cfg.keyframe_stride > 0
     it = views if progress is None else progress(views, desc="retrieval index")
-    for c2w, i in it:
+    for c2w_opengl, i in it:
         cam = data.camera(i)
         x = retrieval_input(np.zeros((cam.height, cam.width, 3), np.uint8), cfg.retrieval_long_side, model.device)
         cam_r = cam.resized(x.shape[-1], x.shape[-2])
-        rgb = model.render_view(cam_r, c2w, ("rgb",), num_fine=cfg.render_samples)["rgb"]
+        rgb = model.render_view(cam_r, c2w_opengl, ("rgb",), num_fine=cfg.render_samples)["rgb"]
         x = torch.from_numpy(np.clip(rgb, 0, 1)).to(model.device).permute(2, 0, 1)[None].float()
         rows.append(global_descriptor(cnn(x)))
-        poses.append(opencv_w2c_from_opengl_c2w(c2w))
+        poses.append(opencv_w2c_from_opengl_c2w(c2w_opengl))
         refs.append(i)
         if keyframes:
-            d, p = render_keyframe(model, descriptor_head, cam, c2w, cfg)
+            d, p = render_keyframe(model, descriptor_head, cam, c2w_opengl, cfg)
             kf_desc.append(d)
             kf_points.append(p)
     cnn.train(was_cnn)

@@ -199,7 +199,7 @@ class CrossfireTrainer(NeuralMapTrainer):
     def _stage(self, name: str, run: Callable[[], dict], modules: dict) -> None:
         """Run one stage, or load its result when a previous run finished it with the
         same config and data (written atomically; hloc-style skip on rerun)."""
-        path = self.work_dir / f"crossfire_{name}.pt"
+        path = self._stage_path(name)
         ident = self.run_identity()
         if path.is_file():
             try:
@@ -213,6 +213,10 @@ class CrossfireTrainer(NeuralMapTrainer):
                 self.log(f"stage {name}: ignoring unreadable {path}: {e}")
         summary = run()
         atomic_torch_save({"ident": ident, "summary": summary, "modules": {k: m.state_dict() for k, m in modules.items()}}, path)
+
+    def _stage_path(self, name: str) -> Path:
+        """Where stage ``name``'s result is kept between runs."""
+        return self.work_dir / f"crossfire_{name}.pt"
 
     def reuse_descriptors(self, bundle) -> None:
         """Take the CNN and descriptor head a map's CROSSFIRE component already holds
@@ -228,7 +232,7 @@ class CrossfireTrainer(NeuralMapTrainer):
         }
         for name, modules in stages.items():
             atomic_torch_save({"ident": ident, "summary": {"reused": True}, "modules": modules},
-                              self.work_dir / f"crossfire_{name}.pt")
+                              self._stage_path(name))
 
     def _fit_descriptors_staged(self) -> None:
         t = self.xcfg.train

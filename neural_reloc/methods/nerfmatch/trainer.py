@@ -93,14 +93,14 @@ def build_retrieval_index(model, encoder: ImageEncoder, data, cfg: NerfMatchConf
     rows, poses, refs, kf_feats, kf_points = [], [], [], [], []
     keyframes = projection is not None and lc.keyframe_stride > 0 and cfg.matcher.variant == "mini"
     it = views if progress is None else progress(views, desc="nerfmatch: retrieval index")
-    for c2w, i in it:
+    for c2w_opengl, i in it:
         cam = data.camera(i)
         x = retrieval_image(np.zeros((cam.height, cam.width, 3), np.uint8), lc.retrieval_long_side)
         cam_r = cam.resized(x.shape[-1], x.shape[-2])
-        rgb = model.render_view(cam_r, c2w, ("rgb",), num_fine=lc.render_samples)["rgb"]
+        rgb = model.render_view(cam_r, c2w_opengl, ("rgb",), num_fine=lc.render_samples)["rgb"]
         x = torch.from_numpy(np.clip(rgb, 0, 1)).permute(2, 0, 1)[None].float().to(model.device)
         rows.append(global_descriptor(encoder(x)))
-        poses.append(opencv_w2c_from_opengl_c2w(c2w))
+        poses.append(opencv_w2c_from_opengl_c2w(c2w_opengl))
         refs.append(i)
         if keyframes:
             f, p = render_keyframe(model, projection, cam, poses[-1], cfg)
