@@ -398,8 +398,11 @@ def cmd_localize(args) -> int:
 
             # A failed run writes beside an earlier result, never over it.
             target = out if status == "ok" or not holds_good_result(out) else failed_path(out)
+            from .device import machine_info
+
             write_json_atomic(target, {"status": status, "error": error, "map": str(args.map), "data": str(args.data),
-                                       "config": to_dict(cfg), "summary": summary, "frames": records})
+                                       "config": to_dict(cfg), "machine": machine_info(getattr(reloc, "device", None)),
+                                       "summary": summary, "frames": records})
             if target != out:
                 print(f"the run failed: what it got is in {target} ({out} is left as it was)", file=sys.stderr)
     print(format_summary(summary))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 
 import torch
 
@@ -40,17 +41,54 @@ def synchronize(device: "str | torch.device | None") -> None:
         torch.cuda.synchronize(device)
 
 
+#: CPU flags that decide how fast the networks run (oneDNN's kernels): bfloat16 in
+#: hardware (AMX, AVX512-BF16), AVX-512, AVX2.
+SPEED_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
 @functools.cache
+def _cpuinfo() -> tuple[str, tuple[str, ...]]:
+    """This CPU's model name and flags from /proc/cpuinfo ("" and () where it cannot be read)."""
+    model, flags = "", ()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = tuple(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return model, flags
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (x86 AMX-BF16 or AVX512-BF16,
     from /proc/cpuinfo; False where that cannot be read). Without it oneDNN emulates
     bfloat16 and it is slower than float32."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    flags = _cpuinfo()[1]
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def machine_info(device: "str | torch.device | None" = None) -> dict:
+    """What a latency or build time was measured on, for the JSON beside it: the CPU
+    (model, :data:`SPEED_FLAGS` it has, cores, torch's threads), torch's version and,
+    for a CUDA ``device``, the GPU. The same code runs several times faster on a CPU with
+    bfloat16 in hardware (the query CNN in bfloat16) than on one with AVX2 only (NOTES.md),
+    so figures from different machines are not comparable without it."""
+    model, flags = _cpuinfo()
+    info = {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": torch.device(device).type if device is not None else "cpu",
+    }
+    if device is not None and torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
 
 #: Accepted values of a network's precision setting.
 PRECISIONS = ("auto", "float32", "bfloat16")

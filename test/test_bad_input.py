@@ -267,6 +267,7 @@ def test_a_failed_localize_writes_beside_a_good_result(good, tmp_path, capsys):
     assert main(["localize", "--map", str(good_map), "--data", str(good_data), "--out", str(out), "--limit", "2"]) == 0
     first = out.read_text()
     assert json.loads(first)["status"] == "ok"
+    assert json.loads(first)["machine"]["device"] == "cpu"  # what the latencies were measured on
     broken = tmp_path / "data"
     shutil.copytree(good_data, broken)
     t = json.loads((broken / "transforms.json").read_text())

@@ -4,6 +4,7 @@ a CROSSFIRE map built in seconds; accuracy does not matter there) with its rerun
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -32,7 +33,8 @@ from neural_reloc.eval.benchmark_metrics import (
     method_metrics,
     scene_scale,
 )
-from neural_reloc.eval.benchmark_report import cdf_svg, format_markdown, render_benchmark_html
+from neural_reloc.device import machine_info
+from neural_reloc.eval.benchmark_report import cdf_svg, format_markdown, machine_label, render_benchmark_html
 from neural_reloc.geometry.camera import Camera
 
 
@@ -264,6 +266,10 @@ def test_benchmark_end_to_end_and_rerun_skips_finished_work(tiny_scene, tmp_path
     assert ds["label"] == "scene" and ds["query_frames"] == 2 and ds["scale"] > 0 and "depth" in ds["scale_source"]
     info = ds["maps"]["crossfire"]
     assert info["size_mb"] > 0 and info["build_s"] > 0 and info["build_s_source"] == "benchmark wall time"
+    # what measured the times: the build, each localization and the run name this machine
+    machine = summary["machine"]
+    assert machine == machine_info("cpu") and info["build_machine"] == machine
+    assert all(m["machine"] == machine for m in ds["results"]["crossfire"].values())
     for prior in ("retrieval", "perturbed"):
         m = ds["results"]["crossfire"][prior]
         assert m["frames"] == 2 and len(m["per_frame"]) == 2 and m["latency_ms"]["total"]["count"] == 2
@@ -272,6 +278,7 @@ def test_benchmark_end_to_end_and_rerun_skips_finished_work(tiny_scene, tmp_path
     assert perturbed["prior_median_t_err_m"] == pytest.approx(0.3) and perturbed["prior_median_r_err_deg"] == pytest.approx(15.0)
     page = (out / "report.html").read_text()
     assert "<svg" in page and "Failures by cause" in page and "images/" in page
+    assert f"Machine: {html.escape(machine_label(machine))}." in page
     assert "src=" not in page and "href=" not in page  # self-contained
     assert format_markdown(summary) in printed.out
 
@@ -315,7 +322,24 @@ def test_report_renders_a_hand_made_summary():
         "results": {"crossfire": {"retrieval": entry}}}]}
     page = render_benchmark_html(summary)
     assert "wrong place (prior outside the basin)" in page and "<svg" in page
+    assert "Machine: unknown." in page  # a summary written before machines were recorded
+
+    # a result reused from an earlier run on another machine names that machine beside its latency
+    here = {"cpu": "CPU A", "cpu_flags": ["avx2"], "cpu_count": 2, "torch_threads": 2, "torch": "2", "device": "cpu"}
+    there = here | {"cpu": "CPU B", "cpu_flags": ["amx_bf16", "avx512f", "avx2"]}
+    summary["machine"] = here
+    summary["datasets"][0]["results"]["crossfire"]["retrieval"] = entry | {"machine": there}
+    page = render_benchmark_html(summary)
+    assert "Machine: CPU A (avx2), 2 torch threads." in page
+    assert html.escape(machine_label(there)) in page and machine_label(there) == "CPU B (amx_bf16, avx512f, avx2), 2 torch threads"
     table = format_markdown(summary)
     assert "| crossfire | retrieval | 2 | 50.0% | 1.00 | 1.00 |" in table and "| 1.5 | 12 |" in table
-    assert table.rstrip().endswith("| 1 / 0 / 0 |")
+    assert table.rstrip().endswith("| 1 / 0 / 0 |\n\nLatency and build times measured on: CPU A (avx2), 2 torch threads.")
     assert not math.isnan(entry["success_rate"])
+
+
+def test_machine_info_names_the_cpu_and_its_speed_flags():
+    info = machine_info("cpu")
+    assert info["device"] == "cpu" and info["cpu"] and info["cpu_count"] >= 1 and info["torch_threads"] >= 1
+    assert set(info["cpu_flags"]) <= {"amx_bf16", "avx512_bf16", "avx512f", "avx2"}
+    assert "gpu" not in info and json.loads(json.dumps(info)) == info

@@ -47,6 +47,7 @@ from typing import Any
 
 from ..config_io import parse_dotted, to_dict
 from ..data.posed_images import PosedImages
+from ..device import machine_info
 from ..localization import LocalizeDatasetConfig, localize_dataset, summarize_records
 from ..map_bundle import FIELD_FILE, read_manifest
 from .benchmark_config import (  # noqa: F401 - re-exported: the benchmark's configuration API
@@ -214,6 +215,7 @@ def localize_queries(
         "map": str(map_dir),
         "data": data.source,
         "wall_s": round(wall_s, 3),
+        "machine": machine_info(getattr(reloc, "device", None)),
         "summary": summarize_records(records),
         "frames": records,
     })
@@ -243,7 +245,8 @@ def summarize_dataset(
     for (name, prior), path in runs.items():
         run = json.loads(Path(path).read_text())
         entry = method_metrics(run["frames"], scale, cfg)
-        entry.update(file=str(path), wall_s=run.get("wall_s"), per_frame=frame_rows(run["frames"], scale, cfg))
+        entry.update(file=str(path), wall_s=run.get("wall_s"), machine=run.get("machine"),
+                     per_frame=frame_rows(run["frames"], scale, cfg))
         results.setdefault(name, {})[prior] = entry
     return {
         "label": label,
@@ -258,11 +261,15 @@ def summarize_dataset(
     }
 
 
-def write_benchmark(out: Path, datasets: list[dict], cfg: BenchmarkConfig) -> Path:
-    """``OUT/benchmark.json`` and ``OUT/report.html``, atomically; returns the JSON path."""
+def write_benchmark(out: Path, datasets: list[dict], cfg: BenchmarkConfig, device: Any = None) -> Path:
+    """``OUT/benchmark.json`` and ``OUT/report.html``, atomically; returns the JSON path.
+    ``machine``: this process's machine (:func:`~neural_reloc.device.machine_info` on
+    ``device``); each result and map build carries the machine that measured it, which
+    differs where a result was reused from an earlier run."""
     from .benchmark_report import write_benchmark_report
 
-    summary = {"config": to_dict(cfg), "created_unix": time.time(), "datasets": datasets}
+    summary = {"config": to_dict(cfg), "created_unix": time.time(), "machine": machine_info(device),
+               "datasets": datasets}
     path = Path(out) / SUMMARY_NAME
     write_json_atomic(path, summary)
     write_benchmark_report(summary, Path(out) / REPORT_NAME)
@@ -352,6 +359,6 @@ def run_benchmark(
         extra = {"map_every": cfg.map_every, "mapping_frames": mapping_frame_count(map_data),
                  "field": field_info, "skipped": skipped}
         datasets.append(summarize_dataset(label, data, infos, runs, cfg, extra))
-    path = write_benchmark(out, datasets, cfg)
+    path = write_benchmark(out, datasets, cfg, device)
     log(f"wrote {path} and {out / REPORT_NAME}")
     return json.loads(path.read_text())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.posed_images import PosedImages
+from ..device import machine_info
 from ..map_bundle import FIELD_FILE, MapError, component_file, map_size_bytes, read_manifest
 from .benchmark_config import (
     BenchmarkConfig,
@@ -96,7 +97,8 @@ def _build_recorded(data, out: Path, method: str, config: Any, cfg: BenchmarkCon
     wall_s = time.perf_counter() - t0
     created = _created(out)
     if created != before:
-        write_json_atomic(build_record_path(out), {"created_unix": created, "build_wall_s": round(wall_s, 3)})
+        write_json_atomic(build_record_path(out), {"created_unix": created, "build_wall_s": round(wall_s, 3),
+                                                   "machine": machine_info(device)})
     return out
 
 
@@ -159,7 +161,8 @@ def add_component(source: Path, method: str, config: Any, out: Path, data: Posed
     now = created()
     if now != before:
         rec = _read_record(out)
-        rec.setdefault("components", {})[method] = {"created_unix": now, "add_wall_s": round(wall_s, 3)}
+        rec.setdefault("components", {})[method] = {"created_unix": now, "add_wall_s": round(wall_s, 3),
+                                                    "machine": machine_info(device)}
         write_json_atomic(build_record_path(out), rec)
     return out
 
@@ -240,10 +243,10 @@ def map_build_info(map_dir: Path) -> dict:
     benchmark measured when it built this very map, else the manifest's training time."""
     man = read_manifest(map_dir)
     training = man.get("training", {})
-    build_s, source = training.get("train_s"), "manifest training.train_s"
+    build_s, source, machine = training.get("train_s"), "manifest training.train_s", None
     rec = _read_record(Path(map_dir))
     if rec.get("created_unix") is not None and rec.get("created_unix") == man.get("created_unix"):
-        build_s, source = rec.get("build_wall_s"), "benchmark wall time"
+        build_s, source, machine = rec.get("build_wall_s"), "benchmark wall time", rec.get("machine")
     metrics = man.get("metrics", {})
     return {
         "path": str(map_dir),
@@ -252,6 +255,7 @@ def map_build_info(map_dir: Path) -> dict:
         "size_mb": round(map_size_bytes(map_dir) / BYTES_PER_MB, 3),
         "build_s": build_s,
         "build_s_source": source,
+        "build_machine": machine,
         "train_s": training.get("train_s"),
         "train_steps": training.get("steps"),
         "map_quality": {k: v for k, v in metrics.items() if k != "per_view"},
@@ -265,10 +269,10 @@ def component_build_info(bundle_dir: Path, method: str, field_info: dict) -> dic
     man = read_manifest(bundle_dir)
     comp = man["components"][method]
     training = comp.get("training", {})
-    build_s, source = training.get("train_s"), "manifest component training.train_s"
+    build_s, source, machine = training.get("train_s"), "manifest component training.train_s", None
     rec = _read_record(Path(bundle_dir)).get("components", {}).get(method, {})
     if rec.get("created_unix") is not None and rec.get("created_unix") == comp.get("created_unix"):
-        build_s, source = rec.get("add_wall_s"), "benchmark wall time (add-method)"
+        build_s, source, machine = rec.get("add_wall_s"), "benchmark wall time (add-method)", rec.get("machine")
     size = man["files"][FIELD_FILE]["bytes"] + man["files"][comp["file"]]["bytes"]
     return {
         "path": str(bundle_dir),
@@ -278,6 +282,7 @@ def component_build_info(bundle_dir: Path, method: str, field_info: dict) -> dic
         "size_mb": round(size / BYTES_PER_MB, 3),
         "build_s": build_s,
         "build_s_source": source,
+        "build_machine": machine,
         "train_s": training.get("train_s"),
         "train_steps": training.get("steps"),
         "field_build_s": field_info.get("build_s"),

@@ -108,7 +108,8 @@ def _entry_label(name: str, info: dict) -> str:
     return label + (" on the shared field" if info.get("component") else "")
 
 
-def _maps_table(ds: dict) -> str:
+def _maps_table(ds: dict, machine: dict | None = None) -> str:
+    """The maps; one the benchmark built on another machine than ``machine`` names its own."""
     rows = []
     maps = ([("shared field", ds["field"])] if ds.get("field") else []) + [
         (_entry_label(name, m), m) for name, m in ds["maps"].items()]
@@ -116,13 +117,15 @@ def _maps_table(ds: dict) -> str:
         q = m.get("map_quality") or {}
         rows.append([html.escape(label), _fmt(m.get("size_mb"), 2), _fmt(m.get("build_s"), 1), _fmt(m.get("build_s_source")),
                      _fmt(m.get("train_steps")), _fmt(q.get("psnr_mean"), 2), _fmt(q.get("depth_median_rel_err"), 4),
-                     _fmt(m.get("path"))])
+                     _fmt(m.get("path")),
+                     html.escape("" if not m.get("build_machine") or m["build_machine"] == machine
+                                 else machine_label(m["build_machine"]))])
     note = ""
     if ds.get("field"):
         note = ("<p>Methods on the shared field: size = field + component, build = the component's training "
                 "(add-method); the field's build is its own row.</p>")
     return note + _table(rows, ["map", "size [MB]", "build [s]", "build time from", "steps", "held-out PSNR [dB]",
-                                "depth rel. error", "path"])
+                                "depth rel. error", "path", "built on (if not the machine above)"])
 
 
 def _mapping_frames(ds: dict) -> str:
@@ -155,15 +158,29 @@ def _results_table(ds: dict, cfg: dict) -> str:
     return _table(rows, header)
 
 
-def _latency_table(ds: dict) -> str:
+def machine_label(machine: dict | None) -> str:
+    """A machine of :func:`~neural_reloc.device.machine_info` in one line ("unknown" for
+    results written before it was recorded)."""
+    if not machine:
+        return "unknown"
+    flags = ", ".join(machine.get("cpu_flags") or []) or "none of AMX-BF16 / AVX512 / AVX2"
+    text = f"{machine.get('cpu', '?')} ({flags}), {machine.get('torch_threads', '?')} torch threads"
+    return text + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
+
+
+def _latency_table(ds: dict, machine: dict | None = None) -> str:
+    """Latency per stage; a result measured on another machine than ``machine`` (reused
+    from an earlier run) names its own."""
     stages = sorted({s for bp in ds["results"].values() for m in bp.values() for s in m["latency_ms"]})
     rows = []
     for method, by_prior in ds["results"].items():
         for prior, m in by_prior.items():
             lat = m["latency_ms"]
+            where = "" if m.get("machine") == machine else machine_label(m.get("machine"))
             rows.append([html.escape(f"{method} / {prior}"),
-                         *(f"{_fmt(lat.get(s, {}).get('p50'), 1)} / {_fmt(lat.get(s, {}).get('p95'), 1)}" for s in stages)])
-    return _table(rows, ["method / prior", *(f"{s} p50 / p95" for s in stages)])
+                         *(f"{_fmt(lat.get(s, {}).get('p50'), 1)} / {_fmt(lat.get(s, {}).get('p95'), 1)}" for s in stages),
+                         html.escape(where)])
+    return _table(rows, ["method / prior", *(f"{s} p50 / p95" for s in stages), "measured on (if not the machine above)"])
 
 
 def _failures(ds: dict) -> str:
@@ -255,6 +272,8 @@ def format_markdown(summary: dict) -> str:
         for sk in ds.get("skipped", []):
             parts.append(f"Not run: {sk['name']} / {sk['prior']} ({sk['reason']}).")
         parts.append("")
+    if "machine" in summary:
+        parts.append(f"Latency and build times measured on: {machine_label(summary['machine'])}.")
     return "\n".join(parts)
 
 
@@ -272,6 +291,8 @@ def render_benchmark_html(summary: dict) -> str:
         f"{html.escape(threshold_label(cfg['failure_t_m'], cfg['failure_r_deg']))}: <i>wrong place</i> when the prior "
         f"was more than {cfg['basin_t_m']:g} m or {cfg['basin_r_deg']:g} deg from the truth, else <i>did not "
         "converge</i> (no estimate) or <i>converged but off</i>. Latency excludes warm-up frames.</p>",
+        f"<p>Machine: {html.escape(machine_label(summary.get('machine')))}. Latencies and build times depend on it "
+        "several-fold (a CPU with bfloat16 in hardware runs the query CNN in bfloat16).</p>",
         "<details><summary>Benchmark settings</summary>",
         _table([[html.escape(k), _fmt(v if isinstance(v, str) else json.dumps(v))] for k, v in cfg.items()], ["setting", "value"]),
         "</details>",
@@ -283,10 +304,10 @@ def render_benchmark_html(summary: dict) -> str:
             _table([["data", _fmt(ds["data"])], ["query frames", f"{ds['query_frames']} ({html.escape(ds['query_split'])} split)"],
                     ["mapping frames", _mapping_frames(ds)],
                     ["scene scale", f"{scale} ({html.escape(ds['scale_source'])})"]]),
-            "<h3>Maps</h3>", _maps_table(ds),
+            "<h3>Maps</h3>", _maps_table(ds, summary.get("machine")),
             "<h3>Methods</h3>", _results_table(ds, cfg), _skipped(ds),
             "<h3>Cumulative error (fraction of all query frames)</h3>", _plots(ds, cfg),
-            "<h3>Latency per stage [ms]</h3>", _latency_table(ds),
+            "<h3>Latency per stage [ms]</h3>", _latency_table(ds, summary.get("machine")),
             "<h3>Failures by cause</h3>", _failures(ds),
             "<h3>Frames</h3>", _frames(ds),
         ]
