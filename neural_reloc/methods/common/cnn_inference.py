@@ -12,9 +12,11 @@ bfloat16 (in float32 PyTorch may pick kernels of its own for some sizes, which s
 another order: differences of rounding, ~1e-8).
 
 Used only where it is the same computation: on the CPU, without autograd (training
-keeps the plain modules), with oneDNN available; anywhere else the trunk runs as
-usual. ``dtype`` bfloat16 computes the convolutions from bfloat16 weights and inputs
-exactly as ``torch.autocast`` would (the output is bfloat16 either way).
+keeps the plain modules), with oneDNN available and, for bfloat16, oneDNN's bfloat16
+kernels (AVX-512 BW/VL/DQ or AVX-NE-CONVERT: on a CPU with AVX2 only the fused call
+raises, while ``torch.autocast`` falls back to a kernel of its own); anywhere else the
+trunk runs as usual. ``dtype`` bfloat16 computes the convolutions from bfloat16 weights
+and inputs exactly as ``torch.autocast`` would (the output is bfloat16 either way).
 """
 
 from __future__ import annotations
@@ -26,13 +28,20 @@ from torch import nn
 _CONV_POINTWISE = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if hasattr(torch.ops, "mkldnn") else None
 
 
-def fused_inference_available(x: torch.Tensor) -> bool:
-    """Whether :func:`run_trunk` fuses for input ``x``: CPU, oneDNN, autograd off."""
+def _mkldnn_bf16_supported() -> bool:
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+def fused_inference_available(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether :func:`run_trunk` fuses for input ``x`` computed in ``dtype``: CPU, oneDNN,
+    autograd off, and for bfloat16 oneDNN's bfloat16 kernels on this CPU."""
     return (
         _CONV_POINTWISE is not None
         and x.device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and not torch.is_grad_enabled()
+        and (dtype == torch.float32 or (dtype == torch.bfloat16 and _mkldnn_bf16_supported()))
     )
 
 
@@ -50,7 +59,7 @@ def run_trunk(trunk: nn.Sequential, x: torch.Tensor, dtype: torch.dtype = torch.
     in that dtype), each convolution followed by a ReLU fused with it where
     :func:`fused_inference_available`; otherwise the modules themselves run (under
     ``torch.autocast`` for a dtype other than float32)."""
-    if not fused_inference_available(x):
+    if not fused_inference_available(x, dtype):
         if dtype == torch.float32:
             return trunk(x)
         with torch.autocast(x.device.type, dtype=dtype):
