@@ -361,6 +361,7 @@ def cmd_eval_bag(args) -> int:
 
 def cmd_localize(args) -> int:
     from .data import load_dataset
+    from .device import machine_info
     from .eval.io import check_output_file, failed_path, holds_good_result, write_json_atomic
     from .localization import LocalizeDatasetConfig, format_summary, localize_dataset, summarize_records
     from .map_loading import load_relocalizer
@@ -398,8 +399,6 @@ def cmd_localize(args) -> int:
 
             # A failed run writes beside an earlier result, never over it.
             target = out if status == "ok" or not holds_good_result(out) else failed_path(out)
-            from .device import machine_info
-
             write_json_atomic(target, {"status": status, "error": error, "map": str(args.map), "data": str(args.data),
                                        "config": to_dict(cfg), "machine": machine_info(getattr(reloc, "device", None)),
                                        "summary": summary, "frames": records})

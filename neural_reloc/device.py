@@ -77,15 +77,16 @@ def machine_info(device: "str | torch.device | None" = None) -> dict:
     bfloat16 in hardware (the query CNN in bfloat16) than on one with AVX2 only (NOTES.md),
     so figures from different machines are not comparable without it."""
     model, flags = _cpuinfo()
+    kind = torch.device(device).type if device is not None else "cpu"
     info = {
         "cpu": model or platform.processor() or platform.machine(),
         "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "device": torch.device(device).type if device is not None else "cpu",
+        "device": kind,
     }
-    if device is not None and torch.device(device).type == "cuda":
+    if kind == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
 

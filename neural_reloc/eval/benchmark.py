@@ -263,8 +263,8 @@ def summarize_dataset(
 
 def write_benchmark(out: Path, datasets: list[dict], cfg: BenchmarkConfig, device: Any = None) -> Path:
     """``OUT/benchmark.json`` and ``OUT/report.html``, atomically; returns the JSON path.
-    ``machine``: this process's machine (:func:`~neural_reloc.device.machine_info` on
-    ``device``); each result and map build carries the machine that measured it, which
+    The summary's ``machine`` is this process's (:func:`~neural_reloc.device.machine_info`
+    on ``device``); each result and map build carries the machine that measured it, which
     differs where a result was reused from an earlier run."""
     from .benchmark_report import write_benchmark_report
 

@@ -21,6 +21,8 @@ and inputs exactly as ``torch.autocast`` would (the output is bfloat16 either wa
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -28,7 +30,10 @@ from torch import nn
 _CONV_POINTWISE = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if hasattr(torch.ops, "mkldnn") else None
 
 
+@functools.cache
 def _mkldnn_bf16_supported() -> bool:
+    """Whether oneDNN has bfloat16 convolution kernels on this CPU (asked once: the
+    per-frame CNN calls :func:`fused_inference_available`)."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check()) if check is not None else False
 
