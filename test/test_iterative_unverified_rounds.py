@@ -127,6 +127,31 @@ def test_a_verified_frame_stands_unless_the_flow_contradicts_it():
         assert r.w2c_opencv is None and r.verified_by == ""
 
 
+def test_a_verified_frame_whose_next_round_finds_no_pose_needs_the_flow_verdict():
+    # round 0 verified (150 of 200), round 1 from its estimate finds no pose (5 of 200): the
+    # map rendered at the estimate contradicts it (a wrong retrieved place, 4 m off, once
+    # stood this way because its flow accepted no round, as a textureless view's does)
+    _, r = localize([150, 5], [])
+    assert not r.success and r.w2c_opencv is None and r.verified_by == ""
+    assert r.reason.startswith("unsure: a round from the verified estimate found no pose (iteration 2: PnP failed")
+    assert "the flow refinement accepted no round" in r.reason
+    _, r = localize([150, 5], [(655, 0.01)])  # the flow's verdict refuses it too
+    assert not r.success and "655 inliers < flow_confirm_min_inliers" in r.reason
+    _, r = localize([150, 5], [(1500, 0.01)])  # the flow confirms it: it stands, verified by its round
+    assert r.success and r.verified_by == "match" and np.allclose(r.w2c_opencv, camera_at(0.01))
+    _, r = localize([150, 150], [])  # the next round agrees: a textureless view's pose stands as before
+    assert r.success and r.verified_by == "match"
+
+
+def test_without_a_refinement_that_confirms_a_contradicted_frame_is_unsure():
+    reloc = Confirming([150, 5], [(1500, 0.01)], max_iterations=2, max_unverified_iterations=2)
+    reloc.loc.flow_confirm_min_inliers = 0  # the flow refines but cannot confirm
+    r = reloc.localize(IMAGE, CAM, PRIOR)
+    assert not r.success and r.reason.startswith("unsure: a round from the verified estimate found no pose")
+    assert "no refinement can confirm it" in r.reason and [h.stage for h in r.history] == ["match", "match"]
+    assert Confirming([150, 150], [], max_iterations=2, max_unverified_iterations=2).localize(IMAGE, CAM, PRIOR).success
+
+
 def test_confirmation_off_leaves_the_frame_unsure_without_refining():
     reloc = Confirming([60], [(1500, 0.01)], max_iterations=2, max_unverified_iterations=2)
     reloc.loc.flow_confirm_min_inliers = 0

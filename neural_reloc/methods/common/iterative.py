@@ -296,6 +296,17 @@ class IterativeRelocalizer(Relocalizer):
             # No round started: the refinement may still converge from the hypothesis itself,
             # and only its own verdict can make that a pose.
             best = start_at(result.prior.w2c_opencv)
+        # A verified estimate that a later round from it found no pose for is contradicted:
+        # the map rendered there did not match the query. It stands only on the
+        # refinement's own evidence, as an unverified one does (no "textureless view"
+        # benefit of the doubt: a verified round from a wrong retrieved place, 4 m off,
+        # whose next round found 2 matches and whose flow accepted nothing, was reported
+        # as localized).
+        contradicted = verified and failed_round
+        if contradicted and not can_confirm:
+            result.reason = (f"unsure: a round from the verified estimate found no pose ({result.reason}) "
+                             "and no refinement can confirm it")
+            best = None
         # An unverified estimate is refined only when the refinement's own evidence may
         # confirm it, and not after a round from it failed (evidence against it).
         if best is not None and (verified or (can_confirm and not failed_round)):
@@ -303,8 +314,11 @@ class IterativeRelocalizer(Relocalizer):
             with clock.stage("refine"):
                 refined_best = self.refine(image_rgb, camera, query, best, result, clock)
             refined = len(result.history) > rounds_before  # the hook records each step it accepts
-            why = self.refinement_confirms(result.history[rounds_before:], verified) if can_confirm else ""
-            if why:  # an unverified frame not confirmed, or a verified one contradicted
+            trusted = verified and not contradicted
+            why = self.refinement_confirms(result.history[rounds_before:], trusted) if can_confirm else ""
+            if why:  # an unverified (or contradicted) frame not confirmed, or a verified one contradicted
+                if contradicted:
+                    why = f"a round from the verified estimate found no pose ({result.reason}); {why}"
                 result.reason = f"unsure: {why}" if verified else f"{result.reason}; {why}"
                 best = None
             else:
