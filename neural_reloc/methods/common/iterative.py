@@ -298,10 +298,8 @@ class IterativeRelocalizer(Relocalizer):
             best = start_at(result.prior.w2c_opencv)
         # A verified estimate that a later round from it found no pose for is contradicted:
         # the map rendered there did not match the query. It stands only on the
-        # refinement's own evidence, as an unverified one does (no "textureless view"
-        # benefit of the doubt: a verified round from a wrong retrieved place, 4 m off,
-        # whose next round found 2 matches and whose flow accepted nothing, was reported
-        # as localized).
+        # refinement's own evidence, as an unverified one does: a refinement that accepted
+        # nothing is no longer read as a textureless view (NOTES.md, fourteenth session).
         contradicted = verified and failed_round
         if contradicted and not can_confirm:
             result.reason = (f"unsure: a round from the verified estimate found no pose ({result.reason}) "
