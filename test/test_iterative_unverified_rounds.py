@@ -137,8 +137,9 @@ def test_a_verified_frame_whose_next_round_finds_no_pose_needs_the_flow_verdict(
     assert "the flow refinement accepted no round" in r.reason
     _, r = localize([150, 5], [(655, 0.01)])  # the flow's verdict refuses it too
     assert not r.success and "655 inliers < flow_confirm_min_inliers" in r.reason
-    _, r = localize([150, 5], [(1500, 0.01)])  # the flow confirms it: it stands, verified by its round
-    assert r.success and r.verified_by == "match" and np.allclose(r.w2c_opencv, camera_at(0.01))
+    _, r = localize([150, 5], [(1500, 0.01)])  # the flow confirms it: it stands on the flow's evidence
+    assert r.success and r.verified_by == "refinement" and np.allclose(r.w2c_opencv, camera_at(0.01))
+    assert np.sqrt(r.covariance[0, 0]) > 0.04 * 4  # the matching rounds' floor, as an unverified pose's
     _, r = localize([150, 150], [])  # the next round agrees: a textureless view's pose stands as before
     assert r.success and r.verified_by == "match"
 

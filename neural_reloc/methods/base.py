@@ -85,9 +85,9 @@ class LocalizationResult:
     reason: str = ""
     history: list[IterationRecord] = field(default_factory=list)
     #: How a localized pose was verified: "match" (a correspondence round reached the
-    #: method's inlier ratio), "refinement" (only the refinement's own evidence confirmed
-    #: it: a weaker proof, reported with a wider covariance), "" (failed, or a method
-    #: without that distinction).
+    #: method's inlier ratio and no later round from it failed), "refinement" (only the
+    #: refinement's own evidence confirmed it: a weaker proof, reported with a wider
+    #: covariance), "" (failed, or a method without that distinction).
     verified_by: str = ""
     #: (K, 2) pixels (x right, y down) of the query image where the final pose's inlier
     #: correspondences are, for drawing (the node's ~/debug_image); None: not reported.

@@ -200,7 +200,8 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "pose the descriptor rounds of a sparse map reach 10% inliers for half its frames; its pose keeps the "
         "matching rounds' covariance floor, covariance_floor_unrefined_*); a frame a round verified is refused as "
         "unsure when the flow, having accepted a round, fails the test (a round at 20% of 155 matches verified a "
-        "pose 2.4 m off whose flow reached 655). On unseen rooms the correct frames' last flow rounds had "
+        "pose 2.4 m off whose flow reached 655), and, when a later round from it found no pose, unless the flow "
+        "confirms it. On unseen rooms the correct frames' last flow rounds had "
         "1142-2000 inliers, the wrong poses' 153-763 (NOTES.md). An absolute count: it assumes "
         "flow_max_points=2000, flow_refinement_long_side=160 and flow_pnp's 1 px threshold. 0: off.",
         range=(0, 10_000_000),

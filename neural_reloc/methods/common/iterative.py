@@ -8,7 +8,9 @@ rounds from the last estimate until ``max_iterations`` (``max_unverified_iterati
 while no round is confident) or convergence, minimum counts, the confidence gate (success needs one round at
 ``min_inlier_ratio``; ``start_min_inlier_ratio`` is enough to go on, and the
 refinement's own evidence may confirm such a frame: :meth:`~IterativeRelocalizer.refinement_confirms`),
-an optional refinement, best-so-far (a later failed round does not void an earlier estimate),
+an optional refinement, best-so-far (a later failed round does not void an earlier estimate, but a
+verified one then stands only on the refinement's verdict, with a refinement-only pose's
+covariance floor),
 prior plausibility and the per-round history. A method implements
 :meth:`~IterativeRelocalizer.correspondences` (and optionally
 :meth:`~IterativeRelocalizer.prepare_query`, :meth:`~IterativeRelocalizer.retrieval_hypotheses`
@@ -158,11 +160,11 @@ class IterativeRelocalizer(Relocalizer):
 
     def refinement_confirms(self, records: list[IterationRecord], verified: bool) -> str:
         """"" when the history records the refinement appended (``records``) confirm the
-        estimate, else why not: for an estimate no round verified (its rounds reached
-        start_min_inlier_ratio only; none failed), the refinement's evidence is the proof
-        (such a pose keeps the matching rounds' covariance floor); for a ``verified`` one,
-        the refinement may still contradict it. Only called when
-        :meth:`refinement_can_confirm`."""
+        estimate, else why not. ``verified``: a round verified the estimate and no later
+        round from it failed; otherwise (its rounds reached start_min_inlier_ratio only, or
+        a later round contradicted it) the refinement's evidence is the proof (such a pose
+        keeps the matching rounds' covariance floor); a ``verified`` one the refinement may
+        still contradict. Only called when :meth:`refinement_can_confirm`."""
         return "" if verified else "this method's refinement cannot confirm a pose"
 
     # ------------------------------------------------------------ the loop
@@ -301,6 +303,7 @@ class IterativeRelocalizer(Relocalizer):
         # refinement's own evidence, as an unverified one does: a refinement that accepted
         # nothing is no longer read as a textureless view (NOTES.md, fourteenth session).
         contradicted = verified and failed_round
+        trusted = verified and not contradicted  # the matching rounds' verification stands
         if contradicted and not can_confirm:
             result.reason = (f"unsure: a round from the verified estimate found no pose ({result.reason}) "
                              "and no refinement can confirm it")
@@ -312,20 +315,19 @@ class IterativeRelocalizer(Relocalizer):
             with clock.stage("refine"):
                 refined_best = self.refine(image_rgb, camera, query, best, result, clock)
             refined = len(result.history) > rounds_before  # the hook records each step it accepts
-            trusted = verified and not contradicted
             why = self.refinement_confirms(result.history[rounds_before:], trusted) if can_confirm else ""
-            if why:  # an unverified (or contradicted) frame not confirmed, or a verified one contradicted
+            if why:  # an unverified or contradicted frame not confirmed, or a verified one the flow disagrees with
                 if contradicted:
                     why = f"a round from the verified estimate found no pose ({result.reason}); {why}"
                 result.reason = f"unsure: {why}" if verified else f"{result.reason}; {why}"
                 best = None
             else:
                 best = refined_best
-                verified_by = verified_by or "refinement"
+                verified_by = "refinement" if contradicted else (verified_by or "refinement")
         elif not verified:
             best = None
         # A pose only the refinement confirmed keeps the matching rounds' covariance floor.
-        result = self._finish(result, best, clock, refined and verified, verified_by)
+        result = self._finish(result, best, clock, refined and trusted, verified_by)
         if result.success:
             self._set_inlier_uv(result, best[0], camera)
         return result

@@ -289,7 +289,8 @@ class FlowRefinement:
         hook appended) has ``flow_confirm_min_inliers`` inliers, at least
         ``flow_confirm_min_inlier_ratio`` of its correspondences, and moved the pose no more
         than ``flow_confirm_max_update_*`` (it settled), else why not. A ``verified``
-        estimate the flow accepted no round for (a textureless view) stands."""
+        estimate the flow accepted no round for (a textureless view) stands; the loop passes
+        ``verified=False`` for one a later matching round from it found no pose for."""
         lc = self.loc
         flow = [r for r in records if r.stage == "flow"]
         if not flow:
