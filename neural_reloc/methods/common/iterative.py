@@ -323,7 +323,7 @@ class IterativeRelocalizer(Relocalizer):
                 best = None
             else:
                 best = refined_best
-                verified_by = "refinement" if contradicted else (verified_by or "refinement")
+                verified_by = "match" if trusted else "refinement"
         elif not verified:
             best = None
         # A pose only the refinement confirmed keeps the matching rounds' covariance floor.
