@@ -61,6 +61,8 @@ def build_map(
     device = torch.device(device)
     out_dir = Path(out_dir)
     train = data.subset("train") if "train" in data.split else data
+    if spec.fit_config is not None:
+        cfg = spec.fit_config(cfg, train, log)
     ident = _identity(train, method, cfg)
     _check_map_destination(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -232,6 +234,8 @@ def add_method(
     bundle = read_map(map_dir)
     man = bundle.manifest
     cfg = config if config is not None else spec.config_factory()
+    if spec.fit_config is not None and data is not None:
+        cfg = spec.fit_config(cfg, data.subset("train") if "train" in data.split else data, log)
     stored = to_dict(cfg)
     if bundle.has_field and "map" in stored:  # the field it is trained on, not a default one
         stored["map"] = man["field"]["config"]

@@ -505,3 +505,53 @@ def test_feature_extractor_inference_matches_its_modules(cnn):
             got = net(x, backbone_dtype=dtype)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
             assert dtype == torch.float32 or torch.equal(got, want)
+
+
+# ============================================== the matching grid fitted to small images
+def _images(width: int, height: int, n: int = 3):
+    from neural_reloc.data.posed_images import PosedImages
+
+    return PosedImages(names=[f"f{i}" for i in range(n)], image_paths=[f"f{i}.png" for i in range(n)],
+                       cameras=[Camera(width, height, 0.8 * width, 0.8 * width, width / 2, height / 2)] * n,
+                       c2w_opengl=np.stack([np.eye(4)] * n))
+
+
+def test_small_images_get_a_grid_the_cnn_sees_at_their_own_size():
+    from neural_reloc.methods.crossfire.config import CrossfireConfig
+    from neural_reloc.methods.crossfire.trainer import descriptor_map_camera, fit_to_mapping_images
+
+    cfg = CrossfireConfig()
+    lc = cfg.localization
+    fit = fit_to_mapping_images(cfg, _images(320, 240), log=lambda m: None)
+    fl = fit.localization
+    # 320x240 images: the default 160x120 grid would run the CNN at 640x480 (2x upsampled).
+    assert (fl.match_long_side, fl.match_short_side, fit.loss.image_long_side) == (80, 60, 80)
+    _, cam_cnn = descriptor_map_camera(Camera(320, 240, 256, 256, 160, 120), fl.match_long_side, fl.match_short_side)
+    assert (cam_cnn.width, cam_cnn.height) == (320, 240)
+    # Block sizes in cells halve with the cells (the same part of the image), one-cell thresholds stay.
+    assert (fl.render_stride, fl.early_render_stride, fl.guided_radius_cells, fl.keyframe_stride) == (
+        lc.render_stride // 2, lc.early_render_stride // 2, lc.guided_radius_cells // 2, lc.keyframe_stride // 2)
+    assert fl.keyframe_pnp.reprojection_threshold_px == lc.keyframe_pnp.reprojection_threshold_px / 2
+    assert fl.keyframe_pnp.max_iterations == lc.keyframe_pnp.max_iterations
+    assert (fl.pnp, fl.refine_margin, fl.retrieval_long_side) == (lc.pnp, lc.refine_margin, lc.retrieval_long_side)
+    assert fit.map == cfg.map and fit.descriptor == cfg.descriptor and fit.train == cfg.train
+
+
+def test_images_large_enough_or_fitting_off_keep_the_config():
+    from neural_reloc.config_io import merge, parse_dotted
+    from neural_reloc.methods.crossfire.config import CrossfireConfig
+    from neural_reloc.methods.crossfire.trainer import fit_to_mapping_images
+
+    quiet = lambda m: None  # noqa: E731
+    cfg = CrossfireConfig()
+    assert fit_to_mapping_images(cfg, _images(640, 480), log=quiet) == cfg
+    assert fit_to_mapping_images(cfg, _images(1920, 1080), log=quiet) == cfg
+    off = merge(cfg, parse_dotted(["loss.fit_to_small_images=false"]))
+    assert fit_to_mapping_images(off, _images(320, 240), log=quiet) == off
+    # A config already fitted (or set by hand) to the images is left alone: fitting is idempotent.
+    fitted = fit_to_mapping_images(cfg, _images(320, 240), log=quiet)
+    assert fit_to_mapping_images(fitted, _images(320, 240), log=quiet) == fitted
+    # Portrait images fit the long side too; a switched-off block (0) stays off.
+    zero = merge(cfg, parse_dotted(["localization.guided_radius_cells=0", "localization.keyframe_stride=0"]))
+    p = fit_to_mapping_images(zero, _images(240, 320), log=quiet).localization
+    assert (p.match_long_side, p.match_short_side, p.guided_radius_cells, p.keyframe_stride) == (80, 60, 0, 0)

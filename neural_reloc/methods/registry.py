@@ -65,6 +65,10 @@ class MethodSpec:
     #: a part today's code adds that it lacks (NeRFMatch's retrieval keyframes). ``add-method``
     #: then calls ``add_to_map`` with ``reuse_trained=True`` instead of doing nothing.
     stale_component: Callable[[Any, Any], str] | None = None
+    #: (config, mapping data, log) -> the config a build on that data uses (CROSSFIRE fits its
+    #: matching grid to small images); ``build_map`` and ``add-method`` call it before the
+    #: up-to-date check, and the manifest stores what it returns. None: the config as given.
+    fit_config: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.trainer_factory is None) == (self.build is None):

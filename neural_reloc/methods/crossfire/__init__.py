@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..registry import MethodSpec, register
 from .config import CrossfireConfig, LocalizationConfig
 from .relocalizer import CrossfireRelocalizer, make_relocalizer
-from .trainer import CrossfireTrainer, attach_descriptor_head
+from .trainer import CrossfireTrainer, attach_descriptor_head, fit_to_mapping_images
 
 
 def _add_to_map(bundle, data, cfg: CrossfireConfig, device, work_dir, progress=None, log=print,
@@ -70,6 +70,7 @@ register(
         attach_heads=_attach_heads,
         add_to_map=_add_to_map,
         stale_component=_stale_component,
+        fit_config=fit_to_mapping_images,
     )
 )
 

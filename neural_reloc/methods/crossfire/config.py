@@ -59,6 +59,13 @@ class CrossfireLossConfig:
     # need whole 2D patches, which a crop is). Crops keep a CPU step affordable.
     image_long_side: int = 160
     crop_long_side: int = 48
+    # Build: where the mapping images are smaller than 4x this (or the matching grid,
+    # localization.match_long_side/short_side) the CNN would see them upsampled, which
+    # adds no detail and costs 4x the convolutions of their own size. The build then
+    # shrinks image_long_side and the matching grid to a quarter of the images' size and
+    # the localization's block sizes in matching-grid cells by the same factor
+    # (trainer.fit_to_mapping_images); the map stores the fitted values.
+    fit_to_small_images: bool = True
     # Weight of the view crop's photometric/geometric terms (L_MSE, lambda1 L_DSSIM,
     # lambda2 L_TV) relative to the paper's 1. Off by default on CPU budgets (they pull
     # the shared grid toward one crop per step: NOTES.md); 1 is the paper's objective
@@ -125,7 +132,8 @@ class LocalizationConfig(RenderingLocalizationConfig):
 
     match_long_side: int = setting(
         160, "Long side of the matching resolution of rendered and extracted descriptor maps; the query image "
-        "is resized to 4x this for the CNN.", range=(8, 4096),
+        "is resized to 4x this for the CNN. A map built from smaller images stores a quarter of their size "
+        "(loss.fit_to_small_images), so that the CNN never sees an upsampled image.", range=(8, 4096),
     )
     match_short_side: int = setting(120, "Short side of the matching resolution (see match_long_side).",
                                     range=(8, 4096))
