@@ -154,7 +154,9 @@ def crossfire_map(room_scene) -> tuple[Path, Path]:
     cfg = merge(CrossfireConfig(), parse_dotted(CROSSFIRE_TEST_MAP_OVERRIDES))
     out = TEST_DATA_DIR / "crossfire_room_map"
     with _build_lock(out):  # concurrent test sessions wait for one build
-        build_map(load_dataset(room_scene.dense), out, method="crossfire", config=cfg, device="cpu", max_eval_views=4)
+        # overwrite: the cache holds generated data only; a map of older build settings is rebuilt
+        build_map(load_dataset(room_scene.dense), out, method="crossfire", config=cfg, device="cpu", max_eval_views=4,
+                  overwrite=True)
     return out, room_scene.dense
 
 
