@@ -67,6 +67,15 @@ class ReferenceViews:
     cameras: list[dict]
     c2w_opengl: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def camera(self, i: int):
+        """View ``i``'s :class:`~neural_reloc.geometry.camera.Camera` (as a dataset's)."""
+        from .geometry.camera import Camera
+
+        return Camera.from_dict(self.cameras[i])
+
     def to_dict(self) -> dict:
         return {
             "names": list(self.names),

@@ -37,6 +37,19 @@ def build_config_key(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "localization"}
 
 
+def filled_config(spec, config: dict) -> dict:
+    """A stored method config with the settings it predates at this version's defaults, so
+    that a map built before a setting existed does not count as built otherwise (as it
+    loads: :func:`~neural_reloc.map_loading.map_method_config`); as it is when this
+    version cannot read it."""
+    from .config_io import ConfigError, from_dict
+
+    try:
+        return to_dict(from_dict(type(spec.config_factory()), config))
+    except (ConfigError, TypeError):
+        return config
+
+
 def build_map(
     data: PosedImages,
     out_dir: str | Path,
@@ -62,7 +75,7 @@ def build_map(
     out_dir = Path(out_dir)
     train = data.subset("train") if "train" in data.split else data
     if spec.fit_config is not None:
-        cfg = spec.fit_config(cfg, train, log)
+        cfg = check_settings(spec.fit_config(cfg, train, log), f"{method} config fitted to {data.source}")
     ident = _identity(train, method, cfg)
     _check_map_destination(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -70,7 +83,7 @@ def build_map(
             man = read_manifest(out_dir)
             if (
                 man.get("method") == method
-                and build_config_key(man.get("config", {})) == build_config_key(ident["config"])
+                and build_config_key(filled_config(spec, man.get("config", {}))) == build_config_key(ident["config"])
                 and man.get("training_data_fingerprint") == ident["fingerprint"]
             ):
                 if man.get("config") != ident["config"]:
@@ -234,13 +247,17 @@ def add_method(
     bundle = read_map(map_dir)
     man = bundle.manifest
     cfg = config if config is not None else spec.config_factory()
-    if spec.fit_config is not None and data is not None:
-        cfg = spec.fit_config(cfg, data.subset("train") if "train" in data.split else data, log)
+    if spec.fit_config is not None:  # without --data, fitted to the images the map was built from
+        from .config_fields import check_settings
+
+        fit_to = (data.subset("train") if "train" in data.split else data) if data is not None else bundle.references
+        cfg = check_settings(spec.fit_config(cfg, fit_to, log), f"{method} config fitted to its mapping images")
     stored = to_dict(cfg)
     if bundle.has_field and "map" in stored:  # the field it is trained on, not a default one
         stored["map"] = man["field"]["config"]
     existing = man["components"].get(method)
-    if existing is not None and build_config_key(existing["config"]) == build_config_key(stored) and not extra:
+    if (existing is not None and build_config_key(filled_config(spec, existing["config"]))
+            == build_config_key(filled_config(spec, stored)) and not extra):
         stale = spec.stale_component(bundle, cfg) if spec.stale_component is not None else ""
         if not stale:
             log(f"map {map_dir} already has a {method} component with these build settings: nothing to do")

@@ -21,6 +21,7 @@ from neural_reloc.methods.registry import BuiltMap, MethodSpec, register, unregi
 @dataclass
 class ProbeGrid:
     cells: int = 160
+    newer: int = 1  # a setting younger than some maps
 
 
 @dataclass
@@ -33,7 +34,7 @@ SEEN: list[int] = []
 
 def _fit(cfg: ProbeConfig, data, log=print) -> ProbeConfig:
     width = min(data.camera(i).width for i in range(len(data)))
-    return dataclasses.replace(cfg, grid=ProbeGrid(min(cfg.grid.cells, width // 4)))
+    return dataclasses.replace(cfg, grid=dataclasses.replace(cfg.grid, cells=min(cfg.grid.cells, width // 4)))
 
 
 def _build(data, cfg, device, work_dir, progress=None, log=print):
@@ -86,3 +87,24 @@ def test_add_method_uses_and_stores_the_fitted_config(probe, tmp_path):
     assert SEEN == [160, 80] and manifest["components"]["fit_probe_part"]["config"]["grid"]["cells"] == 80
     add_method(base, "fit_probe_part", _data(tmp_path, 320), log=logs.append)
     assert SEEN == [160, 80] and "nothing to do" in logs[-1]
+
+
+def test_a_map_older_than_a_setting_is_still_up_to_date(probe, tmp_path):
+    out = build_map(_data(tmp_path, 320), tmp_path / "map", method="fit_probe", evaluate=False, log=lambda m: None)
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["config"]["grid"]["newer"]  # as written before the setting existed
+    path.write_text(json.dumps(manifest))
+    logs: list[str] = []
+    build_map(_data(tmp_path, 320), out, method="fit_probe", evaluate=False, log=logs.append)
+    assert SEEN == [80] and "up to date" in logs[-1]
+
+
+def test_add_method_without_data_fits_to_the_maps_own_views(probe, tmp_path):
+    from neural_reloc.mapping import add_method
+
+    base = build_map(_data(tmp_path, 320), tmp_path / "map", method="fit_probe", evaluate=False, log=lambda m: None)
+    add_method(base, "fit_probe_part", _data(tmp_path, 320), log=lambda m: None)
+    logs: list[str] = []
+    add_method(base, "fit_probe_part", None, log=logs.append)  # the map's 320 px views: fitted to 80 as stored
+    assert SEEN == [80, 80] and "nothing to do" in logs[-1]

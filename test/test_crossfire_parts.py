@@ -555,3 +555,23 @@ def test_images_large_enough_or_fitting_off_keep_the_config():
     zero = merge(cfg, parse_dotted(["localization.guided_radius_cells=0", "localization.keyframe_stride=0"]))
     p = fit_to_mapping_images(zero, _images(240, 320), log=quiet).localization
     assert (p.match_long_side, p.match_short_side, p.guided_radius_cells, p.keyframe_stride) == (80, 60, 0, 0)
+
+
+def test_fitting_odd_sizes_mixed_sizes_and_images_too_small_for_a_grid():
+    from neural_reloc.data.posed_images import PosedImages
+    from neural_reloc.methods.crossfire.config import CrossfireConfig
+    from neural_reloc.methods.crossfire.trainer import fit_to_mapping_images
+
+    quiet = lambda m: None  # noqa: E731
+    cfg = CrossfireConfig()
+    odd = fit_to_mapping_images(cfg, _images(300, 225), log=quiet)
+    assert (odd.localization.match_long_side, odd.localization.match_short_side, odd.loss.image_long_side) == (75, 56, 75)
+    # Mixed sizes: one factor for the grid and the training scale, set by the most upsampled image.
+    a, b = _images(320, 240, 2), _images(300, 300, 2)
+    mixed = PosedImages(names=a.names + ["g0", "g1"], image_paths=a.image_paths + b.image_paths,
+                        cameras=a.cameras + b.cameras, c2w_opengl=np.concatenate([a.c2w_opengl, b.c2w_opengl]))
+    m = fit_to_mapping_images(cfg, mixed, log=quiet)
+    assert (m.localization.match_long_side, m.localization.match_short_side, m.loss.image_long_side) == (80, 60, 80)
+    # 64x48: a 16x12 grid has fewer cells than a CNN step needs correspondences: kept as it is.
+    logs: list[str] = []
+    assert fit_to_mapping_images(cfg, _images(64, 48), log=logs.append) == cfg and "too small" in logs[0]

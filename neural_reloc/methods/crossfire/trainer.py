@@ -56,44 +56,55 @@ def descriptor_map_camera(camera, long_side: int, short_side: int):
 
 def fit_to_mapping_images(cfg: CrossfireConfig, data: PosedImages, log: Callable[[str], None] = print
                           ) -> CrossfireConfig:
-    """``cfg`` for a build on ``data``'s images (``loss.fit_to_small_images``): where the
-    smallest mapping image is less than ``STRIDE`` x the training scale
-    (``loss.image_long_side``) or the matching grid (``localization.match_long_side`` x
-    ``match_short_side``), those shrink to a quarter of its size, so that the CNN sees
-    images at their own size and never upsampled (a 320x240 camera: grid 80x60, CNN
-    320x240, not 160x120 and 640x480). The localization's block sizes, which are in
-    matching-grid cells (``render_stride``, ``early_render_stride``,
-    ``guided_radius_cells``, ``keyframe_stride``; ``keyframe_pnp``'s threshold, half a
-    block), shrink by the grid's factor, so that they cover the same part of the image and
-    a round renders as many descriptors; thresholds of one cell (``pnp``,
-    ``refine_margin``) stay. Larger images: ``cfg`` as it is."""
+    """``cfg`` for a build on ``data``'s images (``loss.fit_to_small_images``): where a
+    mapping image is smaller than ``STRIDE`` x the matching grid
+    (``localization.match_long_side`` x ``match_short_side``, fitted into the image as
+    :meth:`Camera.fit_within` does), the grid and the training scale
+    (``loss.image_long_side``) shrink by one factor until no mapping image is upsampled
+    for the CNN (a 320x240 camera: grid 80x60, CNN 320x240, not 160x120 and 640x480). The
+    localization's block sizes, which are in matching-grid cells (``render_stride``,
+    ``early_render_stride``, ``guided_radius_cells``, ``keyframe_stride``;
+    ``keyframe_pnp``'s threshold, half a block), shrink by the same factor, so that they
+    cover the same part of the image and a round renders as many descriptors; thresholds of
+    one cell (``pnp``, ``refine_margin``) stay. Larger images, or a grid that would have
+    fewer cells than ``train.min_correspondences`` (the CNN stage could not train on it):
+    ``cfg`` as it is."""
     import dataclasses
+    import math
 
     if not cfg.loss.fit_to_small_images or len(data) == 0:
         return cfg
-    cams = [data.camera(i) for i in range(len(data))]
-    long_img = min(max(c.width, c.height) for c in cams)
-    short_img = min(min(c.width, c.height) for c in cams)
     lc, loss = cfg.localization, cfg.loss
-    train_side = min(loss.image_long_side, long_img // STRIDE)
-    factor = min(lc.match_long_side / long_img, lc.match_short_side / short_img)  # Camera.fit_within's
-    s = min(1.0, 1.0 / (STRIDE * factor))
-    if train_side == loss.image_long_side and s == 1.0:
+    sizes = {(data.camera(i).width, data.camera(i).height) for i in range(len(data))}
+    factor = max(min(lc.match_long_side / max(w, h), lc.match_short_side / min(w, h)) for w, h in sizes)
+    s = 1.0 / (STRIDE * factor)
+    if s >= 1.0:
         return cfg
+    eps = 1e-9  # 160 * 0.46875 is 75, not 74.99...
 
-    def cells(v: int) -> int:  # 0 (off) stays off
-        return max(1, round(v * s)) if v > 0 else v
+    def side(v: int) -> int:
+        return max(1, math.floor(v * s + eps))
 
+    def cells(v: int) -> int:  # 0 (off) stays off; halves round up
+        return max(1, math.floor(v * s + 0.5)) if v > 0 else v
+
+    grid = (side(lc.match_long_side), side(lc.match_short_side))
+    if grid[0] * grid[1] < cfg.train.min_correspondences:
+        log(f"crossfire: the mapping images are too small to fit the matching grid to them ({grid[0]}x{grid[1]} "
+            f"cells < train.min_correspondences={cfg.train.min_correspondences}): keeping "
+            f"{lc.match_long_side}x{lc.match_short_side}")
+        return cfg
     loc = dataclasses.replace(
-        lc, match_long_side=max(1, int(lc.match_long_side * s)), match_short_side=max(1, int(lc.match_short_side * s)),
+        lc, match_long_side=grid[0], match_short_side=grid[1],
         render_stride=cells(lc.render_stride), early_render_stride=cells(lc.early_render_stride),
         guided_radius_cells=cells(lc.guided_radius_cells), keyframe_stride=cells(lc.keyframe_stride),
         keyframe_pnp=dataclasses.replace(lc.keyframe_pnp,
                                          reprojection_threshold_px=lc.keyframe_pnp.reprojection_threshold_px * s))
-    log(f"crossfire: the mapping images are {long_img} px on their long side: training scale {train_side}, matching "
-        f"grid {loc.match_long_side}x{loc.match_short_side}, render_stride {loc.render_stride}, keyframe_stride "
-        f"{loc.keyframe_stride} (the CNN sees the images at their own size; loss.fit_to_small_images=false keeps "
-        f"{loss.image_long_side} and {lc.match_long_side}x{lc.match_short_side})")
+    train_side = side(loss.image_long_side)
+    log(f"crossfire: the mapping images are as small as {min(max(w, h) for w, h in sizes)} px on their long side: "
+        f"training scale {train_side}, matching grid {grid[0]}x{grid[1]}, render_stride {loc.render_stride}, "
+        f"keyframe_stride {loc.keyframe_stride} (the CNN sees the images at their own size; "
+        f"loss.fit_to_small_images=false keeps {loss.image_long_side} and {lc.match_long_side}x{lc.match_short_side})")
     return dataclasses.replace(cfg, loss=dataclasses.replace(loss, image_long_side=train_side), localization=loc)
 
 
