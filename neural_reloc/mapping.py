@@ -81,12 +81,13 @@ def build_map(
     if out_dir.exists() and any(out_dir.iterdir()):
         try:
             man = read_manifest(out_dir)
+            built = filled_config(spec, man.get("config", {}))
             if (
                 man.get("method") == method
-                and build_config_key(filled_config(spec, man.get("config", {}))) == build_config_key(ident["config"])
+                and build_config_key(built) == build_config_key(ident["config"])
                 and man.get("training_data_fingerprint") == ident["fingerprint"]
             ):
-                if man.get("config") != ident["config"]:
+                if built != ident["config"]:
                     log(f"map {out_dir} is up to date (same data and build settings; its stored localization "
                         "settings differ from these, pass them at run time): skipping the build")
                 else:
@@ -247,10 +248,11 @@ def add_method(
     bundle = read_map(map_dir)
     man = bundle.manifest
     cfg = config if config is not None else spec.config_factory()
+    train = None if data is None else (data.subset("train") if "train" in data.split else data)
     if spec.fit_config is not None:  # without --data, fitted to the images the map was built from
         from .config_fields import check_settings
 
-        fit_to = (data.subset("train") if "train" in data.split else data) if data is not None else bundle.references
+        fit_to = train if train is not None else bundle.references
         cfg = check_settings(spec.fit_config(cfg, fit_to, log), f"{method} config fitted to its mapping images")
     stored = to_dict(cfg)
     if bundle.has_field and "map" in stored:  # the field it is trained on, not a default one
@@ -270,7 +272,6 @@ def add_method(
         extra["reuse_trained"] = True
     if data is None:
         raise ValueError(f"add-method {method}: give the mapping images (--data) the component is trained on")
-    train = data.subset("train") if "train" in data.split else data
     if train.fingerprint() != man.get("training_data_fingerprint"):
         log(f"note: {data.source} is not the data {map_dir} was built from (other fingerprint); its poses must be "
             "in the map's frame")

@@ -75,7 +75,7 @@ def fit_to_mapping_images(cfg: CrossfireConfig, data: PosedImages, log: Callable
     if not cfg.loss.fit_to_small_images or len(data) == 0:
         return cfg
     lc, loss = cfg.localization, cfg.loss
-    sizes = {(data.camera(i).width, data.camera(i).height) for i in range(len(data))}
+    sizes = {(c.width, c.height) for c in map(data.camera, range(len(data)))}
     factor = max(min(lc.match_long_side / max(w, h), lc.match_short_side / min(w, h)) for w, h in sizes)
     s = 1.0 / (STRIDE * factor)
     if s >= 1.0:
