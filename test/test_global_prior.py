@@ -64,14 +64,16 @@ def test_when_the_prior_method_fails_the_main_method_uses_its_own_retrieval():
 
 class RefusesRegressorPriors(Recorder, IterativeRelocalizer):
     """An iterate-match-PnP method that finds an implausible pose from the regressor's
-    prior, ``self.w2c`` from retrieval; max_prior_mahalanobis is the default (5)."""
+    prior (or fails with ``reason_from_prior``), ``self.w2c`` from retrieval;
+    max_prior_mahalanobis is the default (5)."""
 
     loc = IterativeLocalizationConfig()
+    reason_from_prior = "implausible: 6.9 standard deviations"
 
     def localize(self, image_rgb, camera, prior):
         res = super().localize(image_rgb, camera, prior)
         if prior is not None:
-            res.success, res.w2c_opencv, res.reason = False, None, "implausible: 6.9 standard deviations"
+            res.success, res.w2c_opencv, res.reason = False, None, self.reason_from_prior
         else:
             res.prior = PosePrior(self.w2c, source="retrieval")
         return res
@@ -104,6 +106,33 @@ def test_a_retrieval_pose_that_disagrees_with_the_refused_prior_is_unsure():
     main = RefusesRegressorPriors("crossfire", True, pose(2.0))
     res = GlobalPriorRelocalizer(main, Recorder("kscr", True, pose(0.9))).localize(IMAGE, CAM, None)
     assert not res.success and res.reason.startswith("unsure") and "kscr's pose" in res.reason
+
+
+class FailsFromRegressorPriors(RefusesRegressorPriors):
+    reason_from_prior = "iteration 1: PnP failed: 7 inliers of 222 matches"
+
+
+def test_no_pose_from_the_prior_methods_pose_falls_back_to_retrieval_unchecked():
+    # pose(2.0) is 11 standard deviations from the regressor's pose: a first guess that led
+    # nowhere is no second answer, so retrieval's pose stands as it would without the prior
+    main = FailsFromRegressorPriors("crossfire", True, pose(2.0), latency_ms=5.0)
+    res = GlobalPriorRelocalizer(main, Recorder("posemap", True, pose(0.9), latency_ms=7.0)).localize(IMAGE, CAM, None)
+    assert [p.source if p else None for p in main.priors] == ["regressor", None]
+    assert res.success and np.allclose(res.w2c_opencv, pose(2.0))
+    assert "posemap's pose led to no pose: iteration 1: PnP failed" in res.prior.detail["global_prior_failed"]
+    assert res.latency_ms["prior"] == 7.0 + 5.0
+
+
+def test_the_fallback_after_no_pose_can_be_switched_off():
+    main = FailsFromRegressorPriors("crossfire", True, pose(2.0))
+    main.loc = IterativeLocalizationConfig(retrieval_after_failed_global_prior=False)
+    res = GlobalPriorRelocalizer(main, Recorder("posemap", True, pose(0.9))).localize(IMAGE, CAM, None)
+    assert [p.source for p in main.priors] == ["regressor"]
+    assert not res.success and res.reason.startswith("iteration 1: PnP failed")
+    # an implausible result falls back whatever the switch says
+    refuses = RefusesRegressorPriors("crossfire", True, pose(1.0))
+    refuses.loc = main.loc
+    assert GlobalPriorRelocalizer(refuses, Recorder("kscr", True, pose(0.9))).localize(IMAGE, CAM, None).success
 
 
 def test_the_prior_method_must_be_another_relocalizer():

@@ -88,6 +88,12 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "is implausible; a global prior then falls back to retrieval. 5: beyond the 99.9% quantile of a 6-dof "
         "Gaussian (4.7), for a calibrated covariance. 0: off.", range=(0.0, 1e9),
     )
+    retrieval_after_failed_global_prior: bool = setting(
+        True, "A frame localized from a global prior's pose (--global-prior, the node's global_prior) that ends in "
+        "no pose (PnP failed, unsure) is localized again from this method's own retrieval, as without a global "
+        "prior (a far-off first guess costs the frame nothing but time). An implausible result (max_prior_*) "
+        "falls back either way, and must then agree with the prior. False: such a frame fails.",
+    )
 
     covariance_floor_depth_rel: float = setting(
         0.0035, "The reported covariance is PnP's (from the inliers' residuals) plus the map's geometric bias, which "

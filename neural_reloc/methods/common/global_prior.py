@@ -11,8 +11,10 @@ own retrieval. So does a frame whose refined pose is implausible given the prior
 many standard deviations from it by its covariance: the refining method's rounds left
 the prior's basin); the pose found from retrieval then has to agree with the prior's
 covariance too (the refining method's ``max_prior_mahalanobis``), else the frame is
-unsure: two answers that disagree are no fix. The prior's time, and that of a refused
-first attempt, is the result's ``prior`` stage.
+unsure: two answers that disagree are no fix. A frame that ends in no pose from the
+prior's (a first guess outside the refining method's basin) is localized from retrieval
+as if there were no global prior (``retrieval_after_failed_global_prior``). The prior's
+time, and that of a failed or refused first attempt, is the result's ``prior`` stage.
 """
 
 from __future__ import annotations
@@ -54,15 +56,17 @@ class GlobalPriorRelocalizer(Relocalizer):
         prior, g = self.global_prior(image_rgb, camera)
         res = self.main.localize(image_rgb, camera, prior)
         prior_ms = g.total_latency_ms
-        refused = ""
-        if (prior is not None and not res.success and isinstance(self.main, IterativeRelocalizer)
-                and res.reason.startswith(IMPLAUSIBLE_GIVEN_PRIOR)):
-            refused, prior_ms = res.reason, prior_ms + res.total_latency_ms
-            res = self.main.localize(image_rgb, camera, None)  # the method's own retrieval
-            self._check_against(res, prior)
+        why = "" if prior is not None else f"{g.method}: {g.reason}"
+        if prior is not None and not res.success and isinstance(self.main, IterativeRelocalizer):
+            implausible = res.reason.startswith(IMPLAUSIBLE_GIVEN_PRIOR)
+            if implausible or self.main.loc.retrieval_after_failed_global_prior:
+                why = f"{g.method}'s pose {'refused' if implausible else 'led to no pose'}: {res.reason}"
+                prior_ms += res.total_latency_ms
+                res = self.main.localize(image_rgb, camera, None)  # the method's own retrieval
+                if implausible:
+                    self._check_against(res, prior)
         res.latency_ms = {"prior": prior_ms, **res.latency_ms}
-        if res.prior is not None and (prior is None or refused):
-            why = f"{g.method}: {g.reason}" if prior is None else f"{g.method}'s pose refused: {refused}"
+        if res.prior is not None and why:
             res.prior.detail = {**res.prior.detail, "global_prior_failed": why}
         return res
 
