@@ -128,6 +128,10 @@ def test_losses_decrease_on_a_tiny_overfit(tiny):
     assert nerf_p["history"][-1]["loss"] < nerf_p["history"][0]["loss"]
     cache = render_views(model, data, cfg)
     assert cache.real.shape == cache.render.shape and cache.rvs.shape[0] == len(data)
+    # re-validation after the alignment renders the same validation poses and nothing else
+    val = render_views(model, data, cfg, validation_only=True)
+    assert torch.equal(val.val, cache.val) and torch.equal(val.val_c2w_opencv, cache.val_c2w_opencv)
+    assert val.real.shape[0] == val.render.shape[0] == val.rvs.shape[0] == 0
     cams = [data.camera(i).resized(cache.real.shape[2], cache.real.shape[1]) for i in range(len(data))]
     s = train_apr(AprNet(cfg.apr), model, cache, cams, cfg, "cpu", log=lambda m: None)
     first, last = s["history"][0], s["history"][-1]
@@ -187,6 +191,8 @@ def test_add_method_round_trip_and_unlabeled_refinement(tiny, tmp_path):
     after = read_map(out)
     comp = after.manifest["components"]["posemap"]
     assert comp["training"]["alignment"]["images"] == len(data.indices("test"))
+    validation = comp["training"]["alignment"]["validation"]  # re-validated on the validation renders alone
+    assert validation["validation_views"] == len(train) * cfg.train.validation_per_view
     changed = [k for k in before if not torch.equal(before[k], after.module_state("posemap_apr")[k])]
     assert any(k.endswith("weight") for k in changed)
     assert sha256_file(out / FIELD_FILE) == sha256_file(m / FIELD_FILE)

@@ -117,7 +117,7 @@ class PoseMapTrainer(NeuralMapTrainer):
             images, cams_u = load_unlabeled(self.unlabeled, cfg, data.camera(0))
             self.summary["alignment"] = {"source": str(self.unlabeled),
                                          **align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log)}
-            self.summary["alignment"]["validation"] = validate(self.apr, self.view_cache(), dev)
+            self.summary["alignment"]["validation"] = validate(self.apr, self.validation_views(), dev)
         self.apr.eval()
         return state
 
@@ -131,6 +131,15 @@ class PoseMapTrainer(NeuralMapTrainer):
 
         self._stage("views", ident, make, lambda ck: holder.__setitem__("cache", ViewCache(**ck["cache"])))
         return holder["cache"]
+
+    def validation_views(self) -> ViewCache:
+        """The validation renders alone (re-validating after the alignment): from this run's
+        full cache when it has one, else rendered (a fifth of the full cache's renders at
+        the default rvs_per_view)."""
+        full = self.work_dir / "posemap_views.pt"
+        if full.is_file() or not self._from_component:
+            return self.view_cache()
+        return render_views(self.model, self.full_data, self.xcfg, self.progress, validation_only=True)
 
     def apr_cameras(self, cache: ViewCache):
         h, w = cache.real.shape[1:3]

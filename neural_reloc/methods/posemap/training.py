@@ -106,20 +106,29 @@ def render_rgb(model, camera: Camera, c2w_opencv: np.ndarray, samples: int) -> n
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def render_views(model, data, cfg: PoseMapConfig, progress=None) -> ViewCache:
+def render_views(model, data, cfg: PoseMapConfig, progress=None, validation_only: bool = False) -> ViewCache:
+    """The renders APR-Net trains and is validated on: each mapping view's render at its
+    own pose (L_image), ``rvs_per_view`` at random perturbed poses (L_rvs) and
+    ``validation_per_view`` more (never trained on). ``validation_only``: the validation
+    renders alone (the same poses: every perturbation is still drawn), for re-validating
+    a trained APR-Net; the other fields are empty."""
     t = cfg.train
     rng = np.random.default_rng(t.seed + 1)
     max_t = t.rvs_translation_rel * model.scene.extent
     cam0 = apr_camera(data.camera(0), cfg.apr.image_long_side, len(cfg.apr.channels))
     real, render, poses, rvs, rvs_poses, rvs_view, val, val_poses, val_view = ([] for _ in range(9))
-    for i in _bar(progress, range(len(data)), "posemap: renders for L_image / L_rvs"):
+    desc = "posemap: validation renders" if validation_only else "posemap: renders for L_image / L_rvs"
+    for i in _bar(progress, range(len(data)), desc):
         cam = data.camera(i).resized(cam0.width, cam0.height)
         c2w_opencv = opencv_c2w_from_opengl_c2w(data.c2w_opengl[i])
-        real.append(apr_input(data.image(i), cam))
-        render.append(render_rgb(model, cam, c2w_opencv, t.render_samples))
-        poses.append(c2w_opencv)
+        if not validation_only:
+            real.append(apr_input(data.image(i), cam))
+            render.append(render_rgb(model, cam, c2w_opencv, t.render_samples))
+            poses.append(c2w_opencv)
         for k in range(t.rvs_per_view + t.validation_per_view):
             p = _perturbed(c2w_opencv, max_t, t.rvs_rotation_deg, rng)
+            if validation_only and k < t.rvs_per_view:
+                continue
             img = render_rgb(model, cam, p, t.render_samples)
             (rvs if k < t.rvs_per_view else val).append(img)
             (rvs_poses if k < t.rvs_per_view else val_poses).append(p)
