@@ -68,12 +68,14 @@ class RefusesRegressorPriors(Recorder, IterativeRelocalizer):
     max_prior_mahalanobis is the default (5)."""
 
     loc = IterativeLocalizationConfig()
+    extent = 10.0  # metres: refused_prior_agreement_rel (0.005) is 5 cm
     reason_from_prior = "implausible: 6.9 standard deviations"
+    refused_w2c = None  # the pose a refused result still carries
 
     def localize(self, image_rgb, camera, prior):
         res = super().localize(image_rgb, camera, prior)
         if prior is not None:
-            res.success, res.w2c_opencv, res.reason = False, None, self.reason_from_prior
+            res.success, res.w2c_opencv, res.reason = False, self.refused_w2c, self.reason_from_prior
         else:
             res.prior = PosePrior(self.w2c, source="retrieval")
         return res
@@ -106,6 +108,22 @@ def test_a_retrieval_pose_that_disagrees_with_the_refused_prior_is_unsure():
     main = RefusesRegressorPriors("crossfire", True, pose(2.0))
     res = GlobalPriorRelocalizer(main, Recorder("kscr", True, pose(0.9))).localize(IMAGE, CAM, None)
     assert not res.success and res.reason.startswith("unsure") and "kscr's pose" in res.reason
+
+
+def test_a_retrieval_pose_that_agrees_with_the_refused_one_outvotes_the_prior():
+    # an APR's pose 1.1 m off (11 standard deviations by its overconfident covariance): the
+    # pose refined from it was refused, retrieval's lands within 2 cm of that one
+    main = RefusesRegressorPriors("crossfire", True, pose(2.0))
+    main.refused_w2c = pose(2.02)
+    res = GlobalPriorRelocalizer(main, Recorder("posemap", True, pose(0.9))).localize(IMAGE, CAM, None)
+    assert res.success and np.allclose(res.w2c_opencv, pose(2.0))
+    assert "agrees with the refused one" in res.prior.detail["global_prior_failed"]
+    main.refused_w2c = pose(2.2)  # 20 cm from it: three answers, no two alike
+    res = GlobalPriorRelocalizer(main, Recorder("posemap", True, pose(0.9))).localize(IMAGE, CAM, None)
+    assert not res.success and "is not the same" in res.reason
+    main.refused_w2c = pose(2.02)
+    main.loc = IterativeLocalizationConfig(refused_prior_agreement_rel=0.0)  # off
+    assert not GlobalPriorRelocalizer(main, Recorder("posemap", True, pose(0.9))).localize(IMAGE, CAM, None).success
 
 
 class FailsFromRegressorPriors(RefusesRegressorPriors):

@@ -88,6 +88,17 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "is implausible; a global prior then falls back to retrieval. 5: beyond the 99.9% quantile of a 6-dof "
         "Gaussian (4.7), for a calibrated covariance. 0: off.", range=(0.0, 1e9),
     )
+    refused_prior_agreement_rel: float = setting(
+        0.005, "A global prior's pose that led to a pose implausible by max_prior_* falls back to retrieval; when the "
+        "pose from retrieval lies within this fraction of the scene extent (and refused_prior_agreement_deg) of "
+        "that refused one, two refinements from different starts agree and the frame is localized, however far "
+        "the prior (an APR's pose 1-3 m off: PoseMap's covariance is overconfident on query walks off the mapping "
+        "path, NOTES.md); else the two answers disagree and the frame is unsure. 0: always unsure.",
+        range=(0.0, 1e9),
+    )
+    refused_prior_agreement_deg: float = setting(
+        1.0, "The rotation half of refused_prior_agreement_rel (degrees).", range=(0.0, 180.0)
+    )
     retrieval_after_failed_global_prior: bool = setting(
         True, "A frame localized from a global prior's pose (--global-prior, the node's global_prior) that ends in "
         "no pose (PnP failed, unsure) is localized again from this method's own retrieval, as without a global "

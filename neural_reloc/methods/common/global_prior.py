@@ -10,8 +10,9 @@ pose (source ``"regressor"``) starts the refining method; when the prior method 
 own retrieval. So does a frame whose refined pose is implausible given the prior (e.g.
 many standard deviations from it by its covariance: the refining method's rounds left
 the prior's basin); the pose found from retrieval then has to agree with the prior's
-covariance too (the refining method's ``max_prior_mahalanobis``), else the frame is
-unsure: two answers that disagree are no fix. A frame that ends in no pose from the
+covariance too (the refining method's ``max_prior_mahalanobis``) or the refused pose
+(``refused_prior_agreement_*``: two refinements from different starts that agree outvote
+the prior), else the frame is unsure: two answers that disagree are no fix. A frame that ends in no pose from the
 prior's (a first guess outside the refining method's basin) is localized from retrieval
 as if there were no global prior (``retrieval_after_failed_global_prior``). The prior's
 time, and that of a failed or refused first attempt, is the result's ``prior`` stage.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...geometry.se3 import invert_pose, pose_error
 from ..base import LocalizationResult, PosePrior, Relocalizer
 from .iterative import (
     IMPLAUSIBLE_GIVEN_PRIOR,
@@ -62,24 +64,31 @@ class GlobalPriorRelocalizer(Relocalizer):
             if implausible or self.main.loc.retrieval_after_failed_global_prior:
                 why = f"{g.method}'s pose {'refused' if implausible else 'led to no pose'}: {res.reason}"
                 prior_ms += res.total_latency_ms
-                res = self.main.localize(image_rgb, camera, None)  # the method's own retrieval
-                if implausible:
-                    self._check_against(res, prior)
+                first, res = res, self.main.localize(image_rgb, camera, None)  # the method's own retrieval
+                if implausible and self._check_against(res, prior, first):
+                    why += "; the pose from retrieval agrees with the refused one"
         res.latency_ms = {"prior": prior_ms, **res.latency_ms}
         if res.prior is not None and why:
             res.prior.detail = {**res.prior.detail, "global_prior_failed": why}
         return res
 
-    def _check_against(self, res: LocalizationResult, prior: PosePrior) -> None:
-        """A pose found from retrieval after the prior's was refused must still agree with
-        the prior's covariance; if not, ``res`` becomes unsure."""
-        limit = self.main.loc.max_prior_mahalanobis  # only an IterativeRelocalizer falls back
-        sigmas = beyond_prior_covariance(res.w2c_opencv, prior, limit) if res.success else None
-        if sigmas is not None:
-            res.success = False
-            res.reason = (f"unsure: the pose from retrieval is {sigmas:.1f} standard deviations from "
-                          f"{self.prior_method.method}'s pose (limit {limit}), and the pose refined from "
-                          f"{self.prior_method.method}'s was refused: two answers that disagree")
+    def _check_against(self, res: LocalizationResult, prior: PosePrior, refused: LocalizationResult) -> bool:
+        """A pose found from retrieval after the one refined from the prior's was
+        ``refused`` must agree with the prior's covariance or with the refused pose; if
+        neither, ``res`` becomes unsure. True when it stands on the refused pose alone."""
+        lc = self.main.loc  # only an IterativeRelocalizer falls back
+        sigmas = beyond_prior_covariance(res.w2c_opencv, prior, lc.max_prior_mahalanobis) if res.success else None
+        if sigmas is None:
+            return False
+        if refused.w2c_opencv is not None and lc.refused_prior_agreement_rel > 0:
+            dt, dr = pose_error(invert_pose(res.w2c_opencv), invert_pose(refused.w2c_opencv))
+            if dt <= lc.refused_prior_agreement_rel * self.main.extent and dr <= lc.refused_prior_agreement_deg:
+                return True
+        res.success = False
+        res.reason = (f"unsure: the pose from retrieval is {sigmas:.1f} standard deviations from "
+                      f"{self.prior_method.method}'s pose (limit {lc.max_prior_mahalanobis}), and the pose refined "
+                      f"from {self.prior_method.method}'s was refused and is not the same: two answers that disagree")
+        return False
 
 
 __all__ = ["GlobalPriorRelocalizer"]
