@@ -91,6 +91,28 @@ def test_shapes_and_6d_rotation():
         net(torch.rand(1, 3, 20, 32))
 
 
+def test_apr_input_of_a_large_image_is_its_area_average():
+    import cv2
+
+    from neural_reloc.geometry.camera import Camera
+    from neural_reloc.methods.posemap.apr_net import apr_input
+
+    rng = np.random.default_rng(0)
+    # smooth content with some texture, 1080x1920 portrait like a phone photo
+    yy, xx = np.mgrid[0:1920, 0:1080]
+    base = (127 + 100 * np.sin(xx / 37.0) * np.cos(yy / 53.0))[..., None] + rng.normal(0, 20, (1920, 1080, 3))
+    image = np.clip(base, 0, 255).astype(np.uint8)
+    for w in (64, 72):  # factors 16.9 / 15 (blocks of 6) and 15 / 15 (blocks of 6: 7 divides neither side)
+        cam = Camera(width=w, height=128, fx=60.0, fy=60.0, cx=w / 2, cy=64.0)
+        direct = cv2.resize(image, (w, 128), interpolation=cv2.INTER_AREA).astype(float)
+        out = apr_input(image, cam)
+        assert out.shape == (128, w, 3) and out.dtype == np.uint8
+        assert np.abs(out - direct).mean() < 1.0 and np.abs(out - direct).max() <= 16
+    small = image[:96, :128]  # a factor below the two-step threshold: one area resize, as before
+    cam_small = Camera(width=64, height=48, fx=50.0, fy=50.0, cx=32.0, cy=24.0)
+    assert np.array_equal(apr_input(small, cam_small), cv2.resize(small, (64, 48), interpolation=cv2.INTER_AREA))
+
+
 def test_posemap_render_is_the_weighted_sum_and_differentiable_in_the_pose(tiny):
     """Eq. 3-4: the PoseMap of a ray equals sum_i w_i f_i over its samples (checked by
     rendering the head per ray through the map's own renderer), batched renders equal
