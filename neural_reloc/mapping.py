@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from .config_io import to_dict
+from .config_fields import check_settings
+from .config_io import ConfigError, from_dict, to_dict
 from .data.posed_images import PosedImages
 from .map_bundle import MapError, ReferenceViews, map_size_bytes, read_manifest, write_map
 from .methods.registry import get_method
@@ -42,8 +43,6 @@ def filled_config(spec, config: dict) -> dict:
     that a map built before a setting existed does not count as built otherwise (as it
     loads: :func:`~neural_reloc.map_loading.map_method_config`); as it is when this
     version cannot read it."""
-    from .config_io import ConfigError, from_dict
-
     try:
         return to_dict(from_dict(type(spec.config_factory()), config))
     except (ConfigError, TypeError):
@@ -67,8 +66,6 @@ def build_map(
     ``out_dir`` must be missing, empty or a map: anything else is refused (MapError),
     never deleted. A map built from the same data and build settings is kept (skip); one
     built from others is replaced only with ``overwrite``."""
-    from .config_fields import check_settings
-
     spec = get_method(method)
     cfg = check_settings(config if config is not None else spec.config_factory(), f"{method} config")
     device = torch.device(device)
@@ -250,8 +247,6 @@ def add_method(
     cfg = config if config is not None else spec.config_factory()
     train = None if data is None else (data.subset("train") if "train" in data.split else data)
     if spec.fit_config is not None:  # without --data, fitted to the images the map was built from
-        from .config_fields import check_settings
-
         fit_to = train if train is not None else bundle.references
         cfg = check_settings(spec.fit_config(cfg, fit_to, log), f"{method} config fitted to its mapping images")
     stored = to_dict(cfg)

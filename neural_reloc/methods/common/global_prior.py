@@ -12,10 +12,11 @@ many standard deviations from it by its covariance: the refining method's rounds
 the prior's basin); the pose found from retrieval then has to agree with the prior's
 covariance too (the refining method's ``max_prior_mahalanobis``) or the refused pose
 (``refused_prior_agreement_*``: two refinements from different starts that agree outvote
-the prior), else the frame is unsure: two answers that disagree are no fix. A frame that ends in no pose from the
-prior's (a first guess outside the refining method's basin) is localized from retrieval
-as if there were no global prior (``retrieval_after_failed_global_prior``). The prior's
-time, and that of a failed or refused first attempt, is the result's ``prior`` stage.
+the prior), else the frame is unsure: two answers that disagree are no fix. A frame that
+ends in no pose from the prior's (a first guess outside the refining method's basin) is
+localized from retrieval as if there were no global prior
+(``retrieval_after_failed_global_prior``). The prior's time, and that of a failed or
+refused first attempt, is the result's ``prior`` stage.
 """
 
 from __future__ import annotations

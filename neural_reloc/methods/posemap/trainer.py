@@ -133,11 +133,10 @@ class PoseMapTrainer(NeuralMapTrainer):
         return holder["cache"]
 
     def validation_views(self) -> ViewCache:
-        """The validation renders alone (re-validating after the alignment): from this run's
-        full cache when it has one, else rendered (a fifth of the full cache's renders at
-        the default rvs_per_view)."""
-        full = self.work_dir / "posemap_views.pt"
-        if full.is_file() or not self._from_component:
+        """The validation renders (re-validating after the alignment): this run's full cache
+        when it trained APR-Net, else the validation renders alone (a fifth of the full
+        cache's at the default rvs_per_view)."""
+        if not self._from_component:
             return self.view_cache()
         return render_views(self.model, self.full_data, self.xcfg, self.progress, validation_only=True)
 
