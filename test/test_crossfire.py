@@ -328,7 +328,9 @@ def test_failure_has_a_reason(crossfire_map, relocalizer):
     i = data.indices("test")[0]
     flat = np.full_like(data.image(i), 127)  # no texture: nothing can match
     res = relocalizer.localize(flat, data.camera(i), PosePrior(data.w2c_opencv(i)))
-    assert not res.success and res.reason
+    # Border cells of a flat image still have descriptors (padding): none may be matched,
+    # or PnP hands the prior back as a pose.
+    assert not res.success and res.reason.startswith("iteration 1: 0 matches"), res.reason
     with pytest.raises(ValueError, match="camera is"):
         relocalizer.localize(data.image(i)[:100], data.camera(i), None)
 

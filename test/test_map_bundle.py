@@ -331,6 +331,7 @@ def test_add_method_trains_components_on_the_frozen_field(tmp_path):
     from neural_reloc.map_bundle import FIELD_FILE, sha256_file
     from neural_reloc.map_loading import describe_map, load_relocalizer
     from neural_reloc.mapping import add_method, build_map
+    from neural_reloc.methods.base import PosePrior
     from neural_reloc.nerf.config import NeuralMapConfig
 
     data = load_dataset(_tiny_dataset(tmp_path))
@@ -360,6 +361,9 @@ def test_add_method_trains_components_on_the_frozen_field(tmp_path):
         i = data.indices("test")[0]
         res = reloc.localize(data.image(i), data.camera(i), None)  # runs; a 2-step model need not localize
         assert res.method == method and (res.success or res.reason)
+        flat = np.full_like(data.image(i), 127)  # no texture: no cell may match, even with the true pose given
+        res = reloc.localize(flat, data.camera(i), PosePrior(data.w2c_opencv(i)))
+        assert not res.success and res.reason.startswith("iteration 1: 0 matches"), (method, res.reason)
     logs: list[str] = []
     add_method(m, "nerfmatch", data, nerfmatch, log=logs.append)
     assert any("nothing to do" in s for s in logs)

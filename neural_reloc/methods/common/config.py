@@ -153,6 +153,13 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     min_accumulation: float = setting(
         0.5, "Rendered pixels with less accumulated opacity than this have no reliable depth.", range=(0.0, 1.0)
     )
+    match_min_gradient: float = setting(
+        1.0, "A query feature cell is matched only if some pixel within half the feature network's receptive "
+        "field of it has a grey-level gradient of at least this (levels per pixel of the image the network sees, "
+        "Sobel / 8): a cell that sees only a flat patch (a saturated or black region, a covered lens) has a descriptor of "
+        "padding and biases, which on a flat image still matched the map along the image border. Every cell of "
+        "the procedural rooms' and fox's queries passes. 0: every cell.", range=(0.0, 255.0),
+    )
     flow_refinement_iterations: int = setting(
         3, "Refinement by the map's colours after the rounds: render RGB and points at the estimate, optical "
         "flow (DIS) from the render to the query, PnP; this many rounds (0: off).", range=(0, 100),

@@ -102,6 +102,8 @@ class Correspondences:
     uv: np.ndarray
     points: np.ndarray
     camera: Camera
+    #: Matches dropped because the query is flat around them (``match_min_gradient``).
+    untextured: int = 0
 
     @property
     def num_matches(self) -> int:
@@ -179,7 +181,8 @@ class IterativeRelocalizer(Relocalizer):
         c = self.correspondences(query, w2c_opencv, round_index, clock)
         n = c.num_matches
         if n < lc.min_matches:
-            return None, IterationRecord(None, n, 0), f"{n} matches < min_matches={lc.min_matches}"
+            flat = f" ({c.untextured} more where the query is flat, match_min_gradient)" if c.untextured else ""
+            return None, IterationRecord(None, n, 0), f"{n} matches < min_matches={lc.min_matches}{flat}"
         pnp_cfg = lc.pnp
         if must_beat > 0:
             pnp_cfg = replace(pnp_cfg, max_iterations=ransac_iterations(must_beat + 1, n, pnp_cfg))

@@ -63,7 +63,8 @@ import torch
 from ...geometry.camera import Camera
 from ...geometry.frames import opencv_c2w_from_opencv_w2c, opencv_w2c_from_opencv_c2w
 from ...geometry.se3 import pose_error
-from .refinement import gradient_magnitude, refinement_camera
+from .refinement import refinement_camera
+from .texture import gradient_magnitude
 
 #: Grey levels of 8-bit images.
 GREY_MAX = 255.0

@@ -29,6 +29,8 @@ from ...geometry.warp import RenderedView, sample_bilinear, warp_rendered_view
 from ...nerf.depth_band import render_view_depth_guided
 from ...nerf.surface_render import render_at_surface, upsample_depth
 from ..base import IterationRecord
+from .texture import gradient_magnitude
+from .texture import grey as _grey
 
 #: DIS optical flow preset (OpenCV): MEDIUM is sub-pixel and ~10 ms at 160x120.
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
@@ -47,18 +49,6 @@ class FlowMatches:
     uv: np.ndarray
     points: np.ndarray
     candidates: int
-
-
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-
-
-def gradient_magnitude(grey: np.ndarray) -> np.ndarray:
-    """Grey-level gradient magnitude (Sobel / 8: levels per pixel) of a grey image, float32:
-    where an image has texture for flow or photometric residuals."""
-    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    return np.hypot(gx, gy)
 
 
 def flow_matches(

@@ -29,9 +29,10 @@ from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.matching import match_coarse_to_fine, subpixel_offsets
 from ..common.refinement import FlowRefinement, check_flow_settings
 from ..common.retrieval import KeyframeQuery, RetrievalIndex, hypotheses_from_retrieval, query_blocks, verifies_by_keyframes
+from ..common.texture import receptive_field, textured_cells
 from ...map_loading import map_method_config
 from .config import CrossfireConfig
-from .feature_extractor import FeatureExtractor
+from .feature_extractor import STRIDE, FeatureExtractor
 from .retrieval import global_descriptor, retrieval_input
 from .trainer import DESCRIPTOR_HEAD, descriptor_map_camera
 
@@ -41,10 +42,12 @@ STAGES = ("retrieval", "extract", "render", "match", "pnp", "refine")
 @dataclass
 class Query:
     """A frame's per-frame work: its CNN descriptor map (D, h, w) in the descriptor-map
-    camera ``cam_desc``."""
+    camera ``cam_desc``, and which of its cells see texture (h, w) bool
+    (``match_min_gradient``)."""
 
     descriptor_map: torch.Tensor
     cam_desc: Camera
+    textured: torch.Tensor
 
 
 class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
@@ -63,6 +66,7 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         self.extent = float(model.scene.extent)
         self.loc = cfg.localization
         check_flow_settings(cfg.localization)
+        self.cnn_receptive_field = receptive_field(self.cnn.backbone)
         if cfg.localization.match_long_side <= 0 or cfg.localization.match_short_side <= 0:
             raise ValueError("localization.match_long_side/match_short_side must be positive")
         try:
@@ -101,8 +105,7 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         return self._ref_w2c
 
     # ------------------------------------------------------------ stages
-    def _cnn_input(self, image_rgb: np.ndarray, width: int, height: int) -> torch.Tensor:
-        img = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_AREA)
+    def _cnn_input(self, img: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(img).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -165,8 +168,10 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         lc = self.cfg.localization
         with clock.stage("extract"):
             cam_desc, cam_cnn = descriptor_map_camera(camera, lc.match_long_side, lc.match_short_side)
-            query_map = self.extract(self._cnn_input(image_rgb, cam_cnn.width, cam_cnn.height))[0].contiguous()
-        return Query(query_map, cam_desc)
+            img = cv2.resize(image_rgb, (cam_cnn.width, cam_cnn.height), interpolation=cv2.INTER_AREA)
+            query_map = self.extract(self._cnn_input(img))[0].contiguous()
+            textured = textured_cells(img, STRIDE, self.cnn_receptive_field // 2, lc.match_min_gradient)
+        return Query(query_map, cam_desc, torch.from_numpy(textured).to(self.device))
 
     def hypotheses_ranked_by_verification(self) -> bool:
         return verifies_by_keyframes(self.retrieval, self.loc)
@@ -200,10 +205,11 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
             cell_f = cell.float()
             if lc.subpixel_refinement:
                 cell_f = cell_f + subpixel_offsets(query.descriptor_map, cell, desc_v[ir])
+            on_texture = query.textured[cell[:, 0], cell[:, 1]]
             uv_desc = cell_f.flip(-1) + 0.5  # (col, row) of the cell centre in cam_desc pixels
-            pts = points_r[ir].double().cpu().numpy()
-            uv = uv_desc.double().cpu().numpy()
-        return Correspondences(uv, pts, query.cam_desc)
+            pts = points_r[ir][on_texture].double().cpu().numpy()
+            uv = uv_desc[on_texture].double().cpu().numpy()
+        return Correspondences(uv, pts, query.cam_desc, untextured=int((~on_texture).sum()))
 
 
 def make_relocalizer(bundle: MapBundle, device, overrides: dict | None = None, method: str = "crossfire") -> CrossfireRelocalizer:

@@ -32,6 +32,7 @@ from ..common.retrieval import (
     hypotheses_from_retrieval,
     verifies_by_keyframes,
 )
+from ..common.texture import receptive_field, textured_cells
 from .coarse_matcher import CoarseMatcher
 from .config import MatcherConfig, NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
@@ -47,6 +48,7 @@ STAGES = ("retrieval", "extract", "render", "match", "pnp", "refine")
 class Query:
     features: torch.Tensor  # (N_m, D) unit, row-major over the (H/8, W/8) grid
     camera: Camera  # the encoder camera
+    textured: torch.Tensor  # (N_m,) bool: the cell sees texture (match_min_gradient)
     coarse_map: torch.Tensor | None = None  # full variant: (D_c, H/8, W/8), unit
     fine_map: torch.Tensor | None = None  # full variant: (D_f, H/2, W/2)
 
@@ -71,6 +73,7 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
         self.coarse = coarse.eval() if self.full else None
         self.fine = fine.eval() if self.full else None
         check_flow_settings(cfg.localization)
+        self.encoder_receptive_field = receptive_field(self.encoder.backbone)
         self.cfg = cfg
         self.loc = cfg.localization
         self.device = model.device
@@ -120,11 +123,13 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
             cam = encoder_camera(camera, self.cfg.train.image_long_side)
             img = cv2.resize(image_rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
             x = torch.from_numpy(img).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            textured = textured_cells(img, STRIDE, self.encoder_receptive_field // 2, self.loc.match_min_gradient)
+            textured = torch.from_numpy(textured.reshape(-1)).to(self.device)
             if self.full:
                 coarse_map, fine_map = self.encoder.pyramid(x)
-                return Query(coarse_map[0].flatten(1).T.contiguous(), cam, coarse_map[0], fine_map[0])
+                return Query(coarse_map[0].flatten(1).T.contiguous(), cam, textured, coarse_map[0], fine_map[0])
             fmap = self.encoder(x)[0]
-        return Query(fmap.flatten(1).T.contiguous(), cam)
+        return Query(fmap.flatten(1).T.contiguous(), cam, textured)
 
     @torch.no_grad()
     def retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query) -> list[PosePrior]:
@@ -155,6 +160,9 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
                 image_feats = query.features
             scores = dual_softmax(image_feats, nerf, self.cfg.matcher.temperature)
             cells, pts, _ = mutual_matches(scores, lc.min_score)
+            on_texture = query.textured[cells]
+            untextured = int((~on_texture).sum())
+            cells, pts = cells[on_texture], pts[on_texture]
             if self.full:  # the fine stage's position inside each matched cell
                 centres = cell_centres(cells, query.camera.width // STRIDE)
                 uv = self.fine(query.fine_map, centres, nerf[pts]).uv.double().cpu().numpy()
@@ -162,7 +170,7 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
                 centers = query.camera.pixel_centers(stride=STRIDE).reshape(-1, 2)
                 uv = centers[cells.cpu().numpy()]
             points = rp.points[opaque][pts.cpu()].double().numpy()
-        return Correspondences(uv, points, query.camera)
+        return Correspondences(uv, points, query.camera, untextured=untextured)
 
 
 def make_relocalizer(bundle: MapBundle, device, overrides: dict | None = None, method: str = "nerfmatch"):
