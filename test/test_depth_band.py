@@ -104,3 +104,30 @@ def test_guided_render_matches_the_one_pass_render_of_a_solid_surface():
     assert np.median(err_guided) < 0.8 * np.median(err_one_pass)
     assert np.quantile(err_guided, 0.9) < np.quantile(err_one_pass, 0.9)
     assert np.abs(guided["rgb"] - ref["rgb"]).mean() <= np.abs(one_pass["rgb"] - ref["rgb"]).mean()
+
+
+def test_guided_render_of_some_pixels_leaves_the_others_to_the_guide_colour():
+    """``pixels``: the selected pixels are the whole render's; the others have no surface
+    and show the guide blocks' colour; none selected still gives every output."""
+    import cv2
+
+    m = _solid_map()
+    cam = CAM.resized(80, 60)
+    c2w_opengl = np.diag([1.0, -1.0, -1.0, 1.0])
+    c2w_opengl[:3, 3] = [0.0, 0.0, -0.9]
+    outs = ("rgb", "points", "accumulation")
+    kw = dict(guide_stride=4, margin_rel=0.1, band_coarse=16, min_accumulation=0.5, num_fine=8, num_coarse=64)
+    whole = render_view_depth_guided(m, cam, c2w_opengl, outs, **kw)
+    pixels = np.zeros((60, 80), bool)
+    pixels[10:30, 20:50] = True
+    part = render_view_depth_guided(m, cam, c2w_opengl, outs, pixels=pixels, **kw)
+    for o in outs:
+        assert part[o].shape == whole[o].shape
+        np.testing.assert_allclose(part[o][pixels], whole[o][pixels], atol=1e-5)
+    assert not part["accumulation"][~pixels].any() and not part["points"][~pixels].any()
+    guide = m.render_view(cam, c2w_opengl, ("rgb",), stride=4, num_fine=8, num_coarse=64)["rgb"]
+    np.testing.assert_allclose(part["rgb"][~pixels], cv2.resize(guide, (80, 60), interpolation=cv2.INTER_LINEAR)[~pixels],
+                               atol=1e-6)
+    none = render_view_depth_guided(m, cam, c2w_opengl, outs, pixels=np.zeros((60, 80), bool), **kw)
+    assert not none["accumulation"].any() and none["points"].shape == (60, 80, 3)
+    np.testing.assert_array_equal(none["rgb"][~pixels], part["rgb"][~pixels])  # the guide's colour everywhere

@@ -30,10 +30,16 @@ class BoxMap:
     def __init__(self, delay_s: float = 0.0):
         self.renders = 0
         self.delay_s = delay_s
+        self.subset_sizes: list[int] = []  # pixels per render of a pixel subset
 
-    def render_view(self, camera, c2w_opengl, outputs, stride=1, **_):
+    def render_view(self, camera, c2w_opengl, outputs, stride=1, pixels_uv=None, **_):
         """Whole views; ``stride`` > 1: the blocks' centres (the depth-guided render's first
-        pass, not counted as a render)."""
+        pass, not counted as a render); ``pixels_uv``: those pixel centres of the view, (N, ...)."""
+        if pixels_uv is not None:
+            self.subset_sizes.append(len(pixels_uv))
+            whole = self.render_view(camera, c2w_opengl, outputs)
+            cols, rows = (np.asarray(pixels_uv) - 0.5).round().astype(int).T
+            return {k: v[rows, cols] for k, v in whole.items()}
         assert (camera.width, camera.height) == (CAM.width, CAM.height)
         w2c_opencv = opencv_w2c_from_opengl_c2w(c2w_opengl)
         if stride > 1:
@@ -62,6 +68,47 @@ def test_refinement_converges_and_renders_once_within_the_warp_reach(warp_reach_
     assert dt < 0.005 and dr < 0.1
     assert len(result.history) >= 2  # it took more than one round to get there
     assert model.renders == (renders or len(result.history))
+
+
+def _painted_flat(view_rgb, points):
+    """The scene with its right part (world x > 0.5) painted one flat grey."""
+    rgb = view_rgb.copy()
+    rgb[points[..., 0] > 0.5] = 0.5
+    return rgb
+
+
+class HalfFlatMap(BoxMap):
+    def render_view(self, camera, c2w_opengl, outputs, stride=1, pixels_uv=None, **kw):
+        out = super().render_view(camera, c2w_opengl, tuple(outputs) + ("points",), stride, pixels_uv, **kw)
+        if "rgb" in out:
+            out["rgb"] = _painted_flat(out["rgb"], out["points"])
+        return {k: out[k] for k in outputs}
+
+
+def test_the_flow_render_evaluates_the_map_only_near_the_query_texture():
+    """A scene flat over a third of the view: with flow_render_texture_dilate_px the render
+    evaluates the map near the query's texture only, and the refinement converges as well
+    as with every pixel rendered."""
+    from neural_reloc.methods.common.refinement import near_query_texture
+
+    truth = ray_cast(TRUE)
+    query = (_painted_flat(truth.rgb, truth.points) * 255).round().astype(np.uint8)
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))  # ~5 cm, ~0.6 deg off
+    errors, models = {}, {}
+    for dilate_px in (0, 5):
+        lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_render_texture_dilate_px=dilate_px,
+                                         flow_final_long_side=0)
+        models[dilate_px] = model = HalfFlatMap()
+        result = LocalizationResult(success=False, method="test", prior=None)
+        best = refine_by_flow(model, query, CAM, estimate(start), result, lc, EXTENT)
+        errors[dilate_px] = pose_error(invert_pose(best[0].w2c_opencv), invert_pose(TRUE))
+        assert errors[dilate_px][0] < 0.01 and errors[dilate_px][1] < 0.15, errors
+    assert errors[5][0] <= 1.2 * errors[0][0], errors
+    assert near_query_texture(query, RenderingLocalizationConfig(flow_render_texture_dilate_px=0)) is None
+    assert models[0].subset_sizes == []
+    near = near_query_texture(query, lc)
+    assert 0.4 < near.mean() < 0.8
+    assert models[5].subset_sizes == [int(near.sum())] * models[5].renders
 
 
 def test_a_pose_beyond_the_warp_reach_is_rendered_again():

@@ -17,6 +17,7 @@ there shows what is behind it. Distances are along the ray (``distance``), in me
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -61,21 +62,46 @@ def band_bounds(
 def render_view_depth_guided(
     model, camera: Camera, c2w_opengl: np.ndarray, outputs: tuple[str, ...], *, guide_stride: int, margin_rel: float,
     band_coarse: int, min_accumulation: float, num_fine: int | None = None, num_coarse: int | None = None,
-    color_samples: int | None = None,
+    color_samples: int | None = None, pixels: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """:meth:`~.neural_map.NeuralMap.render_view` of a whole view (``outputs`` as (H, W,
     ...) arrays) by two passes: the distances of every ``guide_stride``-th block
     (``num_fine`` / ``num_coarse`` samples, the full bounds), then every pixel in its band
-    (``band_coarse`` proposal samples, ``num_fine`` fine ones)."""
+    (``band_coarse`` proposal samples, ``num_fine`` fine ones).
+
+    ``pixels`` (H, W) bool: the second pass renders only these; the others get the
+    guide's colour (its blocks' ``rgb``, bilinearly upsampled: a stand-in where nothing
+    is measured, e.g. for optical flow on flat regions) and zero in every other output
+    (``accumulation`` 0: no surface there)."""
     if guide_stride < 2 or camera.width < guide_stride or camera.height < guide_stride:
         return model.render_view(camera, c2w_opengl, outputs, num_fine=num_fine, num_coarse=num_coarse,
                                  color_samples=color_samples)
-    guide = model.render_view(camera, c2w_opengl, ("distance", "accumulation"), stride=guide_stride,
-                              num_fine=num_fine, num_coarse=num_coarse)
-    bounds = band_bounds(guide["distance"], guide["accumulation"], guide_stride, camera.width, camera.height,
-                         margin_rel, min_accumulation)
-    return model.render_view(camera, c2w_opengl, outputs, num_fine=num_fine, num_coarse=band_coarse,
-                             color_samples=color_samples, ray_bounds=bounds)
+    subset = pixels is not None and not np.all(pixels)
+    guide_outputs = ("distance", "accumulation") + (("rgb",) if subset and "rgb" in outputs else ())
+    guide = model.render_view(camera, c2w_opengl, guide_outputs, stride=guide_stride,
+                              num_fine=num_fine, num_coarse=num_coarse, color_samples=color_samples)
+    near, far = band_bounds(guide["distance"], guide["accumulation"], guide_stride, camera.width, camera.height,
+                            margin_rel, min_accumulation)
+    if not subset:
+        return model.render_view(camera, c2w_opengl, outputs, num_fine=num_fine, num_coarse=band_coarse,
+                                 color_samples=color_samples, ray_bounds=(near, far))
+    sel = np.asarray(pixels, bool).reshape(-1)
+    # No pixel selected: one is rendered all the same, for the outputs' shapes, and not used.
+    render_sel = sel if sel.any() else np.eye(1, sel.size, dtype=bool)[0]
+    uv = camera.pixel_centers().reshape(-1, 2)[render_sel]
+    part = model.render_view(camera, c2w_opengl, outputs, pixels_uv=uv, num_fine=num_fine, num_coarse=band_coarse,
+                             color_samples=color_samples, ray_bounds=(near[render_sel], far[render_sel]))
+    h, w = camera.height, camera.width
+    result = {}
+    for o in outputs:
+        if o == "rgb":
+            full = cv2.resize(guide["rgb"], (w, h), interpolation=cv2.INTER_LINEAR).reshape(h * w, -1)
+        else:
+            full = np.zeros((h * w,) + part[o].shape[1:], np.float32)
+        if sel.any():
+            full[sel] = part[o].reshape(len(uv), *full.shape[1:])
+        result[o] = full.reshape(h, w, *full.shape[1:])
+    return result
 
 
 __all__ = ["band_bounds", "render_view_depth_guided"]

@@ -194,6 +194,13 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_render_band_coarse_samples: int = setting(
         16, "Proposal samples per ray within the band of a depth-guided render.", range=(1, 4096),
     )
+    flow_render_texture_dilate_px: int = setting(
+        5, "The flow rounds' depth-guided render volume-renders only the pixels within this many pixels of the "
+        "query's textured ones (grey-level gradient flow_min_gradient or more, at flow_refinement_long_side), "
+        "where flow can land; the others show the guide blocks' colour, upsampled, and have no point: flat in "
+        "the query, they are flat in a render near its pose, and flow is kept only where the render has texture. "
+        "The margin covers the estimate's error and the later rounds' warps. 0: every pixel.", range=(0, 64),
+    )
     flow_min_gradient: float = setting(
         4.0, "Flow is used where the render's grey-level gradient is at least this (levels per pixel, "
         "Sobel / 8; the final round also evaluates the map only near query pixels above it). Per pixel, at the "

@@ -11,7 +11,10 @@ Flow is kept where it is trustworthy: where the render is opaque
 (``min_accumulation``, applied when the render is made), textured (a grey-level gradient of ``flow_min_gradient`` or
 more) and forward-backward consistent within ``flow_consistency_px``. The render uses
 the map's mean appearance; its brightness is matched to the query's (gain and offset
-over the valid pixels) before the flow, as exposure differs per frame.
+over the valid pixels) before the flow, as exposure differs per frame. Flow can land only
+near the query's texture, so the render volume-renders only the pixels within
+``flow_render_texture_dilate_px`` of it (half of a room view); the flat rest shows the
+coarse guide's colour, enough for DIS to see no edge there.
 """
 
 from __future__ import annotations
@@ -108,17 +111,32 @@ def refinement_camera(camera: Camera, long_side: int) -> Camera:
     return camera.fit_within(long_side, long_side)
 
 
-def render_for_flow(model, camera: Camera, w2c_opencv: np.ndarray, lc) -> RenderedView:
+def near_query_texture(query_rgb: np.ndarray, lc) -> np.ndarray | None:
+    """The pixels the flow rounds' render volume-renders (``flow_render_texture_dilate_px``
+    of the query's textured pixels), (H, W) bool; None: every pixel."""
+    if lc.flow_render_texture_dilate_px <= 0:
+        return None
+    k = 2 * lc.flow_render_texture_dilate_px + 1
+    textured = (gradient_magnitude(_grey(query_rgb)) >= lc.flow_min_gradient).astype(np.uint8)
+    return cv2.dilate(textured, np.ones((k, k), np.uint8)) > 0
+
+
+def render_for_flow(model, camera: Camera, w2c_opencv: np.ndarray, lc, pixels: np.ndarray | None = None
+                    ) -> RenderedView:
     """The flow rounds' render of the map at ``w2c_opencv``: a depth-guided volume render
-    (:func:`~neural_reloc.nerf.depth_band.render_view_depth_guided`) of colour and points."""
+    (:func:`~neural_reloc.nerf.depth_band.render_view_depth_guided`) of colour and points,
+    of ``pixels`` only when given (:func:`near_query_texture`)."""
     out = render_view_depth_guided(
         model, camera, opengl_c2w_from_opencv_w2c(w2c_opencv), ("rgb", "points", "accumulation"),
         guide_stride=lc.flow_render_guide_stride, margin_rel=lc.flow_render_band_margin_rel,
         band_coarse=lc.flow_render_band_coarse_samples, min_accumulation=lc.min_accumulation,
         num_fine=lc.flow_render_samples, num_coarse=lc.flow_render_coarse_samples or None,
-        color_samples=lc.flow_render_color_samples or None,
+        color_samples=lc.flow_render_color_samples or None, pixels=pixels,
     )
-    return RenderedView(camera, w2c_opencv, out["rgb"], out["points"], out["accumulation"] > lc.min_accumulation)
+    valid = out["accumulation"] > lc.min_accumulation
+    if pixels is not None:  # a pixel next to a stand-in one: its gradient (3x3) spans the seam
+        valid &= cv2.erode(pixels.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE) > 0
+    return RenderedView(camera, w2c_opencv, out["rgb"], out["points"], valid)
 
 
 def _within_warp_reach(w2c_opencv: np.ndarray, rendered, lc, extent: float) -> bool:
@@ -139,6 +157,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
     instead of rendering the map again. Returns the best (PnP result, matches) so far."""
     cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
     query = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
+    pixels = near_query_texture(query, lc)
     rendered = None
     last = None  # the last accepted round's record
     for k in range(max(lc.flow_refinement_iterations, lc.flow_unsettled_iterations)):
@@ -148,7 +167,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         if _within_warp_reach(w2c_opencv, rendered, lc, extent):
             view = warp_rendered_view(rendered, w2c_opencv)
         else:
-            view = rendered = render_for_flow(model, cam_r, w2c_opencv, lc)
+            view = rendered = render_for_flow(model, cam_r, w2c_opencv, lc, pixels)
         fm = flow_matches(
             view.rgb, view.points, view.valid, query, min_gradient=lc.flow_min_gradient, consistency_px=lc.flow_consistency_px,
             max_points=lc.flow_max_points, seed=lc.pnp.seed,
