@@ -126,8 +126,20 @@ def test_guided_render_of_some_pixels_leaves_the_others_to_the_guide_colour():
         np.testing.assert_allclose(part[o][pixels], whole[o][pixels], atol=1e-5)
     assert not part["accumulation"][~pixels].any() and not part["points"][~pixels].any()
     guide = m.render_view(cam, c2w_opengl, ("rgb",), stride=4, num_fine=8, num_coarse=64)["rgb"]
-    np.testing.assert_allclose(part["rgb"][~pixels], cv2.resize(guide, (80, 60), interpolation=cv2.INTER_LINEAR)[~pixels],
-                               atol=1e-6)
+    expected = cv2.resize(guide, (80, 60), interpolation=cv2.INTER_LINEAR)  # 80 x 60: whole 4-px blocks
+    np.testing.assert_allclose(part["rgb"][~pixels], expected[~pixels], atol=1e-6)
     none = render_view_depth_guided(m, cam, c2w_opengl, outs, pixels=np.zeros((60, 80), bool), **kw)
     assert not none["accumulation"].any() and none["points"].shape == (60, 80, 3)
-    np.testing.assert_array_equal(none["rgb"][~pixels], part["rgb"][~pixels])  # the guide's colour everywhere
+    np.testing.assert_allclose(none["rgb"], expected, atol=1e-6)  # the guide's colour everywhere
+
+
+def test_guide_colour_keeps_each_block_at_its_place_when_a_side_is_not_whole_blocks():
+    from neural_reloc.nerf.depth_band import guide_colour
+
+    blocks = np.arange(6, dtype=np.float32).reshape(2, 3, 1).repeat(3, -1)  # 2 x 3 blocks of 4 px
+    up = guide_colour(blocks, 4, 14, 10)  # 2 px past the blocks on each side
+    assert up.shape == (10, 14, 3)
+    np.testing.assert_allclose(up[:8, :12], guide_colour(blocks, 4, 12, 8))
+    assert up[1, 1, 0] == 0 and up[6, 10, 0] == 5  # block centres hold their own colour
+    np.testing.assert_array_equal(up[9], up[7])  # the rows past the blocks repeat the last one
+    np.testing.assert_array_equal(up[:, 13], up[:, 11])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from torch import nn
 
-from neural_reloc.methods.common.texture import gradient_magnitude, receptive_field, textured_cells
+from neural_reloc.methods.common.texture import gradient_magnitude, textured_cells, trunk_receptive_field
 
 
 def test_a_flat_image_has_no_textured_cell_and_zero_gradient_keeps_all():
@@ -30,12 +30,23 @@ def test_cells_within_the_radius_of_an_edge_see_it_and_farther_ones_do_not():
 
 @pytest.mark.parametrize("dilations, expected", [((1,) * 7, 40), ((1, 1, 1, 1, 2, 4, 8), 128)])
 def test_receptive_field_of_a_trunk_matches_the_crossfire_cnn(dilations, expected):
-    from neural_reloc.methods.crossfire.feature_extractor import FeatureExtractor
-    from neural_reloc.methods.crossfire.feature_extractor import receptive_field as crossfire_rf
+    from neural_reloc.methods.crossfire.feature_extractor import FeatureExtractor, receptive_field
 
-    trunk = FeatureExtractor(dilations=dilations).backbone
-    assert receptive_field(trunk) == crossfire_rf(dilations) == expected
+    cnn = FeatureExtractor(dilations=dilations)
+    assert trunk_receptive_field(cnn.backbone) == receptive_field(dilations) == cnn.receptive_field == expected
     # a strided 3x3 convolution: 3 px, then each next 3x3 adds 2 x its stride
     strided = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
-    assert receptive_field(strided) == 7
+    assert trunk_receptive_field(strided) == 7
+    with pytest.raises(ValueError, match="nested"):
+        trunk_receptive_field(nn.Sequential(strided, nn.ReLU()))
+
+
+def test_the_nerfmatch_encoder_field_covers_its_cells():
+    """Three stride-2 stages and two dilated context convolutions (the encoder's docstring:
+    ~100 px); its stride-2 padding-1 convolutions centre cell i at pixel 8i, not the block
+    centre: half the field, rounded up to whole cells, still covers the block."""
+    from neural_reloc.methods.nerfmatch.config import EncoderConfig
+    from neural_reloc.methods.nerfmatch.encoder import ImageEncoder
+
+    assert trunk_receptive_field(ImageEncoder(EncoderConfig()).backbone) == 139
 

@@ -72,7 +72,9 @@ def render_view_depth_guided(
     ``pixels`` (H, W) bool: the second pass renders only these; the others get the
     guide's colour (its blocks' ``rgb``, bilinearly upsampled: a stand-in where nothing
     is measured, e.g. for optical flow on flat regions) and zero in every other output
-    (``accumulation`` 0: no surface there)."""
+    (``accumulation`` 0: no surface there). Without a guide pass (``guide_stride`` < 2 or
+    a camera smaller than one block) every pixel is rendered in one pass and ``pixels``
+    does not apply."""
     if guide_stride < 2 or camera.width < guide_stride or camera.height < guide_stride:
         return model.render_view(camera, c2w_opengl, outputs, num_fine=num_fine, num_coarse=num_coarse,
                                  color_samples=color_samples)
@@ -95,7 +97,7 @@ def render_view_depth_guided(
     result = {}
     for o in outputs:
         if o == "rgb":
-            full = cv2.resize(guide["rgb"], (w, h), interpolation=cv2.INTER_LINEAR).reshape(h * w, -1)
+            full = guide_colour(guide["rgb"], guide_stride, w, h).reshape(h * w, -1)
         else:
             full = np.zeros((h * w,) + part[o].shape[1:], np.float32)
         if sel.any():
@@ -104,4 +106,14 @@ def render_view_depth_guided(
     return result
 
 
-__all__ = ["band_bounds", "render_view_depth_guided"]
+def guide_colour(guide_rgb: np.ndarray, stride: int, width: int, height: int) -> np.ndarray:
+    """The guide pass's block colours (h, w, 3) upsampled to the view (height, width, 3),
+    each block's colour at its own block (bilinear between them); the pixels past the last
+    whole block (a side not a multiple of ``stride``) repeat the edge."""
+    h, w = guide_rgb.shape[:2]
+    up = cv2.resize(np.ascontiguousarray(guide_rgb, dtype=np.float32), (w * stride, h * stride),
+                    interpolation=cv2.INTER_LINEAR)
+    return cv2.copyMakeBorder(up, 0, height - h * stride, 0, width - w * stride, cv2.BORDER_REPLICATE)
+
+
+__all__ = ["band_bounds", "guide_colour", "render_view_depth_guided"]

@@ -154,11 +154,13 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         0.5, "Rendered pixels with less accumulated opacity than this have no reliable depth.", range=(0.0, 1.0)
     )
     match_min_gradient: float = setting(
-        1.0, "A query feature cell is matched only if some pixel within half the feature network's receptive "
-        "field of it has a grey-level gradient of at least this (levels per pixel of the image the network sees, "
-        "Sobel / 8): a cell that sees only a flat patch (a saturated or black region, a covered lens) has a descriptor of "
-        "padding and biases, which on a flat image still matched the map along the image border. Every cell of "
-        "the procedural rooms' and fox's queries passes. 0: every cell.", range=(0.0, 255.0),
+        1.0, "The descriptor rounds match a query feature cell only if some pixel within half the feature network's "
+        "receptive field of it has a grey-level gradient of at least this (levels per pixel of the image the "
+        "network sees, Sobel / 8): a cell that sees only an exactly flat patch (a saturated or black region, a "
+        "synthetic flat image) has a descriptor of padding and biases, which on a flat image still matched the map "
+        "along the image border. Sensor noise passes the test (RANSAC refuses its random matches); the retrieval's "
+        "keyframe verification does not apply it. Every cell of the procedural rooms' and fox's queries passes. "
+        "0: every cell.", range=(0.0, 255.0),
     )
     flow_refinement_iterations: int = setting(
         3, "Refinement by the map's colours after the rounds: render RGB and points at the estimate, optical "

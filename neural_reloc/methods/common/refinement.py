@@ -13,8 +13,9 @@ more) and forward-backward consistent within ``flow_consistency_px``. The render
 the map's mean appearance; its brightness is matched to the query's (gain and offset
 over the valid pixels) before the flow, as exposure differs per frame. Flow can land only
 near the query's texture, so the render volume-renders only the pixels within
-``flow_render_texture_dilate_px`` of it (half of a room view); the flat rest shows the
-coarse guide's colour, enough for DIS to see no edge there.
+``flow_render_texture_dilate_px`` of it (about two thirds of a room view); the flat rest
+shows the coarse guide's colour (inpainted, like any pixel without a point, when a later
+round warps the render), enough for DIS to see no edge there.
 """
 
 from __future__ import annotations

@@ -35,16 +35,20 @@ def gradient_magnitude(grey_image: np.ndarray) -> np.ndarray:
     return cv2.magnitude(gx, gy)  # sqrt(gx^2 + gy^2), 7x faster than np.hypot at 640x480
 
 
-def receptive_field(trunk: nn.Sequential) -> int:
+def trunk_receptive_field(trunk: nn.Sequential) -> int:
     """Receptive field (input pixels along each axis) of a plain CNN trunk: an
-    ``nn.Sequential`` of ``Conv2d`` and ``MaxPool2d``/``AvgPool2d`` layers (others,
-    e.g. ReLU, do not widen it)."""
+    ``nn.Sequential`` of ``Conv2d`` and ``MaxPool2d``/``AvgPool2d`` layers and layers that
+    do not widen it (activations, normalizations: modules without children). A nested
+    module (a residual block, another Sequential) raises ValueError: its field is not the
+    sum of its layers'."""
     rf, jump = 1, 1
     for layer in trunk:
         if isinstance(layer, nn.Conv2d):
             k, d, s = layer.kernel_size[0], layer.dilation[0], layer.stride[0]
         elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
             k, d, s = _pair(layer.kernel_size), _pair(getattr(layer, "dilation", 1)), _pair(layer.stride)
+        elif any(True for _ in layer.children()):
+            raise ValueError(f"trunk_receptive_field: {type(layer).__name__} is a nested module; only plain layers")
         else:
             continue
         rf += (k - 1) * d * jump
@@ -73,4 +77,4 @@ def textured_cells(image_rgb: np.ndarray, stride: int, radius_px: int, min_gradi
     return cells > 0
 
 
-__all__ = ["gradient_magnitude", "grey", "receptive_field", "textured_cells"]
+__all__ = ["gradient_magnitude", "grey", "textured_cells", "trunk_receptive_field"]

@@ -29,7 +29,7 @@ from ..common.iterative import Correspondences, IterativeRelocalizer, StageClock
 from ..common.matching import match_coarse_to_fine, subpixel_offsets
 from ..common.refinement import FlowRefinement, check_flow_settings
 from ..common.retrieval import KeyframeQuery, RetrievalIndex, hypotheses_from_retrieval, query_blocks, verifies_by_keyframes
-from ..common.texture import receptive_field, textured_cells
+from ..common.texture import textured_cells
 from ...map_loading import map_method_config
 from .config import CrossfireConfig
 from .feature_extractor import STRIDE, FeatureExtractor
@@ -66,7 +66,6 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         self.extent = float(model.scene.extent)
         self.loc = cfg.localization
         check_flow_settings(cfg.localization)
-        self.cnn_receptive_field = receptive_field(self.cnn.backbone)
         if cfg.localization.match_long_side <= 0 or cfg.localization.match_short_side <= 0:
             raise ValueError("localization.match_long_side/match_short_side must be positive")
         try:
@@ -170,7 +169,7 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
             cam_desc, cam_cnn = descriptor_map_camera(camera, lc.match_long_side, lc.match_short_side)
             img = cv2.resize(image_rgb, (cam_cnn.width, cam_cnn.height), interpolation=cv2.INTER_AREA)
             query_map = self.extract(self._cnn_input(img))[0].contiguous()
-            textured = textured_cells(img, STRIDE, self.cnn_receptive_field // 2, lc.match_min_gradient)
+            textured = textured_cells(img, STRIDE, self.cnn.receptive_field // 2, lc.match_min_gradient)
         return Query(query_map, cam_desc, torch.from_numpy(textured).to(self.device))
 
     def hypotheses_ranked_by_verification(self) -> bool:

@@ -32,7 +32,7 @@ from ..common.retrieval import (
     hypotheses_from_retrieval,
     verifies_by_keyframes,
 )
-from ..common.texture import receptive_field, textured_cells
+from ..common.texture import textured_cells, trunk_receptive_field
 from .coarse_matcher import CoarseMatcher
 from .config import MatcherConfig, NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
@@ -73,7 +73,7 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
         self.coarse = coarse.eval() if self.full else None
         self.fine = fine.eval() if self.full else None
         check_flow_settings(cfg.localization)
-        self.encoder_receptive_field = receptive_field(self.encoder.backbone)
+        self.encoder_receptive_field = trunk_receptive_field(self.encoder.backbone)
         self.cfg = cfg
         self.loc = cfg.localization
         self.device = model.device
