@@ -48,5 +48,6 @@ def test_the_nerfmatch_encoder_field_covers_its_cells():
     from neural_reloc.methods.nerfmatch.config import EncoderConfig
     from neural_reloc.methods.nerfmatch.encoder import ImageEncoder
 
-    assert trunk_receptive_field(ImageEncoder(EncoderConfig()).backbone) == 139
+    encoder = ImageEncoder(EncoderConfig())
+    assert trunk_receptive_field(encoder.backbone) == encoder.receptive_field == 139
 

@@ -101,7 +101,7 @@ def render_view_depth_guided(
         else:
             full = np.zeros((h * w,) + part[o].shape[1:], np.float32)
         if sel.any():
-            full[sel] = part[o].reshape(len(uv), *full.shape[1:])
+            full[sel] = part[o]
         result[o] = full.reshape(h, w, *full.shape[1:])
     return result
 

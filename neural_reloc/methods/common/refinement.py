@@ -33,7 +33,7 @@ from ...geometry.warp import RenderedView, sample_bilinear, warp_rendered_view
 from ...nerf.depth_band import render_view_depth_guided
 from ...nerf.surface_render import render_at_surface, upsample_depth
 from ..base import IterationRecord
-from .texture import gradient_magnitude
+from .texture import gradient_magnitude, near_texture
 from .texture import grey as _grey
 
 #: DIS optical flow preset (OpenCV): MEDIUM is sub-pixel and ~10 ms at 160x120.
@@ -117,9 +117,7 @@ def near_query_texture(query_rgb: np.ndarray, lc) -> np.ndarray | None:
     of the query's textured pixels), (H, W) bool; None: every pixel."""
     if lc.flow_render_texture_dilate_px <= 0:
         return None
-    k = 2 * lc.flow_render_texture_dilate_px + 1
-    textured = (gradient_magnitude(_grey(query_rgb)) >= lc.flow_min_gradient).astype(np.uint8)
-    return cv2.dilate(textured, np.ones((k, k), np.uint8)) > 0
+    return near_texture(query_rgb, lc.flow_min_gradient, lc.flow_render_texture_dilate_px)
 
 
 def render_for_flow(model, camera: Camera, w2c_opencv: np.ndarray, lc, pixels: np.ndarray | None = None
@@ -211,9 +209,7 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     query = image_rgb if (camera.width, camera.height) == (cam_f.width, cam_f.height) else cv2.resize(
         image_rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_AREA)
     if lc.flow_final_texture_dilate_px > 0:
-        k = 2 * lc.flow_final_texture_dilate_px + 1
-        textured = (gradient_magnitude(_grey(query)) >= lc.flow_min_gradient).astype(np.uint8)
-        surface = surface & (cv2.dilate(textured, np.ones((k, k), np.uint8)) > 0)
+        surface = surface & near_texture(query, lc.flow_min_gradient, lc.flow_final_texture_dilate_px)
     out = render_at_surface(model, cam_f, opengl_c2w_from_opencv_w2c(w2c_opencv), depth_z, surface)
     # Pixels without a surface keep the warped coarse colour: flow sees no artificial edges there.
     rgb = cv2.resize(seen.rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_LINEAR)

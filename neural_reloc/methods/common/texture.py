@@ -60,6 +60,15 @@ def _pair(v) -> int:
     return int(v[0] if isinstance(v, tuple) else v)
 
 
+def near_texture(image_rgb: np.ndarray, min_gradient: float, radius_px: int) -> np.ndarray:
+    """(H, W) bool: the pixels of ``image_rgb`` (uint8 RGB) within ``radius_px`` (along each
+    axis) of one with a grey-level gradient >= ``min_gradient``."""
+    textured = (gradient_magnitude(grey(image_rgb)) >= min_gradient).astype(np.uint8)
+    if radius_px > 0:
+        textured = cv2.dilate(textured, np.ones((2 * radius_px + 1, 2 * radius_px + 1), np.uint8))
+    return textured > 0
+
+
 def textured_cells(image_rgb: np.ndarray, stride: int, radius_px: int, min_gradient: float) -> np.ndarray:
     """Which cells of a feature map of ``stride`` over ``image_rgb`` (the network's input
     image, uint8 RGB (H, W, 3)) see texture: (H // stride, W // stride) bool, True where a
@@ -77,4 +86,4 @@ def textured_cells(image_rgb: np.ndarray, stride: int, radius_px: int, min_gradi
     return cells > 0
 
 
-__all__ = ["gradient_magnitude", "grey", "textured_cells", "trunk_receptive_field"]
+__all__ = ["gradient_magnitude", "grey", "near_texture", "textured_cells", "trunk_receptive_field"]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.texture import trunk_receptive_field
 from .config import EncoderConfig
 
 #: Output stride of the coarse map.
@@ -43,6 +44,8 @@ class ImageEncoder(nn.Module):
         for d in cfg.context_dilations:
             layers += [nn.Conv2d(c_in, c_in, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
         self.backbone = nn.Sequential(*layers)
+        #: Input pixels along each axis that one coarse cell sees.
+        self.receptive_field = trunk_receptive_field(self.backbone)
         self.head = nn.Conv2d(c_in, cfg.dim, 1)
         self.fine = fine
         if fine:

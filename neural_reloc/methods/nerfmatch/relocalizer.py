@@ -32,7 +32,7 @@ from ..common.retrieval import (
     hypotheses_from_retrieval,
     verifies_by_keyframes,
 )
-from ..common.texture import textured_cells, trunk_receptive_field
+from ..common.texture import textured_cells
 from .coarse_matcher import CoarseMatcher
 from .config import MatcherConfig, NerfMatchConfig
 from .encoder import STRIDE, ImageEncoder, NerfFeatureProjection
@@ -73,7 +73,6 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
         self.coarse = coarse.eval() if self.full else None
         self.fine = fine.eval() if self.full else None
         check_flow_settings(cfg.localization)
-        self.encoder_receptive_field = trunk_receptive_field(self.encoder.backbone)
         self.cfg = cfg
         self.loc = cfg.localization
         self.device = model.device
@@ -123,7 +122,7 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
             cam = encoder_camera(camera, self.cfg.train.image_long_side)
             img = cv2.resize(image_rgb, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
             x = torch.from_numpy(img).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-            textured = textured_cells(img, STRIDE, self.encoder_receptive_field // 2, self.loc.match_min_gradient)
+            textured = textured_cells(img, STRIDE, self.encoder.receptive_field // 2, self.loc.match_min_gradient)
             textured = torch.from_numpy(textured.reshape(-1)).to(self.device)
             if self.full:
                 coarse_map, fine_map = self.encoder.pyramid(x)
