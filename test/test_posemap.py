@@ -239,7 +239,8 @@ def test_unlabeled_image_folder_and_cli_error(tiny, tmp_path):
     test = data.indices("test")
     for i in test:
         cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(data.image(i), cv2.COLOR_RGB2BGR))
-    images, cams = load_unlabeled(folder, _cfg(), data.camera(0))
+    images, cams, taught = load_unlabeled(folder, _cfg(), data.camera(0))
+    assert taught is None
     assert images.shape == (len(test), cams[0].height, cams[0].width, 3) and max(cams[0].width, cams[0].height) == 32
     cv2.imwrite(str(folder / "wide.png"), np.zeros((10, 40, 3), np.uint8))
     with pytest.raises(DatasetError, match="wide.png.*aspect ratio"):
@@ -253,7 +254,7 @@ def test_unlabeled_image_folder_and_cli_error(tiny, tmp_path):
                           "test", "--out", str(tmp_path / "bag")], check=False, capture_output=True, text=True, cwd=REPO,
                          timeout=300)
     assert bag.returncode == 0, bag.stderr[-2000:]
-    images, cams = load_unlabeled(tmp_path / "bag", _cfg(), data.camera(0))
+    images, cams, _ = load_unlabeled(tmp_path / "bag", _cfg(), data.camera(0))
     assert images.shape[0] == len(test) and cams[0].fx == pytest.approx(data.camera(0).fx * cams[0].width / 64)
     run = subprocess.run([sys.executable, "-m", "neural_reloc.cli", "add-method", "posemap", "--map", str(m), "--data",
                           str(scene), "--out", str(tmp_path / "o"), "--unlabeled", str(tmp_path / "missing")],
@@ -261,3 +262,75 @@ def test_unlabeled_image_folder_and_cli_error(tiny, tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     assert "missing" in run.stderr and "does not exist" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.safetensors"))
+
+
+def test_teacher_split_holds_out_every_kth_localized_image():
+    from neural_reloc.methods.posemap.alignment import teacher_split
+
+    c2w = np.tile(np.eye(4), (9, 1, 1))
+    c2w[[1, 5]] = np.nan  # the teacher gave no pose for these
+    use, held = teacher_split(c2w, 3)
+    assert held.tolist() == [3, 7] and use.tolist() == [0, 2, 4, 6, 8]  # localized: 0 2 3 4 6 7 8
+    use, held = teacher_split(c2w, 0)
+    assert held.size == 0 and use.tolist() == [0, 2, 3, 4, 6, 7, 8]
+    use, held = teacher_split(np.full((3, 4, 4), np.nan), 2)
+    assert use.size == 0 and held.size == 0
+
+
+def test_alignment_with_a_teacher_learns_its_poses_and_leaves_out_the_rest(tiny):
+    """The teacher's poses are targets: APR-Net's error on the images aligned on falls;
+    an image without a teacher pose and the held-out ones are not trained on, and the
+    held-out ones join the validation error (per axis, the larger)."""
+    from neural_reloc.data import load_dataset
+    from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
+    from neural_reloc.methods.posemap.alignment import align
+    from neural_reloc.methods.posemap.apr_net import AprNet, apr_input
+    from neural_reloc.methods.posemap.training import predict, validate_on_real
+
+    model, _, _ = _model_and_data(tiny)
+    data = load_dataset(tiny[0])
+    cfg = _cfg(["align.teacher=test", "align.teacher_steps=300", "align.teacher_lr=3e-3", "align.teacher_holdout_every=4",
+                "align.teacher_labelled_batch=0", "align.image_weight=0", "align.posemap_weight=0"])
+    apr = AprNet(cfg.apr)
+    idx = data.indices(None)
+    gt = np.stack([opencv_c2w_from_opencv_w2c(data.w2c_opencv(i)) for i in idx])
+    apr.pose.set_normalization(gt[:, :3, 3])
+    cams = [data.camera(i).resized(32, 24) for i in idx]
+    images = np.stack([apr_input(data.image(i), c) for i, c in zip(idx, cams)])
+    taught = gt.copy()
+    taught[0] = np.nan
+    before = predict(apr, torch.as_tensor(images), "cpu")
+    s = align(apr, model, images, cams, cfg, "cpu", log=lambda m: None, teacher_c2w=taught)
+    t = s["teacher"]
+    assert (t["localized"], t["of"]) == (len(idx) - 1, len(idx))
+    assert t["held_out"] == [4, 8] and t["aligned_on"] == s["images"] == len(idx) - 3
+    assert any("pose" in h for h in s["history"])
+    after = predict(apr, torch.as_tensor(images), "cpu")
+    aligned = [i for i in range(1, len(idx)) if i not in t["held_out"]]
+
+    def err(p):
+        return np.median(np.linalg.norm(p[aligned, :3, 3] - gt[aligned, :3, 3], axis=1))
+
+    assert err(after) < 0.7 * err(before), (err(before), err(after))
+    # mapping images with their poses join each step's L_pose (teacher_labelled_batch)
+    mixed = _cfg(["align.teacher=test", "align.teacher_steps=2", "align.teacher_labelled_batch=2"])
+    s2 = align(AprNet(cfg.apr), model, images, cams, mixed, "cpu", log=lambda m: None, teacher_c2w=taught,
+               labelled=(images[:3], gt[:3]))
+    assert s2["steps"] == 2 and all("pose" in h for h in s2["history"])
+    # the held-out images' error joins the validation variance: NaN (no renders) -> theirs; larger renders' stays
+    apr.validation_var.fill_(float("nan"))
+    real = validate_on_real(apr, images[t["held_out"]], gt[t["held_out"]], "cpu")
+    var = apr.validation_var.clone()
+    assert real["validation_views"] == 2 and torch.all(torch.isfinite(var))
+    apr.validation_var.fill_(1e6)
+    validate_on_real(apr, images[t["held_out"]], gt[t["held_out"]], "cpu")
+    assert torch.all(apr.validation_var == 1e6)
+
+
+def test_teacher_must_be_a_matching_method_of_the_map(tiny):
+    from neural_reloc.map_bundle import MapError, read_map
+    from neural_reloc.methods.posemap.trainer import teacher_from_bundle
+
+    _, m = tiny
+    with pytest.raises(MapError, match="align.teacher='crossfire' is not a method of this map"):
+        teacher_from_bundle(read_map(m), "crossfire", "cpu")

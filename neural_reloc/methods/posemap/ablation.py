@@ -128,7 +128,7 @@ def run(map_dir: Path, data_dir: Path, out: Path, overrides: list[str], log=prin
         images = np.stack([apr_input(data.image(i), data.camera(i).resized(cache.real.shape[2], cache.real.shape[1]))
                            for i in test])
         test_cams = [data.camera(i).resized(cache.real.shape[2], cache.real.shape[1]) for i in test]
-        s = align(full, model, images, test_cams, cfg, "cpu", log=log)
+        s = align(full, model, images, test_cams, cfg, "cpu", log=log)  # the paper's (no teacher)
         exps[name] = {"align_s": s["seconds"], **validate(full, cache, "cpu"), **evaluate(full, data, test, cfg)}
         write_json_atomic(path, results)
         log(f"{name}: {json.dumps(exps[name])}")

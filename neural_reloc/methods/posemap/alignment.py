@@ -8,6 +8,14 @@ I' (another image's I' as negative), and L_posemap, the cosine distance between 
 PoseMap at APR-Net's prediction for I' and F(p^): I' is a view whose pose is known (it
 was rendered at p^), near the unlabeled images' own poses. Batch-norm statistics stay
 as trained (small batches of one scene).
+
+With a teacher (``align.teacher``: another method of the map localized the images
+first, :func:`.unlabeled.load_unlabeled`), its fixes take p^'s place: I' and F(p^) are
+rendered once at them, L_pose pulls APR-Net's prediction for I towards them, and the
+images it did not localize are left out. The paper's p^ is APR-Net's own guess, so its
+L_image pulls a real image's features towards a render of wherever APR-Net thinks it
+is: a ~1 m wrong guess gets confirmed (NOTES.md, PoseMap). Every
+``teacher_holdout_every``-th localized image is held out (returned) for validation.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from torch import nn
 from ...geometry.camera import Camera
 from .apr_net import AprNet, to_tensor
 from .config import PoseMapConfig
-from .losses import posemap_distance, triplet_loss
+from .losses import pose_loss, posemap_distance, triplet_loss
 from .pose_branch import grid_size, render_posemap
 from .training import posemaps, predict, render_rgb
 
@@ -32,28 +40,58 @@ def _freeze_batchnorm(net: nn.Module) -> None:
             m.eval()
 
 
+def teacher_split(teacher_c2w: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices to align on, indices held out) of the images the teacher localized (its
+    poses finite): every ``every``-th of them held out (0: none)."""
+    taught = np.flatnonzero(np.isfinite(teacher_c2w).all(axis=(1, 2)))
+    held = taught[every - 1::every] if every > 0 else taught[:0]
+    return np.setdiff1d(taught, held), held
+
+
 def align(apr: AprNet, model, images: np.ndarray, cams: list[Camera], cfg: PoseMapConfig, device,
-          progress=None, log=print) -> dict:
+          progress=None, log=print, teacher_c2w: np.ndarray | None = None,
+          labelled: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Alignment on unlabeled ``images`` (N, H, W, 3) uint8 at APR-Net's size, seen by
+    ``cams``; ``teacher_c2w`` (N, 4, 4) c2w_opencv, NaN where the teacher gave no pose.
+    ``labelled``: the mapping images at APR-Net's size and their c2w_opencv poses; with a
+    teacher, ``teacher_labelled_batch`` of them join each step's L_pose (what APR-Net
+    learned stays while it takes in the new images). The summary's ``held_out`` lists the
+    images held out for validation."""
     a, t = cfg.align, cfg.train
     rng = np.random.default_rng(t.seed + 3)
-    opt = torch.optim.Adam(apr.parameters(), lr=a.lr)
-    real = torch.as_tensor(images)
+    opt = torch.optim.Adam(apr.parameters(), lr=a.lr if teacher_c2w is None else a.teacher_lr)
+    summary: dict = {}
+    use = np.arange(len(images))
+    if teacher_c2w is not None:
+        use, held = teacher_split(teacher_c2w, a.teacher_holdout_every)
+        summary["teacher"] = {"method": a.teacher, "localized": int(len(use) + len(held)), "of": int(len(images)),
+                              "aligned_on": int(len(use)), "held_out": held.tolist()}
+        log(f"posemap: the teacher ({a.teacher}) localized {len(use) + len(held)} of {len(images)} unlabeled images; "
+            f"aligning on {len(use)}, {len(held)} held out for validation")
+        if len(use) == 0:
+            raise ValueError(f"align.teacher={a.teacher!r} localized too few of the {len(images)} unlabeled images to "
+                             f"align on ({len(use) + len(held)}, teacher_holdout_every={a.teacher_holdout_every})")
+    real = torch.as_tensor(images[use])
+    cams = [cams[i] for i in use]
     n = real.shape[0]
     size = grid_size(cams[0], cfg.posemap.grid_long_side)
-    per_round = [a.steps // a.rounds + (1 if r < a.steps % a.rounds else 0) for r in range(a.rounds)]
+    rounds, total = (a.rounds, a.steps) if teacher_c2w is None else (1, a.teacher_steps)  # the teacher's poses stay
+    per_round = [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
     history, t0 = [], time.perf_counter()
     for r, steps in enumerate(per_round):
         if not steps:
             continue
-        p_hat = predict(apr, real, device)
+        p_hat = predict(apr, real, device) if teacher_c2w is None else teacher_c2w[use]
         it = range(n) if progress is None else progress(range(n), desc=f"posemap: alignment round {r + 1} renders")
         rendered = torch.as_tensor(np.stack([render_rgb(model, cams[i], p_hat[i], t.render_samples) for i in it]))
-        target = posemaps(model, cams, torch.as_tensor(p_hat, dtype=torch.float32), cfg, device)
+        target = (posemaps(model, cams, torch.as_tensor(p_hat, dtype=torch.float32), cfg, device)
+                  if a.posemap_weight > 0 else None)
+        pose_target = torch.as_tensor(p_hat, dtype=torch.float32, device=device)
         apr.train()
         _freeze_batchnorm(apr)
         for step in range(steps):
             idx = torch.as_tensor(rng.integers(0, n, min(a.batch, n)))
-            _, f_real = apr(to_tensor(real[idx], device), features=True)
+            pred, f_real = apr(to_tensor(real[idx], device), features=True)
             pred_r, f_ren = apr(to_tensor(rendered[idx], device), features=True)
             terms = {}
             if a.image_weight > 0:
@@ -61,9 +99,17 @@ def align(apr: AprNet, model, images: np.ndarray, cams: list[Camera], cfg: PoseM
             if a.posemap_weight > 0:
                 pm = render_posemap(model, [cams[i] for i in idx.tolist()], pred_r, size, cfg.posemap.render_samples)
                 terms["posemap"] = posemap_distance(pm, target[idx])
+            if teacher_c2w is not None and a.teacher_pose_weight > 0:
+                terms["pose"] = pose_loss(pred, pose_target[idx], apr.pose.center_scale, t.rotation_weight)
+                if labelled is not None and a.teacher_labelled_batch > 0:
+                    j = rng.integers(0, len(labelled[0]), a.teacher_labelled_batch)
+                    pred_l = apr(to_tensor(torch.as_tensor(labelled[0][j]), device))
+                    gt_l = torch.as_tensor(labelled[1][j], dtype=torch.float32, device=device)
+                    terms["pose"] = terms["pose"] + pose_loss(pred_l, gt_l, apr.pose.center_scale, t.rotation_weight)
             if not terms:
-                raise ValueError("alignment needs align.image_weight or align.posemap_weight > 0")
-            w = {"image": a.image_weight, "posemap": a.posemap_weight}
+                raise ValueError("alignment needs align.image_weight, align.posemap_weight or (with a teacher) "
+                                 "align.teacher_pose_weight > 0")
+            w = {"image": a.image_weight, "posemap": a.posemap_weight, "pose": a.teacher_pose_weight}
             loss = sum(w[k] * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -71,10 +117,10 @@ def align(apr: AprNet, model, images: np.ndarray, cams: list[Camera], cfg: PoseM
             if step % 25 == 0 or step == steps - 1:
                 history.append({"round": r, "step": step, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}})
     apr.eval()
-    summary = {"images": int(n), "steps": int(sum(per_round)), "seconds": round(time.perf_counter() - t0, 1),
-               "history": history}
+    summary.update({"images": int(n), "steps": int(sum(per_round)), "seconds": round(time.perf_counter() - t0, 1),
+                    "history": history})
     log(f"posemap: aligned on {n} unlabeled images, {summary['steps']} steps in {summary['seconds']} s")
     return summary
 
 
-__all__ = ["align"]
+__all__ = ["align", "teacher_split"]

@@ -109,6 +109,25 @@ class AlignConfig:
                                  "used (their poses are never read); 'all' for every image.")
     max_images: int = setting(0, "Use at most this many unlabeled images, evenly spaced (0: all).",
                               range=_COUNT)
+    teacher: str = setting(
+        "", "A matching method of the map (e.g. 'crossfire') that first localizes each unlabeled image from "
+        "its own retrieval (no pose given). Its fixes replace APR-Net's predictions as the poses the alignment "
+        "renders at (eq. 5's terms) and add L_pose towards them (teacher_pose_weight); images it does not "
+        "localize are left out. '': the paper's alignment, at APR-Net's own predictions (it confirms them, "
+        "right or wrong: on the rooms' query walks, where APR-Net is ~1 m off, it made it worse).")
+    teacher_steps: int = setting(800, "With a teacher: alignment steps (instead of steps; one round: the "
+                                 "teacher's poses do not move).", range=_COUNT)
+    teacher_lr: float = setting(3e-4, "With a teacher: Adam learning rate (instead of lr).", range=_POS)
+    teacher_pose_weight: float = setting(1.0, "With a teacher: weight of L_pose between APR-Net's prediction "
+                                         "for the real image and the teacher's pose.", range=(0.0, 1e9))
+    teacher_labelled_batch: int = setting(
+        4, "With a teacher: mapping images (with their poses) added to each step's L_pose beside the taught "
+        "ones, so that APR-Net keeps what it learned from them. 0: the taught images alone.", range=_COUNT)
+    teacher_holdout_every: int = setting(
+        4, "With a teacher: every k-th localized image is kept out of the alignment; APR-Net's error on those, "
+        "against the teacher's pose, joins the validation error behind the covariance (per axis the larger of "
+        "it and the renders'): real images off the mapping path, where renders near it understate the error. "
+        "0: none kept out.", range=_COUNT)
 
 
 @dataclass

@@ -5,7 +5,8 @@ renders, APR-Net, its validation error; then, with unlabeled images, the alignme
 
 ``add-method posemap --unlabeled U`` on a map that already has a PoseMap component with
 these build settings refines that component (alignment only); otherwise it trains the
-whole component and aligns it.
+whole component and aligns it. With ``align.teacher`` another method of the map
+localizes the unlabeled images first (:func:`teacher_from_bundle`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ...map_bundle import MapError
@@ -21,7 +23,7 @@ from .alignment import align
 from .apr_net import AprNet
 from .config import PoseMapConfig
 from .pose_branch import HEAD_NAME, PoseMapDecoder, attach_pose_head
-from .training import ViewCache, cache_identity, render_views, train_apr, train_pose_branch, validate
+from .training import ViewCache, cache_identity, render_views, train_apr, train_pose_branch, validate, validate_on_real
 
 #: Tensor-name prefixes of the component (unique across a map's components); the head
 #: is stored as ``map.field.heads.posemap.*``.
@@ -37,8 +39,9 @@ def labelled_key(config: dict) -> dict:
 class PoseMapTrainer(NeuralMapTrainer):
     def __init__(self, data, cfg: PoseMapConfig, device: torch.device, work_dir: Path,
                  progress: Callable | None = None, log: Callable[[str], None] = print,
-                 unlabeled: str | Path | None = None):
+                 unlabeled: str | Path | None = None, teacher=None):
         self.method_config = cfg
+        self.teacher = teacher  # (image, camera) -> c2w_opencv or None: align.teacher's fixes
         self.xcfg = cfg
         self.full_data = data  # APR-Net sees the images at its own size, not the field's
         self.unlabeled = unlabeled
@@ -114,10 +117,17 @@ class PoseMapTrainer(NeuralMapTrainer):
         if self.unlabeled is not None:
             from .unlabeled import load_unlabeled
 
-            images, cams_u = load_unlabeled(self.unlabeled, cfg, data.camera(0))
-            self.summary["alignment"] = {"source": str(self.unlabeled),
-                                         **align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log)}
+            images, cams_u, taught = load_unlabeled(self.unlabeled, cfg, data.camera(0), self.teacher, self.progress)
+            labelled = self.mapping_images() if taught is not None and cfg.align.teacher_labelled_batch > 0 else None
+            s = align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log, teacher_c2w=taught,
+                      labelled=labelled)
+            self.summary["alignment"] = {"source": str(self.unlabeled), **s}
             self.summary["alignment"]["validation"] = validate(self.apr, self.validation_views(), dev)
+            if taught is not None:
+                held = s["teacher"]["held_out"]
+                real = validate_on_real(self.apr, images[held], taught[held], dev)
+                self.summary["alignment"]["validation_real"] = real
+                self.log(f"posemap: validation on {len(held)} held-out images against the teacher's poses: {real}")
         self.apr.eval()
         return state
 
@@ -140,6 +150,17 @@ class PoseMapTrainer(NeuralMapTrainer):
             return self.view_cache()
         return render_views(self.model, self.full_data, self.xcfg, self.progress, validation_only=True)
 
+    def mapping_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mapping images at APR-Net's size (N, H, W, 3) uint8 and their c2w_opencv poses."""
+        from ...geometry.frames import opencv_c2w_from_opengl_c2w
+        from .apr_net import apr_camera, apr_input
+
+        data, cfg = self.full_data, self.xcfg
+        cam0 = apr_camera(data.camera(0), cfg.apr.image_long_side, len(cfg.apr.channels))
+        images = np.stack([apr_input(data.image(i), data.camera(i).resized(cam0.width, cam0.height))
+                           for i in range(len(data))])
+        return images, np.stack([opencv_c2w_from_opengl_c2w(T) for T in data.c2w_opengl])
+
     def apr_cameras(self, cache: ViewCache):
         h, w = cache.real.shape[1:3]
         return [self.full_data.camera(i).resized(w, h) for i in range(len(self.full_data))]
@@ -158,7 +179,11 @@ def add_to_map(bundle, data, cfg: PoseMapConfig, device, work_dir, progress=None
         raise DatasetError(f"--unlabeled {unlabeled}: does not exist (give a folder of images, a posed dataset or a "
                            "rosbag2 bag)")
     cfg = dataclasses.replace(cfg, map=from_dict(NeuralMapConfig, bundle.manifest["field"]["config"]))
-    trainer = PoseMapTrainer(data, cfg, device, work_dir, progress=progress, log=log, unlabeled=unlabeled)
+    teacher = None
+    if unlabeled is not None and cfg.align.teacher:
+        teacher = teacher_from_bundle(bundle, cfg.align.teacher, device)
+    trainer = PoseMapTrainer(data, cfg, device, work_dir, progress=progress, log=log, unlabeled=unlabeled,
+                             teacher=teacher)
     trainer.adopt_field(bundle)
     existing = bundle.manifest["components"].get("posemap")
     if unlabeled is not None and existing is not None and labelled_key(existing["config"]) == labelled_key(to_dict(cfg)):
@@ -166,6 +191,32 @@ def add_to_map(bundle, data, cfg: PoseMapConfig, device, work_dir, progress=None
         trainer.load_component(bundle)
     trainer.fit()
     return trainer.modules_to_save(), _manifest_summary(trainer.summary)
+
+
+def teacher_from_bundle(bundle, method: str, device):
+    """``align.teacher``: the map's ``method`` component as a function (image RGB, its
+    camera) -> c2w_opencv of its fix from its own retrieval, or None where it gives none
+    (failed or unsure). A :class:`MapError` when the map has no such matching method."""
+    from ...geometry.frames import opencv_c2w_from_opencv_w2c
+    from ...map_loading import component_entry
+    from ..registry import get_method
+
+    components = bundle.manifest["components"]
+    if method not in components:
+        raise MapError(f"{bundle.path}: align.teacher={method!r} is not a method of this map (it has: "
+                       f"{', '.join(sorted(components)) or 'none'}); add it first or pick another")
+    entry = component_entry(bundle.manifest, method)
+    spec = get_method(entry["method"])
+    if entry["method"] == "posemap" or spec.relocalizer_factory is None:
+        raise MapError(f"{bundle.path}: align.teacher={method!r} cannot teach PoseMap (pick a matching method: "
+                       f"{', '.join(m for m in sorted(components) if m != 'posemap') or 'none on this map'})")
+    reloc = spec.relocalizer_factory(bundle, device, {}, method=entry["method"])
+
+    def localize(image_rgb, camera):
+        res = reloc.localize(image_rgb, camera, None)
+        return opencv_c2w_from_opencv_w2c(res.w2c_opencv) if res.success and res.w2c_opencv is not None else None
+
+    return localize
 
 
 def _manifest_summary(summary: dict) -> dict:
@@ -182,4 +233,4 @@ def attach_heads(model, config: dict) -> None:
     attach_pose_head(model, from_dict(PoseMapConfig, config).posemap)
 
 
-__all__ = ["APR", "DECODER", "PoseMapTrainer", "add_to_map", "attach_heads"]
+__all__ = ["APR", "DECODER", "PoseMapTrainer", "add_to_map", "attach_heads", "teacher_from_bundle"]

@@ -241,21 +241,37 @@ def predict(apr: AprNet, images_uint8: torch.Tensor, device, chunk: int = 64) ->
     return np.concatenate(out) if out else np.zeros((0, 4, 4))
 
 
+def validation_error(pred_c2w: np.ndarray, gt_c2w: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Per-axis mean square errors (centre m^2 x3, world rotation rad^2 x3) of predicted
+    against reference c2w poses, and their summary figures."""
+    dc = pred_c2w[:, :3, 3] - gt_c2w[:, :3, 3]
+    dr = rotation_errors_world(pred_c2w, gt_c2w)
+    var = np.concatenate([np.mean(dc**2, 0), np.mean(dr**2, 0)])
+    return var, {"validation_views": len(gt_c2w), "validation_median_m": float(np.median(np.linalg.norm(dc, axis=1))),
+                 "validation_median_deg": float(np.degrees(np.median(np.linalg.norm(dr, axis=1)))),
+                 "validation_rms_m": float(np.sqrt(np.mean(np.sum(dc**2, 1))))}
+
+
 def validate(apr: AprNet, cache: ViewCache, device) -> dict:
     """Stage 4: per-axis mean square errors on the validation renders, stored in
     ``apr.validation_var`` (centre m^2 x3, world rotation rad^2 x3)."""
     if cache.val.shape[0] == 0:
         return {"validation_views": 0}
-    pred = predict(apr, cache.val, device)
-    gt = cache.val_c2w_opencv.double().numpy()
-    dc = pred[:, :3, 3] - gt[:, :3, 3]
-    dr = rotation_errors_world(pred, gt)
-    var = np.concatenate([np.mean(dc**2, 0), np.mean(dr**2, 0)])
+    var, summary = validation_error(predict(apr, cache.val, device), cache.val_c2w_opencv.double().numpy())
     apr.validation_var.copy_(torch.as_tensor(var, dtype=torch.float32))
-    return {"validation_views": len(gt), "validation_median_m": float(np.median(np.linalg.norm(dc, axis=1))),
-            "validation_median_deg": float(np.degrees(np.median(np.linalg.norm(dr, axis=1)))),
-            "validation_rms_m": float(np.sqrt(np.mean(np.sum(dc**2, 1))))}
+    return summary
+
+
+def validate_on_real(apr: AprNet, images_uint8: np.ndarray, c2w_opencv: np.ndarray, device) -> dict:
+    """The validation error on real images against given poses (a teacher's), joined to
+    ``apr.validation_var`` per axis by the larger of the two."""
+    if len(images_uint8) == 0:
+        return {"validation_views": 0}
+    var, summary = validation_error(predict(apr, torch.as_tensor(images_uint8), device), np.asarray(c2w_opencv, float))
+    joined = np.fmax(apr.validation_var.detach().cpu().double().numpy(), var)  # NaN: none from renders
+    apr.validation_var.copy_(torch.as_tensor(joined, dtype=torch.float32))
+    return summary
 
 
 __all__ = ["ViewCache", "cache_identity", "posemaps", "predict", "render_rgb", "render_views", "train_apr",
-           "train_pose_branch", "validate"]
+           "train_pose_branch", "validate", "validate_on_real", "validation_error"]

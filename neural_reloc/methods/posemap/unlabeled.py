@@ -6,10 +6,14 @@
   ``align.dataset_split`` (default the test split), poses ignored;
 * a folder of images only (.png/.jpg): taken with the map's camera (the first
   reference view's intrinsics scaled to the image size; the aspect ratio must agree).
+
+With a teacher (``align.teacher``), each image is localized at its own size by another
+method of the map while loading; only its pose is kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -36,9 +40,15 @@ def _image_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
-def load_unlabeled(path: str | Path, cfg: PoseMapConfig, map_camera: Camera) -> tuple[np.ndarray, list[Camera]]:
-    """(images (N, H, W, 3) uint8 at APR-Net's size, their APR-size cameras); a
-    :class:`DatasetError` naming ``path`` when nothing usable is there."""
+#: A teacher: (image RGB, its camera) -> the camera-to-world pose (OpenCV) of its fix, or None.
+Teacher = Callable[[np.ndarray, Camera], "np.ndarray | None"]
+
+
+def load_unlabeled(path: str | Path, cfg: PoseMapConfig, map_camera: Camera, teacher: Teacher | None = None,
+                   progress=None) -> tuple[np.ndarray, list[Camera], np.ndarray | None]:
+    """(images (N, H, W, 3) uint8 at APR-Net's size, their APR-size cameras, the
+    ``teacher``'s c2w_opencv poses (N, 4, 4), NaN where it gave none, or None without a
+    teacher); a :class:`DatasetError` naming ``path`` when nothing usable is there."""
     from ...data.loaders.rosbag2 import is_rosbag2
 
     path = Path(path)
@@ -86,7 +96,15 @@ def load_unlabeled(path: str | Path, cfg: PoseMapConfig, map_camera: Camera) -> 
     cam0 = apr_camera(pairs[0][1], cfg.apr.image_long_side, blocks)
     cams = [c.resized(cam0.width, cam0.height) for _, c in pairs]
     images = np.stack([apr_input(img, c) for (img, _), c in zip(pairs, cams)])
-    return images, cams
+    if teacher is None:
+        return images, cams, None
+    taught = np.full((len(pairs), 4, 4), np.nan)
+    it = range(len(pairs)) if progress is None else progress(range(len(pairs)), desc="posemap: teacher localizes")
+    for i in it:
+        c2w = teacher(*pairs[i])
+        if c2w is not None:
+            taught[i] = c2w
+    return images, cams, taught
 
 
 __all__ = ["load_unlabeled"]
