@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # PoseMap's Table 5 on one map, one command (issue 16): NeRF-P and the renders once,
 # APR-Net with L_pose; + L_image; + L_rvs; + L_posemap; the full model aligned on the
-# test images without their poses. Results: OUT/ablation.json and a table.
+# test images without their poses (and, with align.teacher=METHOD, aligned with that
+# method of the map as the teacher). Results: OUT/ablation.json and a table.
 #   scripts/ablate_posemap.sh MAP DATA OUT [KEY=VALUE ...]
 set -euo pipefail
 if [ $# -lt 3 ]; then
