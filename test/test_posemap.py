@@ -225,6 +225,43 @@ def test_add_method_round_trip_and_unlabeled_refinement(tiny, tmp_path):
         add_method(out, "nerfmatch", data, None, unlabeled=scene, log=lambda s: None)
 
 
+def test_add_method_with_a_teacher(tiny, tmp_path, monkeypatch):
+    """add-method posemap --unlabeled with align.teacher: the teacher's poses (a stand-in
+    that knows the test images' true poses and refuses one) drive the alignment, the
+    held-out images are validated against them, and PoseMap cannot teach itself."""
+    from neural_reloc.data import load_dataset
+    from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
+    from neural_reloc.map_bundle import MapError, read_map
+    from neural_reloc.mapping import add_method
+    from neural_reloc.methods.posemap import trainer
+    from neural_reloc.methods.posemap.trainer import teacher_from_bundle
+
+    scene, m = tiny
+    data = load_dataset(scene)
+    out = add_method(m, "posemap", data, _cfg(POSE_ONLY), out_dir=tmp_path / "pm", log=lambda s: None)
+    with pytest.raises(MapError, match="align.teacher='posemap' cannot teach PoseMap"):
+        teacher_from_bundle(read_map(out), "posemap", "cpu")
+    test = data.indices("test")
+    poses = {data.image(i).tobytes(): opencv_c2w_from_opencv_w2c(data.w2c_opencv(i)) for i in test[1:]}
+    calls = []
+
+    def stand_in(bundle, method, device):
+        assert method == "crossfire"
+        return lambda image, camera: calls.append(method) or poses.get(image.tobytes())
+
+    monkeypatch.setattr(trainer, "teacher_from_bundle", stand_in)
+    cfg = _cfg(POSE_ONLY + ["align.teacher=crossfire", "align.teacher_steps=3", "align.teacher_holdout_every=2"])
+    logs: list[str] = []
+    add_method(out, "posemap", data, cfg, unlabeled=scene, log=logs.append)
+    assert len(calls) == len(test)
+    a = read_map(out).manifest["components"]["posemap"]["training"]["alignment"]
+    localized = len(test) - 1
+    assert a["teacher"]["localized"] == localized and a["teacher"]["of"] == len(test)
+    assert len(a["teacher"]["held_out"]) == localized // 2 and a["images"] == localized - localized // 2
+    assert a["validation_real"]["validation_views"] == localized // 2
+    assert any("held-out images against the teacher's poses" in s for s in logs), logs
+
+
 def test_unlabeled_image_folder_and_cli_error(tiny, tmp_path):
     import cv2
 
@@ -278,14 +315,15 @@ def test_teacher_split_holds_out_every_kth_localized_image():
 
 
 def test_alignment_with_a_teacher_learns_its_poses_and_leaves_out_the_rest(tiny):
-    """The teacher's poses are targets: APR-Net's error on the images aligned on falls;
-    an image without a teacher pose and the held-out ones are not trained on, and the
-    held-out ones join the validation error (per axis, the larger)."""
+    """The teacher's poses are targets: APR-Net's error on the images aligned on falls; an
+    image without a teacher pose and every 4th localized one (held out) are left out of
+    the alignment, and the held-out ones' error joins the validation error per axis, the
+    larger of the two."""
     from neural_reloc.data import load_dataset
     from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
     from neural_reloc.methods.posemap.alignment import align
     from neural_reloc.methods.posemap.apr_net import AprNet, apr_input
-    from neural_reloc.methods.posemap.training import predict, validate_on_real
+    from neural_reloc.methods.posemap.training import predict, validate_on_real, validation_error
 
     model, _, _ = _model_and_data(tiny)
     data = load_dataset(tiny[0])
@@ -318,13 +356,19 @@ def test_alignment_with_a_teacher_learns_its_poses_and_leaves_out_the_rest(tiny)
                labelled=(images[:3], gt[:3]))
     assert s2["steps"] == 2 and all("pose" in h for h in s2["history"])
     # the held-out images' error joins the validation variance: NaN (no renders) -> theirs; larger renders' stays
+    held = t["held_out"]
+    own, _ = validation_error(predict(apr, torch.as_tensor(images[held]), "cpu"), gt[held])
     apr.validation_var.fill_(float("nan"))
-    real = validate_on_real(apr, images[t["held_out"]], gt[t["held_out"]], "cpu")
-    var = apr.validation_var.clone()
-    assert real["validation_views"] == 2 and torch.all(torch.isfinite(var))
-    apr.validation_var.fill_(1e6)
-    validate_on_real(apr, images[t["held_out"]], gt[t["held_out"]], "cpu")
-    assert torch.all(apr.validation_var == 1e6)
+    real = validate_on_real(apr, images[held], gt[held], "cpu")
+    assert real["validation_views"] == 2
+    np.testing.assert_allclose(apr.validation_var.numpy(), own, rtol=1e-5)
+    apr.validation_var.fill_(0.0)  # smaller than theirs: theirs
+    validate_on_real(apr, images[held], gt[held], "cpu")
+    np.testing.assert_allclose(apr.validation_var.numpy(), own, rtol=1e-5)
+    larger = torch.as_tensor(own * 10 + 1.0, dtype=torch.float32)
+    apr.validation_var.copy_(larger)  # larger than theirs: kept
+    validate_on_real(apr, images[held], gt[held], "cpu")
+    assert torch.equal(apr.validation_var, larger)
 
 
 def test_teacher_must_be_a_matching_method_of_the_map(tiny):

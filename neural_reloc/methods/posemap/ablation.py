@@ -78,7 +78,11 @@ def run(map_dir: Path, data_dir: Path, out: Path, overrides: list[str], log=prin
     decoder = PoseMapDecoder(cfg.posemap)
     # The trained rows do not depend on the alignment's settings; the aligned rows keep theirs.
     ident = {"map": str(map_dir.resolve()), "config": labelled_key(to_dict(cfg)), "data": train.fingerprint()}
-    align_cfg = to_dict(cfg)["align"]
+    # Each aligned row keeps the alignment settings it reads: the paper's all but the teacher's, the teacher's
+    # all but the paper's schedule.
+    align_all = to_dict(cfg)["align"]
+    paper_cfg = {k: v for k, v in align_all.items() if not k.startswith("teacher")}
+    teacher_cfg = {k: v for k, v in align_all.items() if k not in ("steps", "rounds", "lr")}
     branch = out / "nerf_p.pt"
     ck = torch.load(branch, weights_only=True) if branch.is_file() else {}
     if ck.get("ident") == {**ident, "config": to_dict(cfg)["posemap"]}:
@@ -134,7 +138,7 @@ def run(map_dir: Path, data_dir: Path, out: Path, overrides: list[str], log=prin
     full_file = out / f"apr_{EXPERIMENTS[-1][0]}.pt"  # the full model before any alignment
     if cfg.align.teacher and test and full_file.is_file():
         name = f"pose+image+rvs+posemap, aligned with a teacher ({cfg.align.teacher}) on the test images (no poses)"
-        if exps.get(name, {}).get("align") != align_cfg:
+        if exps.get(name, {}).get("align") != teacher_cfg:
             apr = AprNet(cfg.apr)
             apr.load_state_dict(torch.load(full_file, weights_only=True))
             teacher = teacher_from_bundle(bundle, cfg.align.teacher, "cpu")
@@ -146,16 +150,16 @@ def run(map_dir: Path, data_dir: Path, out: Path, overrides: list[str], log=prin
             s = align(apr, model, images, test_cams, cfg, "cpu", log=log, teacher_c2w=taught,
                       labelled=(cache.real.numpy(), cache.c2w_opencv.double().numpy()))
             held = [test[k] for k in s["teacher"]["held_out"]]
-            exps[name] = {"align": align_cfg, "align_s": s["seconds"], "teacher": s["teacher"],
+            exps[name] = {"align": teacher_cfg, "align_s": s["seconds"], "teacher": s["teacher"],
                           **validate(apr, cache, "cpu"),
                           **evaluate(apr, data, test, cfg),
                           "held_out": evaluate(apr, data, held, cfg) if held else {}}
             write_json_atomic(path, results)
             log(f"{name}: {json.dumps(exps[name])}")
     name = "pose+image+rvs+posemap, aligned on the test images (no poses)"
-    if exps.get(name, {}).get("align") != align_cfg and full is not None and test:
+    if exps.get(name, {}).get("align") != paper_cfg and full is not None and test:
         s = align(full, model, images, test_cams, cfg, "cpu", log=log)  # the paper's: at APR-Net's own guesses
-        exps[name] = {"align": align_cfg, "align_s": s["seconds"], **validate(full, cache, "cpu"),
+        exps[name] = {"align": paper_cfg, "align_s": s["seconds"], **validate(full, cache, "cpu"),
                       **evaluate(full, data, test, cfg)}
         write_json_atomic(path, results)
         log(f"{name}: {json.dumps(exps[name])}")

@@ -69,8 +69,10 @@ def align(apr: AprNet, model, images: np.ndarray, cams: list[Camera], cfg: PoseM
         log(f"posemap: the teacher ({a.teacher}) localized {len(use) + len(held)} of {len(images)} unlabeled images; "
             f"aligning on {len(use)}, {len(held)} held out for validation")
         if len(use) == 0:
-            raise ValueError(f"align.teacher={a.teacher!r} localized too few of the {len(images)} unlabeled images to "
-                             f"align on ({len(use) + len(held)}, teacher_holdout_every={a.teacher_holdout_every})")
+            found = len(held)
+            raise ValueError(f"align.teacher={a.teacher!r} localized {'none' if not found else f'only {found}'} of the "
+                             f"{len(images)} unlabeled images: nothing left to align on"
+                             + (f" (teacher_holdout_every={a.teacher_holdout_every} holds them out)" if found else ""))
     real = torch.as_tensor(images[use])
     cams = [cams[i] for i in use]
     n = real.shape[0]

@@ -118,6 +118,7 @@ class PoseMapTrainer(NeuralMapTrainer):
             from .unlabeled import load_unlabeled
 
             images, cams_u, taught = load_unlabeled(self.unlabeled, cfg, data.camera(0), self.teacher, self.progress)
+            getattr(self.teacher, "close", lambda: None)()
             labelled = self.mapping_images() if taught is not None and cfg.align.teacher_labelled_batch > 0 else None
             s = align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log, teacher_c2w=taught,
                       labelled=labelled)
@@ -196,9 +197,14 @@ def add_to_map(bundle, data, cfg: PoseMapConfig, device, work_dir, progress=None
 def teacher_from_bundle(bundle, method: str, device):
     """``align.teacher``: the map's ``method`` component as a function (image RGB, its
     camera) -> c2w_opencv of its fix from its own retrieval, or None where it gives none
-    (failed or unsure). A :class:`MapError` when the map has no such matching method."""
+    a robot would take (failed, unsure, or short of the node's acceptance thresholds:
+    :meth:`~neural_reloc.tracking.RelocalizationSession.rejection_reason` with the
+    default :class:`~neural_reloc.tracking.TrackingConfig`). The method is checked now (a
+    :class:`MapError` when the map has no such matching method); its relocalizer is built
+    at the first call and released by :meth:`close` on the returned function."""
     from ...geometry.frames import opencv_c2w_from_opencv_w2c
     from ...map_loading import component_entry
+    from ...tracking import RelocalizationSession, TrackingConfig
     from ..registry import get_method
 
     components = bundle.manifest["components"]
@@ -210,12 +216,18 @@ def teacher_from_bundle(bundle, method: str, device):
     if entry["method"] == "posemap" or spec.relocalizer_factory is None:
         raise MapError(f"{bundle.path}: align.teacher={method!r} cannot teach PoseMap (pick a matching method: "
                        f"{', '.join(m for m in sorted(components) if m != 'posemap') or 'none on this map'})")
-    reloc = spec.relocalizer_factory(bundle, device, {}, method=entry["method"])
+    held: dict = {}
 
     def localize(image_rgb, camera):
-        res = reloc.localize(image_rgb, camera, None)
-        return opencv_c2w_from_opencv_w2c(res.w2c_opencv) if res.success and res.w2c_opencv is not None else None
+        if "session" not in held:
+            reloc = spec.relocalizer_factory(bundle, device, {}, method=entry["method"])
+            held["session"] = RelocalizationSession(reloc, TrackingConfig())
+        res = held["session"].relocalizer.localize(image_rgb, camera, None)
+        if held["session"].rejection_reason(res):
+            return None
+        return opencv_c2w_from_opencv_w2c(res.w2c_opencv)
 
+    localize.close = held.clear  # the teacher's copy of the map is not needed once the images are localized
     return localize
 
 

@@ -256,6 +256,7 @@ def validate(apr: AprNet, cache: ViewCache, device) -> dict:
     """Stage 4: per-axis mean square errors on the validation renders, stored in
     ``apr.validation_var`` (centre m^2 x3, world rotation rad^2 x3)."""
     if cache.val.shape[0] == 0:
+        apr.validation_var.fill_(float("nan"))  # none measured (not an earlier run's, which a join would keep)
         return {"validation_views": 0}
     var, summary = validation_error(predict(apr, cache.val, device), cache.val_c2w_opencv.double().numpy())
     apr.validation_var.copy_(torch.as_tensor(var, dtype=torch.float32))
