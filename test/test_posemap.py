@@ -277,7 +277,7 @@ def test_unlabeled_image_folder_and_cli_error(tiny, tmp_path):
     for i in test:
         cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(data.image(i), cv2.COLOR_RGB2BGR))
     images, cams, taught = load_unlabeled(folder, _cfg(), data.camera(0))
-    assert taught is None
+    assert taught is None  # no teacher
     assert images.shape == (len(test), cams[0].height, cams[0].width, 3) and max(cams[0].width, cams[0].height) == 32
     cv2.imwrite(str(folder / "wide.png"), np.zeros((10, 40, 3), np.uint8))
     with pytest.raises(DatasetError, match="wide.png.*aspect ratio"):
@@ -335,10 +335,10 @@ def test_alignment_with_a_teacher_learns_its_poses_and_leaves_out_the_rest(tiny)
     apr.pose.set_normalization(gt[:, :3, 3])
     cams = [data.camera(i).resized(32, 24) for i in idx]
     images = np.stack([apr_input(data.image(i), c) for i, c in zip(idx, cams)])
-    taught = gt.copy()
-    taught[0] = np.nan
+    teacher_c2w_opencv = gt.copy()
+    teacher_c2w_opencv[0] = np.nan
     before = predict(apr, torch.as_tensor(images), "cpu")
-    s = align(apr, model, images, cams, cfg, "cpu", log=lambda m: None, teacher_c2w=taught)
+    s = align(apr, model, images, cams, cfg, "cpu", log=lambda m: None, teacher_c2w_opencv=teacher_c2w_opencv)
     t = s["teacher"]
     assert (t["localized"], t["of"]) == (len(idx) - 1, len(idx))
     assert t["held_out"] == [4, 8] and t["aligned_on"] == s["images"] == len(idx) - 3
@@ -352,8 +352,8 @@ def test_alignment_with_a_teacher_learns_its_poses_and_leaves_out_the_rest(tiny)
     assert err(after) < 0.7 * err(before), (err(before), err(after))
     # mapping images with their poses join each step's L_pose (teacher_labelled_batch)
     mixed = _cfg(["align.teacher=test", "align.teacher_steps=2", "align.teacher_labelled_batch=2"])
-    s2 = align(AprNet(cfg.apr), model, images, cams, mixed, "cpu", log=lambda m: None, teacher_c2w=taught,
-               labelled=(images[:3], gt[:3]))
+    s2 = align(AprNet(cfg.apr), model, images, cams, mixed, "cpu", log=lambda m: None,
+               teacher_c2w_opencv=teacher_c2w_opencv, labelled=(images[:3], gt[:3]))
     assert s2["steps"] == 2 and all("pose" in h for h in s2["history"])
     # the held-out images' error joins the validation variance: NaN (no renders) -> theirs; larger renders' stays
     held = t["held_out"]

@@ -142,12 +142,12 @@ def run(map_dir: Path, data_dir: Path, out: Path, overrides: list[str], log=prin
             apr = AprNet(cfg.apr)
             apr.load_state_dict(torch.load(full_file, weights_only=True))
             teacher = teacher_from_bundle(bundle, cfg.align.teacher, "cpu")
-            taught = np.full((len(test), 4, 4), np.nan)
+            teacher_c2w_opencv = np.full((len(test), 4, 4), np.nan)
             for k, i in enumerate(test):
                 c2w = teacher(data.image(i), data.camera(i))
                 if c2w is not None:
-                    taught[k] = c2w
-            s = align(apr, model, images, test_cams, cfg, "cpu", log=log, teacher_c2w=taught,
+                    teacher_c2w_opencv[k] = c2w
+            s = align(apr, model, images, test_cams, cfg, "cpu", log=log, teacher_c2w_opencv=teacher_c2w_opencv,
                       labelled=(cache.real.numpy(), cache.c2w_opencv.double().numpy()))
             held = [test[k] for k in s["teacher"]["held_out"]]
             exps[name] = {"align": teacher_cfg, "align_s": s["seconds"], "teacher": s["teacher"],

@@ -40,30 +40,30 @@ def _freeze_batchnorm(net: nn.Module) -> None:
             m.eval()
 
 
-def teacher_split(teacher_c2w: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
+def teacher_split(teacher_c2w_opencv: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices to align on, indices held out) of the images the teacher localized (its
     poses finite): every ``every``-th of them held out (0: none)."""
-    taught = np.flatnonzero(np.isfinite(teacher_c2w).all(axis=(1, 2)))
-    held = taught[every - 1::every] if every > 0 else taught[:0]
-    return np.setdiff1d(taught, held), held
+    localized = np.flatnonzero(np.isfinite(teacher_c2w_opencv).all(axis=(1, 2)))
+    held = localized[every - 1::every] if every > 0 else localized[:0]
+    return np.setdiff1d(localized, held), held
 
 
 def align(apr: AprNet, model, images: np.ndarray, cams: list[Camera], cfg: PoseMapConfig, device,
-          progress=None, log=print, teacher_c2w: np.ndarray | None = None,
+          progress=None, log=print, teacher_c2w_opencv: np.ndarray | None = None,
           labelled: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Alignment on unlabeled ``images`` (N, H, W, 3) uint8 at APR-Net's size, seen by
-    ``cams``; ``teacher_c2w`` (N, 4, 4) c2w_opencv, NaN where the teacher gave no pose.
+    ``cams``; ``teacher_c2w_opencv`` (N, 4, 4), NaN where the teacher gave no pose.
     ``labelled``: the mapping images at APR-Net's size and their c2w_opencv poses; with a
     teacher, ``teacher_labelled_batch`` of them join each step's L_pose (what APR-Net
     learned stays while it takes in the new images). The summary's ``held_out`` lists the
     images held out for validation."""
     a, t = cfg.align, cfg.train
     rng = np.random.default_rng(t.seed + 3)
-    opt = torch.optim.Adam(apr.parameters(), lr=a.lr if teacher_c2w is None else a.teacher_lr)
+    opt = torch.optim.Adam(apr.parameters(), lr=a.lr if teacher_c2w_opencv is None else a.teacher_lr)
     summary: dict = {}
     use = np.arange(len(images))
-    if teacher_c2w is not None:
-        use, held = teacher_split(teacher_c2w, a.teacher_holdout_every)
+    if teacher_c2w_opencv is not None:
+        use, held = teacher_split(teacher_c2w_opencv, a.teacher_holdout_every)
         summary["teacher"] = {"method": a.teacher, "localized": int(len(use) + len(held)), "of": int(len(images)),
                               "aligned_on": int(len(use)), "held_out": held.tolist()}
         log(f"posemap: the teacher ({a.teacher}) localized {len(use) + len(held)} of {len(images)} unlabeled images; "
@@ -77,13 +77,14 @@ def align(apr: AprNet, model, images: np.ndarray, cams: list[Camera], cfg: PoseM
     cams = [cams[i] for i in use]
     n = real.shape[0]
     size = grid_size(cams[0], cfg.posemap.grid_long_side)
-    rounds, total = (a.rounds, a.steps) if teacher_c2w is None else (1, a.teacher_steps)  # the teacher's poses stay
+    # the teacher's poses do not change between rounds
+    rounds, total = (a.rounds, a.steps) if teacher_c2w_opencv is None else (1, a.teacher_steps)
     per_round = [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
     history, t0 = [], time.perf_counter()
     for r, steps in enumerate(per_round):
         if not steps:
             continue
-        p_hat = predict(apr, real, device) if teacher_c2w is None else teacher_c2w[use]
+        p_hat = predict(apr, real, device) if teacher_c2w_opencv is None else teacher_c2w_opencv[use]
         it = range(n) if progress is None else progress(range(n), desc=f"posemap: alignment round {r + 1} renders")
         rendered = torch.as_tensor(np.stack([render_rgb(model, cams[i], p_hat[i], t.render_samples) for i in it]))
         target = (posemaps(model, cams, torch.as_tensor(p_hat, dtype=torch.float32), cfg, device)
@@ -101,7 +102,7 @@ def align(apr: AprNet, model, images: np.ndarray, cams: list[Camera], cfg: PoseM
             if a.posemap_weight > 0:
                 pm = render_posemap(model, [cams[i] for i in idx.tolist()], pred_r, size, cfg.posemap.render_samples)
                 terms["posemap"] = posemap_distance(pm, target[idx])
-            if teacher_c2w is not None and a.teacher_pose_weight > 0:
+            if teacher_c2w_opencv is not None and a.teacher_pose_weight > 0:
                 terms["pose"] = pose_loss(pred, pose_target[idx], apr.pose.center_scale, t.rotation_weight)
                 if labelled is not None and a.teacher_labelled_batch > 0:
                     j = rng.integers(0, len(labelled[0]), a.teacher_labelled_batch)

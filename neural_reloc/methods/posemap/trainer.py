@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...map_bundle import MapError
@@ -23,7 +22,8 @@ from .alignment import align
 from .apr_net import AprNet
 from .config import PoseMapConfig
 from .pose_branch import HEAD_NAME, PoseMapDecoder, attach_pose_head
-from .training import ViewCache, cache_identity, render_views, train_apr, train_pose_branch, validate, validate_on_real
+from .training import (ViewCache, cache_identity, real_views, render_views, train_apr, train_pose_branch, validate,
+                       validate_on_real)
 
 #: Tensor-name prefixes of the component (unique across a map's components); the head
 #: is stored as ``map.field.heads.posemap.*``.
@@ -117,16 +117,18 @@ class PoseMapTrainer(NeuralMapTrainer):
         if self.unlabeled is not None:
             from .unlabeled import load_unlabeled
 
-            images, cams_u, taught = load_unlabeled(self.unlabeled, cfg, data.camera(0), self.teacher, self.progress)
+            images, cams_u, teacher_c2w_opencv = load_unlabeled(self.unlabeled, cfg, data.camera(0), self.teacher,
+                                                                self.progress)
             getattr(self.teacher, "close", lambda: None)()
-            labelled = self.mapping_images() if taught is not None and cfg.align.teacher_labelled_batch > 0 else None
-            s = align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log, teacher_c2w=taught,
-                      labelled=labelled)
+            with_teacher = teacher_c2w_opencv is not None
+            labelled = real_views(data, cfg) if with_teacher and cfg.align.teacher_labelled_batch > 0 else None
+            s = align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log,
+                      teacher_c2w_opencv=teacher_c2w_opencv, labelled=labelled)
             self.summary["alignment"] = {"source": str(self.unlabeled), **s}
             self.summary["alignment"]["validation"] = validate(self.apr, self.validation_views(), dev)
-            if taught is not None:
+            if with_teacher:
                 held = s["teacher"]["held_out"]
-                real = validate_on_real(self.apr, images[held], taught[held], dev)
+                real = validate_on_real(self.apr, images[held], teacher_c2w_opencv[held], dev)
                 self.summary["alignment"]["validation_real"] = real
                 self.log(f"posemap: validation on {len(held)} held-out images against the teacher's poses: {real}")
         self.apr.eval()
@@ -150,17 +152,6 @@ class PoseMapTrainer(NeuralMapTrainer):
         if not self._from_component:
             return self.view_cache()
         return render_views(self.model, self.full_data, self.xcfg, self.progress, validation_only=True)
-
-    def mapping_images(self) -> tuple[np.ndarray, np.ndarray]:
-        """The mapping images at APR-Net's size (N, H, W, 3) uint8 and their c2w_opencv poses."""
-        from ...geometry.frames import opencv_c2w_from_opengl_c2w
-        from .apr_net import apr_camera, apr_input
-
-        data, cfg = self.full_data, self.xcfg
-        cam0 = apr_camera(data.camera(0), cfg.apr.image_long_side, len(cfg.apr.channels))
-        images = np.stack([apr_input(data.image(i), data.camera(i).resized(cam0.width, cam0.height))
-                           for i in range(len(data))])
-        return images, np.stack([opencv_c2w_from_opengl_c2w(T) for T in data.c2w_opengl])
 
     def apr_cameras(self, cache: ViewCache):
         h, w = cache.real.shape[1:3]

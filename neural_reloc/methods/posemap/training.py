@@ -106,6 +106,15 @@ def render_rgb(model, camera: Camera, c2w_opencv: np.ndarray, samples: int) -> n
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def real_views(data, cfg: PoseMapConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The mapping images at APR-Net's size (N, H, W, 3) uint8 and their c2w_opencv poses
+    (N, 4, 4): what APR-Net's L_pose trains on."""
+    cam0 = apr_camera(data.camera(0), cfg.apr.image_long_side, len(cfg.apr.channels))
+    images = [apr_input(data.image(i), data.camera(i).resized(cam0.width, cam0.height)) for i in range(len(data))]
+    c2w_opencv = [opencv_c2w_from_opengl_c2w(data.c2w_opengl[i]) for i in range(len(data))]
+    return np.stack(images), np.stack(c2w_opencv)
+
+
 def render_views(model, data, cfg: PoseMapConfig, progress=None, validation_only: bool = False) -> ViewCache:
     """The renders APR-Net trains and is validated on: each mapping view's render at its
     own pose (L_image), ``rvs_per_view`` at random perturbed poses (L_rvs) and
@@ -116,15 +125,14 @@ def render_views(model, data, cfg: PoseMapConfig, progress=None, validation_only
     rng = np.random.default_rng(t.seed + 1)
     max_t = t.rvs_translation_rel * model.scene.extent
     cam0 = apr_camera(data.camera(0), cfg.apr.image_long_side, len(cfg.apr.channels))
-    real, render, poses, rvs, rvs_poses, rvs_view, val, val_poses, val_view = ([] for _ in range(9))
+    real, poses = real_views(data, cfg) if not validation_only else ([], [])
+    render, rvs, rvs_poses, rvs_view, val, val_poses, val_view = ([] for _ in range(7))
     desc = "posemap: validation renders" if validation_only else "posemap: renders for L_image / L_rvs"
     for i in _bar(progress, range(len(data)), desc):
         cam = data.camera(i).resized(cam0.width, cam0.height)
         c2w_opencv = opencv_c2w_from_opengl_c2w(data.c2w_opengl[i])
         if not validation_only:
-            real.append(apr_input(data.image(i), cam))
             render.append(render_rgb(model, cam, c2w_opencv, t.render_samples))
-            poses.append(c2w_opencv)
         for k in range(t.rvs_per_view + t.validation_per_view):
             p = _perturbed(c2w_opencv, max_t, t.rvs_rotation_deg, rng)
             if validation_only and k < t.rvs_per_view:
@@ -135,10 +143,10 @@ def render_views(model, data, cfg: PoseMapConfig, progress=None, validation_only
             (rvs_view if k < t.rvs_per_view else val_view).append(i)
 
     def stack(x, shape):
-        return torch.as_tensor(np.stack(x)) if x else torch.zeros(shape, dtype=torch.uint8)
+        return torch.as_tensor(np.stack(x)) if len(x) else torch.zeros(shape, dtype=torch.uint8)
 
     def f32(x):
-        return torch.as_tensor(np.stack(x), dtype=torch.float32) if x else torch.zeros(0, 4, 4)
+        return torch.as_tensor(np.stack(x), dtype=torch.float32) if len(x) else torch.zeros(0, 4, 4)
 
     hw3 = (0, cam0.height, cam0.width, 3)
     return ViewCache(stack(real, hw3), stack(render, hw3), f32(poses), stack(rvs, hw3), f32(rvs_poses),
@@ -275,4 +283,4 @@ def validate_on_real(apr: AprNet, images_uint8: np.ndarray, c2w_opencv: np.ndarr
 
 
 __all__ = ["ViewCache", "cache_identity", "posemaps", "predict", "render_rgb", "render_views", "train_apr",
-           "train_pose_branch", "validate", "validate_on_real", "validation_error"]
+           "real_views", "train_pose_branch", "validate", "validate_on_real", "validation_error"]

@@ -98,13 +98,13 @@ def load_unlabeled(path: str | Path, cfg: PoseMapConfig, map_camera: Camera, tea
     images = np.stack([apr_input(img, c) for (img, _), c in zip(pairs, cams)])
     if teacher is None:
         return images, cams, None
-    taught = np.full((len(pairs), 4, 4), np.nan)
+    teacher_c2w_opencv = np.full((len(pairs), 4, 4), np.nan)
     it = range(len(pairs)) if progress is None else progress(range(len(pairs)), desc="posemap: teacher localizes")
     for i in it:
         c2w = teacher(*pairs[i])
         if c2w is not None:
-            taught[i] = c2w
-    return images, cams, taught
+            teacher_c2w_opencv[i] = c2w
+    return images, cams, teacher_c2w_opencv
 
 
 __all__ = ["load_unlabeled"]
