@@ -12,6 +12,7 @@ from neural_reloc.geometry.frames import opencv_w2c_from_opengl_c2w
 from neural_reloc.geometry.se3 import invert_pose, pose_error
 from neural_reloc.methods.crossfire import feature_extractor as fe
 from neural_reloc.methods.crossfire.config import LocalizationConfig
+from neural_reloc.methods.common.iterative import StageClock
 from neural_reloc.methods.common.retrieval import RetrievalIndex, panned_c2w_opengl
 from neural_reloc.methods.crossfire.retrieval import build_retrieval_index
 from test_crossfire import _tiny_map
@@ -117,15 +118,22 @@ def test_retrieval_hypotheses_are_distinct_and_the_best_one_goes_on(crossfire_ma
     data = load_dataset(crossfire_map[1])
     lc = relocalizer.cfg.localization
     i = data.indices("test")[5]
-    hyps = relocalizer.retrieval_priors(data.image(i))
-    assert 1 <= len(hyps) <= lc.retrieval_top_k
-    for a in range(len(hyps)):
-        for b in range(a):
-            t, r = pose_error(invert_pose(hyps[a].w2c_opencv), invert_pose(hyps[b].w2c_opencv))
-            assert t > lc.retrieval_distinct_rel * relocalizer.extent or r > lc.retrieval_distinct_deg
+    # Both rankings, by global descriptor alone and (what localize uses: the query's
+    # descriptor map given) by keyframe verification, keep distinct hypotheses only.
+    by_global = relocalizer.retrieval_priors(data.image(i))
+    query = relocalizer.prepare_query(data.image(i), data.camera(i), StageClock())
+    hyps = relocalizer.retrieval_hypotheses(data.image(i), data.camera(i), query)
+    for ranked in (by_global, hyps):
+        assert 1 <= len(ranked) <= lc.retrieval_top_k
+        for a in range(len(ranked)):
+            for b in range(a):
+                t, r = pose_error(invert_pose(ranked[a].w2c_opencv), invert_pose(ranked[b].w2c_opencv))
+                assert t > lc.retrieval_distinct_rel * relocalizer.extent or r > lc.retrieval_distinct_deg
     res = relocalizer.localize(data.image(i), data.camera(i), None)
     listed = res.prior.detail.get("hypotheses", [])
-    assert len(listed) == len(hyps)
+    # the hypotheses localize tried are the ones its own retrieval gives, in that order
+    if len(hyps) > 1:
+        assert [h["reference"] for h in listed] == [h.detail["reference"] for h in hyps]
     tried = [h for h in listed if not h.get("not_tried")]
     # hypotheses go untried only after one whose first round was accepted outright
     assert listed[: len(tried)] == tried
