@@ -13,7 +13,8 @@ A pipeline step (hloc style): typed inputs, per-frame records, a summary, and
 Per-frame records: :func:`neural_reloc.eval.metrics.frame_record` (the bag evaluator's
 format) plus ``total_latency_ms``, ``prior_detail`` and ``per_iteration``
 (``[{t_err_m, r_err_deg, num_inliers, num_matches, stage, update_m, update_deg}]``, one
-per correspondence round (``stage`` "match") or refinement step ("flow", "flow_final", "photometric")),
+per correspondence round (``stage`` "match") or refinement step ("flow", "flow_final",
+"flow_final_contradicts" (recorded, not adopted), "photometric")),
 and for a localized frame ``verified_by`` ("match" or "refinement", when the method says).
 """
 

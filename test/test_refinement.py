@@ -205,7 +205,8 @@ def _z_of(view) -> np.ndarray:
 
 
 @pytest.mark.parametrize("settings", [dict(flow_final_long_side=0), dict(flow_final_long_side=160),
-                                      dict(flow_final_max_update_rel=0.0, flow_final_max_update_deg=0.0)])
+                                      dict(flow_final_max_update_rel=0.0, flow_final_max_update_deg=0.0,
+                                           flow_final_contradiction_refuses=False)])
 def test_without_a_final_round_the_settled_pose_stands(exact_surface_render, settings):
     start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
     lc = RenderingLocalizationConfig(flow_refinement_iterations=4, **settings)
@@ -214,6 +215,25 @@ def test_without_a_final_round_the_settled_pose_stands(exact_surface_render, set
     assert result.history and all(h.stage == "flow" for h in result.history)
     assert np.allclose(best[0].w2c_opencv, result.history[-1].w2c_opencv)
     assert len(exact_surface_render) == (1 if "flow_final_max_update_rel" in settings else 0)
+
+
+def test_a_final_round_beyond_its_reach_is_recorded_and_refuses_the_frame(exact_surface_render):
+    """A confident final round that moves the settled pose further than
+    flow_final_max_update_* (here: at all) contradicts it: recorded, not adopted, and the
+    verdict that would have confirmed the settled pose refuses the frame."""
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_final_max_update_rel=0.0,
+                                     flow_final_max_update_deg=0.0, flow_confirm_min_inliers=100)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+    assert [h.stage for h in result.history][-2:] == ["flow", "flow_final_contradicts"]
+    settled = result.history[-2]
+    assert np.allclose(best[0].w2c_opencv, settled.w2c_opencv)  # not adopted
+    hook = FlowRefinement()
+    hook.loc, hook.extent = lc, EXTENT
+    why = hook.refinement_confirms(result.history, verified=True)
+    assert "final flow round" in why and "flow_final_max_update_rel=0.0" in why
+    assert hook.refinement_confirms([h for h in result.history if h.stage == "flow"], verified=True) == ""
 
 
 def test_the_final_round_evaluates_the_map_only_near_the_query_texture(exact_surface_render):

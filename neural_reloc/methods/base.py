@@ -61,7 +61,8 @@ class IterationRecord:
     pose_update_m: float = float("nan")
     pose_update_deg: float = float("nan")
     #: What made it: "match" (a correspondence round), "flow", "flow_final" (the flow round at the query's
-    #: finer resolution) or "photometric" (refinement).
+    #: finer resolution), "flow_final_contradicts" (that round's confident pose beyond its reach of the
+    #: settled one: not adopted, the frame is refused) or "photometric" (refinement).
     stage: str = "match"
 
 

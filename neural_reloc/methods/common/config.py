@@ -289,6 +289,14 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_final_max_update_deg: float = setting(
         1.0, "The rotation half of flow_final_max_update_rel (degrees).", range=(0.0, 180.0)
     )
+    flow_final_contradiction_refuses: bool = setting(
+        True, "A final round with flow_confirm_min_inlier_ratio of its correspondences as inliers whose pose lies "
+        "beyond flow_final_max_update_* from the settled one contradicts it (at the finer resolution the flow "
+        "finds a confident other pose: the coarser rounds settled where the render at flow_refinement_long_side "
+        "cannot tell them apart, e.g. a shift along a far wall against a turn): the frame is unsure (needs "
+        "flow_confirm_min_inliers > 0). False: the settled pose stands, as when the final round is refused for "
+        "its inliers.",
+    )
     photometric_steps: int = setting(
         0, "Photometric refinement (iNeRF-style) after the flow rounds (or alone when flow_refinement_iterations "
         "is 0): this many Adam steps on the pose through the frozen map's rendered colours (photometric.py); the "

@@ -42,6 +42,9 @@ DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 GREY_MAX = 255.0
 #: Guards the brightness matching of a flat render.
 STD_EPS = 1e-6
+#: History stage of a final round that found a confident pose beyond flow_final_max_update_*
+#: of the settled one: recorded, not adopted (:func:`final_flow_round`).
+FINAL_CONTRADICTS = "flow_final_contradicts"
 
 
 @dataclass
@@ -196,7 +199,9 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     per pixel (:func:`~neural_reloc.nerf.surface_render.render_at_surface`), then flow
     and PnP at the finer resolution. Kept (a history record, stage "flow_final") when
     PnP has ``flow_confirm_min_inlier_ratio`` of the correspondences as inliers and moved
-    the pose within ``flow_final_max_update_*``; else ``best`` stands."""
+    the pose within ``flow_final_max_update_*``; else ``best`` stands, and a pose with
+    those inliers beyond that reach is recorded (stage :data:`FINAL_CONTRADICTS`, with
+    ``flow_final_contradiction_refuses``) for the verdict to refuse the frame."""
     if lc.flow_final_long_side <= lc.flow_refinement_long_side:
         return best
     cam_f = refinement_camera(camera, lc.flow_final_long_side)
@@ -224,6 +229,8 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
         return best
     dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
     if dt > lc.flow_final_max_update_rel * extent or dr > lc.flow_final_max_update_deg:
+        if lc.flow_final_contradiction_refuses:  # recorded, not adopted: the verdict refuses the frame
+            result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage=FINAL_CONTRADICTS))
         return best
     result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final"))
     return pnp, n
@@ -296,9 +303,18 @@ class FlowRefinement:
         ``flow_confirm_min_inlier_ratio`` of its correspondences, and moved the pose no more
         than ``flow_confirm_max_update_*`` (it settled), else why not. A ``verified``
         estimate the flow accepted no round for (a textureless view) stands; the loop passes
-        ``verified=False`` for one a later matching round from it found no pose for."""
+        ``verified=False`` for one a later matching round from it found no pose for. A final
+        round that contradicts the settled pose (:data:`FINAL_CONTRADICTS`) refuses any frame."""
         lc = self.loc
         flow = [r for r in records if r.stage == "flow"]
         if not flow:
             return "" if verified else "the flow refinement accepted no round"
+        contradicts = [r for r in records if r.stage == FINAL_CONTRADICTS]
+        if contradicts:
+            c = contradicts[-1]
+            return (f"the final flow round at {lc.flow_final_long_side} px found a pose {c.pose_update_m:.3f} m / "
+                    f"{c.pose_update_deg:.2f} deg from the settled one ({c.num_inliers} of {c.num_matches} inliers), "
+                    f"beyond flow_final_max_update_rel={lc.flow_final_max_update_rel} "
+                    f"({lc.flow_final_max_update_rel * self.extent:.3f} m here) / "
+                    f"flow_final_max_update_deg={lc.flow_final_max_update_deg}")
         return flow_verdict(flow[-1], lc, self.extent)
