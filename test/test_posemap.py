@@ -228,7 +228,8 @@ def test_add_method_round_trip_and_unlabeled_refinement(tiny, tmp_path):
 def test_add_method_with_a_teacher(tiny, tmp_path, monkeypatch):
     """add-method posemap --unlabeled with align.teacher: the teacher's poses (a stand-in
     that knows the test images' true poses and refuses one) drive the alignment, the
-    held-out images are validated against them, and PoseMap cannot teach itself."""
+    held-out images are validated against them, a run killed while the teacher localizes
+    resumes with the fixes it had, and PoseMap cannot teach itself."""
     from neural_reloc.data import load_dataset
     from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
     from neural_reloc.map_bundle import MapError, read_map
@@ -245,15 +246,30 @@ def test_add_method_with_a_teacher(tiny, tmp_path, monkeypatch):
     poses = {data.image(i).tobytes(): opencv_c2w_from_opencv_w2c(data.w2c_opencv(i)) for i in test[1:]}
     calls = []
 
+    killed_after = [2]
+
     def stand_in(bundle, method, device):
         assert method == "crossfire"
-        return lambda image, camera: calls.append(method) or poses.get(image.tobytes())
+
+        def localize(image, camera):
+            if len(calls) == killed_after[0]:
+                raise KeyboardInterrupt  # the run is killed while the teacher localizes
+            calls.append(method)
+            return poses.get(image.tobytes())
+
+        localize.identity = {"teacher": method, "weights": "stand-in"}
+        return localize
 
     monkeypatch.setattr(trainer, "teacher_from_bundle", stand_in)
     cfg = _cfg(POSE_ONLY + ["align.teacher=crossfire", "align.teacher_steps=3", "align.teacher_holdout_every=2"])
+    with pytest.raises(KeyboardInterrupt):
+        add_method(out, "posemap", data, cfg, unlabeled=scene, log=lambda s: None)
+    assert len(calls) == 2
+    killed_after[0] = -1
     logs: list[str] = []
     add_method(out, "posemap", data, cfg, unlabeled=scene, log=logs.append)
-    assert len(calls) == len(test)
+    assert len(calls) == len(test)  # the rerun asked only for the images the killed run had not localized
+    assert any("2 teacher fixes from a previous run" in s for s in logs), logs
     a = read_map(out).manifest["components"]["posemap"]["training"]["alignment"]
     localized = len(test) - 1
     assert a["teacher"]["localized"] == localized and a["teacher"]["of"] == len(test)
@@ -378,3 +394,34 @@ def test_teacher_must_be_a_matching_method_of_the_map(tiny):
     _, m = tiny
     with pytest.raises(MapError, match="align.teacher='crossfire' is not a method of this map"):
         teacher_from_bundle(read_map(m), "crossfire", "cpu")
+
+
+def test_cached_teacher_keeps_fixes_per_image_and_camera_for_the_same_teacher_only(tmp_path):
+    from neural_reloc.geometry.camera import Camera
+    from neural_reloc.methods.posemap.trainer import CachedTeacher
+
+    asked = []
+
+    def teacher(image, camera):
+        asked.append(int(image[0, 0, 0]))
+        return None if image[0, 0, 0] == 2 else np.eye(4) * (1 + image[0, 0, 0])
+
+    teacher.identity = {"teacher": "crossfire", "component": "a"}
+    cam = Camera(8, 6, 5.0, 5.0, 4.0, 3.0)
+    images = [np.full((6, 8, 3), v, np.uint8) for v in (0, 1, 2)]
+    path = tmp_path / "teacher.pt"
+    first = CachedTeacher(teacher, path, log=lambda s: None)
+    out = [first(im, cam) for im in images]
+    assert asked == [0, 1, 2] and out[2] is None and np.allclose(out[1], np.eye(4) * 2)
+    again = CachedTeacher(teacher, path, log=lambda s: None)
+    assert [None if c is None else c[0, 0] for c in (again(im, cam) for im in images)] == [1.0, 2.0, None]
+    assert asked == [0, 1, 2]  # all three from the file, the refused one too
+    again(images[0], Camera(8, 6, 6.0, 6.0, 4.0, 3.0))  # another camera: another key
+    assert asked == [0, 1, 2, 0]
+    teacher.identity = {"teacher": "crossfire", "component": "b"}  # retrained: its old fixes do not count
+    CachedTeacher(teacher, path, log=lambda s: None)(images[1], cam)
+    assert asked[-1] == 1 and len(asked) == 5
+    path.write_bytes(b"not a checkpoint")
+    logs = []
+    CachedTeacher(teacher, path, log=logs.append)(images[1], cam)
+    assert len(asked) == 6 and "ignoring unreadable" in logs[0]

@@ -6,7 +6,8 @@ renders, APR-Net, its validation error; then, with unlabeled images, the alignme
 ``add-method posemap --unlabeled U`` on a map that already has a PoseMap component with
 these build settings refines that component (alignment only); otherwise it trains the
 whole component and aligns it. With ``align.teacher`` another method of the map
-localizes the unlabeled images first (:func:`teacher_from_bundle`).
+localizes the unlabeled images first (:func:`teacher_from_bundle`), its fixes kept as they
+come (:class:`CachedTeacher`).
 """
 
 from __future__ import annotations
@@ -117,9 +118,12 @@ class PoseMapTrainer(NeuralMapTrainer):
         if self.unlabeled is not None:
             from .unlabeled import load_unlabeled
 
-            images, cams_u, teacher_c2w_opencv = load_unlabeled(self.unlabeled, cfg, data.camera(0), self.teacher,
+            teacher = self.teacher
+            if teacher is not None and getattr(teacher, "identity", None) is not None:
+                teacher = CachedTeacher(teacher, self.work_dir / "posemap_teacher.pt", self.log)
+            images, cams_u, teacher_c2w_opencv = load_unlabeled(self.unlabeled, cfg, data.camera(0), teacher,
                                                                 self.progress)
-            getattr(self.teacher, "close", lambda: None)()
+            getattr(teacher, "close", lambda: None)()
             with_teacher = teacher_c2w_opencv is not None
             labelled = real_views(data, cfg) if with_teacher and cfg.align.teacher_labelled_batch > 0 else None
             s = align(self.apr, self.model, images, cams_u, cfg, dev, self.progress, self.log,
@@ -219,7 +223,54 @@ def teacher_from_bundle(bundle, method: str, device):
         return opencv_c2w_from_opencv_w2c(res.w2c_opencv)
 
     localize.close = held.clear  # the teacher's copy of the map is not needed once the images are localized
+    files = bundle.manifest.get("files", {})
+    # What its fixes depend on: a cache of them (CachedTeacher) is reused only for the same weights.
+    localize.identity = {"teacher": method, "field": files.get(bundle.manifest["field"].get("file", ""), {}).get("sha256"),
+                         "component": files.get(entry.get("file", ""), {}).get("sha256")}
     return localize
+
+
+class CachedTeacher:
+    """A teacher (:func:`teacher_from_bundle`) whose fixes are kept in ``path`` as they come,
+    one atomic write per image, keyed by the image's and its camera's bytes: a killed
+    ``add-method posemap --unlabeled`` run asks the teacher again only for the images it
+    had not localized. A cache of another teacher (``identity``: the method, its field's
+    and its component's checksums) is ignored."""
+
+    def __init__(self, teacher, path: Path, log: Callable[[str], None] = print):
+        self.teacher, self.path = teacher, Path(path)
+        self.identity = teacher.identity
+        self.c2w_opencv: dict[str, torch.Tensor | None] = {}
+        if self.path.is_file():
+            try:
+                ck = torch.load(self.path, map_location="cpu", weights_only=True)
+                if ck.get("ident") == self.identity:
+                    self.c2w_opencv = dict(ck["c2w_opencv"])
+                    log(f"posemap: {len(self.c2w_opencv)} teacher fixes from a previous run ({self.path})")
+            except Exception as e:  # unreadable: localize again
+                log(f"posemap: ignoring unreadable {self.path}: {e}")
+
+    @staticmethod
+    def key(image_rgb, camera) -> str:
+        import dataclasses
+        import hashlib
+
+        h = hashlib.sha256(repr(dataclasses.astuple(camera)).encode())
+        h.update(repr(image_rgb.shape).encode())
+        h.update(memoryview(image_rgb.tobytes()))
+        return h.hexdigest()
+
+    def __call__(self, image_rgb, camera):
+        k = self.key(image_rgb, camera)
+        if k not in self.c2w_opencv:
+            c2w = self.teacher(image_rgb, camera)
+            self.c2w_opencv[k] = None if c2w is None else torch.as_tensor(c2w, dtype=torch.float64)
+            atomic_torch_save({"ident": self.identity, "c2w_opencv": self.c2w_opencv}, self.path)
+        c2w = self.c2w_opencv[k]
+        return None if c2w is None else c2w.numpy()
+
+    def close(self) -> None:
+        getattr(self.teacher, "close", lambda: None)()
 
 
 def _manifest_summary(summary: dict) -> dict:
@@ -236,4 +287,4 @@ def attach_heads(model, config: dict) -> None:
     attach_pose_head(model, from_dict(PoseMapConfig, config).posemap)
 
 
-__all__ = ["APR", "DECODER", "PoseMapTrainer", "add_to_map", "attach_heads", "teacher_from_bundle"]
+__all__ = ["APR", "DECODER", "CachedTeacher", "PoseMapTrainer", "add_to_map", "attach_heads", "teacher_from_bundle"]
