@@ -14,7 +14,7 @@ Per-frame records: :func:`neural_reloc.eval.metrics.frame_record` (the bag evalu
 format) plus ``total_latency_ms``, ``prior_detail`` and ``per_iteration``
 (``[{t_err_m, r_err_deg, num_inliers, num_matches, stage, update_m, update_deg}]``, one
 per correspondence round (``stage`` "match") or refinement step ("flow", "flow_final",
-"flow_final_contradicts" (recorded, not adopted), "photometric")),
+"photometric"; "flow_final_contradicts": found, not adopted, the frame refused)),
 and for a localized frame ``verified_by`` ("match" or "refinement", when the method says).
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 from .data.posed_images import PosedImages
 from .eval.metrics import CHI2_6DOF_MEDIAN, DEFAULT_RECALL_THRESHOLDS, _num, frame_record, summarize
 from .geometry.se3 import invert_pose, perturb_pose, pose_error
-from .methods.base import PosePrior, Relocalizer
+from .methods.base import NOT_ADOPTED_STAGES, PosePrior, Relocalizer
 
 PRIOR_MODES = ("retrieval", "perturbed", "constant")
 
@@ -142,8 +142,8 @@ def summarize_records(records: list[dict], thresholds=RECALL_THRESHOLDS) -> dict
     for k in range(max_it + refined):
         tk, rk = [], []
         for rec, hist in zip(records, rounds):
-            if k == max_it:  # the "refined" entry: the frame's last estimate of all
-                hist = rec.get("per_iteration", [])
+            if k == max_it:  # the "refined" entry: the frame's last estimate of all (a record not adopted is none)
+                hist = [h for h in rec.get("per_iteration", []) if h.get("stage") not in NOT_ADOPTED_STAGES]
             h = hist[min(k, len(hist) - 1)] if hist else {}
             tk.append(math.inf if h.get("t_err_m") is None else h["t_err_m"])
             rk.append(math.inf if h.get("r_err_deg") is None else h["r_err_deg"])

@@ -134,6 +134,8 @@ def test_retrieval_hypotheses_are_distinct_and_the_best_one_goes_on(crossfire_ma
     # the hypotheses localize tried are the ones its own retrieval gives, in that order
     if len(hyps) > 1:
         assert [h["reference"] for h in listed] == [h.detail["reference"] for h in hyps]
+    else:
+        assert listed == []  # one hypothesis: nothing to list
     tried = [h for h in listed if not h.get("not_tried")]
     # hypotheses go untried only after one whose first round was accepted outright
     assert listed[: len(tried)] == tried

@@ -512,3 +512,6 @@ def test_localize_summary_keeps_rounds_and_refinement_steps_apart():
     assert [p["iteration"] for p in per_it] == [1, 2, 3, "refined"]
     assert [p["median_t_err_m"] for p in per_it] == pytest.approx([0.4, 0.15, 0.3, 0.02])
     assert s["verified_by_refinement"] == 1
+    # a final round found and not adopted (the frame refused) is no estimate of the frame
+    recs[1]["per_iteration"].append(h(0.001, "flow_final_contradicts"))
+    assert summarize_records(recs)["per_iteration"][-1]["median_t_err_m"] == pytest.approx(0.02)

@@ -233,6 +233,7 @@ def test_add_method_with_a_teacher(tiny, tmp_path, monkeypatch):
     from neural_reloc.data import load_dataset
     from neural_reloc.geometry.frames import opencv_c2w_from_opencv_w2c
     from neural_reloc.map_bundle import MapError, read_map
+    from neural_reloc.map_loading import component_entry
     from neural_reloc.mapping import add_method
     from neural_reloc.methods.posemap import trainer
     from neural_reloc.methods.posemap.trainer import teacher_from_bundle
@@ -242,6 +243,12 @@ def test_add_method_with_a_teacher(tiny, tmp_path, monkeypatch):
     out = add_method(m, "posemap", data, _cfg(POSE_ONLY), out_dir=tmp_path / "pm", log=lambda s: None)
     with pytest.raises(MapError, match="align.teacher='posemap' cannot teach PoseMap"):
         teacher_from_bundle(read_map(out), "posemap", "cpu")
+    # a teacher's cached fixes are tied to its weights' checksums and its settings (any component's)
+    bundle = read_map(out)
+    ident = trainer.teacher_identity(bundle, "posemap", component_entry(bundle.manifest, "posemap"))
+    files = bundle.manifest["files"]
+    assert ident["field"] == files["field.safetensors"]["sha256"] and ident["component"] == files["posemap.safetensors"][
+        "sha256"] and ident["config"] == bundle.manifest["components"]["posemap"]["config"]
     test = data.indices("test")
     poses = {data.image(i).tobytes(): opencv_c2w_from_opencv_w2c(data.w2c_opencv(i)) for i in test[1:]}
     calls = []

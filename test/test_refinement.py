@@ -5,6 +5,7 @@ the warp reach (and every round without it), and its time is counted once."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -234,6 +235,13 @@ def test_a_final_round_beyond_its_reach_is_recorded_and_refuses_the_frame(exact_
     why = hook.refinement_confirms(result.history, verified=True)
     assert "final flow round" in why and "flow_final_max_update_rel=0.0" in why
     assert hook.refinement_confirms([h for h in result.history if h.stage == "flow"], verified=True) == ""
+    # without a verdict (flow_confirm_min_inliers 0) nothing could refuse the frame: nothing is recorded
+    quiet = LocalizationResult(success=False, method="test", prior=None)
+    finals = len(exact_surface_render)
+    refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), quiet,
+                   replace(lc, flow_confirm_min_inliers=0), EXTENT)
+    assert len(exact_surface_render) == finals + 1  # the final round ran
+    assert quiet.history and all(h.stage == "flow" for h in quiet.history)
 
 
 def test_the_final_round_evaluates_the_map_only_near_the_query_texture(exact_surface_render):

@@ -50,10 +50,18 @@ class PosePrior:
         return cls(opencv_w2c_from_opengl_c2w(c2w_opengl), source, **kw)
 
 
+#: History stage of a final flow round whose confident pose lay beyond its reach of the settled
+#: one: recorded for the verdict (and for studies), never adopted as the frame's estimate.
+FINAL_CONTRADICTS = "flow_final_contradicts"
+#: Stages whose records are evidence, not an estimate the frame moved to.
+NOT_ADOPTED_STAGES = (FINAL_CONTRADICTS,)
+
+
 @dataclass
 class IterationRecord:
     """One estimate of a frame: a correspondence -> PnP round or a refinement step (for
-    convergence studies, Table-2 style)."""
+    convergence studies, Table-2 style); a record of :data:`NOT_ADOPTED_STAGES` is an
+    estimate found and not taken."""
 
     w2c_opencv: np.ndarray | None
     num_matches: int
@@ -62,7 +70,7 @@ class IterationRecord:
     pose_update_deg: float = float("nan")
     #: What made it: "match" (a correspondence round), "flow", "flow_final" (the flow round at the query's
     #: finer resolution), "flow_final_contradicts" (that round's confident pose beyond its reach of the
-    #: settled one: not adopted, the frame is refused) or "photometric" (refinement).
+    #: settled one: not adopted; the flow's verdict refuses the frame) or "photometric" (refinement).
     stage: str = "match"
 
 

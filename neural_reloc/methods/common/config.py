@@ -284,7 +284,8 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     flow_final_max_update_rel: float = setting(
         0.01, "The final round's pose is kept only if it moved the settled pose by at most this fraction of the "
         "scene extent (and flow_final_max_update_deg), with flow_confirm_min_inlier_ratio of its correspondences "
-        "as inliers; else the settled pose stands.", range=(0.0, 1e9),
+        "as inliers; else the settled pose stands (a confident pose beyond this reach makes the frame unsure: "
+        "flow_final_contradiction_refuses).", range=(0.0, 1e9),
     )
     flow_final_max_update_deg: float = setting(
         1.0, "The rotation half of flow_final_max_update_rel (degrees).", range=(0.0, 180.0)

@@ -34,7 +34,7 @@ from ...geometry.camera import Camera
 from ...geometry.frames import pose_mahalanobis
 from ...geometry.pnp import PnPResult, pnp_ransac, ransac_iterations
 from ...geometry.se3 import invert_pose, pose_error
-from ..base import IterationRecord, LocalizationResult, PosePrior, Relocalizer
+from ..base import NOT_ADOPTED_STAGES, IterationRecord, LocalizationResult, PosePrior, Relocalizer
 from .config import IterativeLocalizationConfig
 
 #: Reason prefix of a result refused because it is implausible given its prior (too far
@@ -368,7 +368,7 @@ class IterativeRelocalizer(Relocalizer):
     def _finish(self, result: LocalizationResult, best: tuple[PnPResult, int] | None, clock: StageClock,
                 refined: bool = False, verified_by: str = "") -> LocalizationResult:
         lc = self.loc
-        result.iterations = len(result.history)
+        result.iterations = sum(h.stage not in NOT_ADOPTED_STAGES for h in result.history)
         result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
         if best is None:
             rounds = [h for h in result.history if h.stage == "match"]

@@ -32,7 +32,7 @@ from ...geometry.se3 import invert_pose, pose_error
 from ...geometry.warp import RenderedView, sample_bilinear, warp_rendered_view
 from ...nerf.depth_band import render_view_depth_guided
 from ...nerf.surface_render import render_at_surface, upsample_depth
-from ..base import IterationRecord
+from ..base import FINAL_CONTRADICTS, IterationRecord
 from .texture import gradient_magnitude, near_texture
 from .texture import grey as _grey
 
@@ -42,9 +42,6 @@ DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 GREY_MAX = 255.0
 #: Guards the brightness matching of a flat render.
 STD_EPS = 1e-6
-#: History stage of a final round that found a confident pose beyond flow_final_max_update_*
-#: of the settled one: recorded, not adopted (:func:`final_flow_round`).
-FINAL_CONTRADICTS = "flow_final_contradicts"
 
 
 @dataclass
@@ -200,8 +197,9 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     and PnP at the finer resolution. Kept (a history record, stage "flow_final") when
     PnP has ``flow_confirm_min_inlier_ratio`` of the correspondences as inliers and moved
     the pose within ``flow_final_max_update_*``; else ``best`` stands, and a pose with
-    those inliers beyond that reach is recorded (stage :data:`FINAL_CONTRADICTS`, with
-    ``flow_final_contradiction_refuses``) for the verdict to refuse the frame."""
+    those inliers beyond that reach is recorded, not adopted (stage
+    :data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`, with ``flow_final_contradiction_refuses``
+    and a verdict, ``flow_confirm_min_inliers`` > 0) for the verdict to refuse the frame."""
     if lc.flow_final_long_side <= lc.flow_refinement_long_side:
         return best
     cam_f = refinement_camera(camera, lc.flow_final_long_side)
@@ -229,7 +227,7 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
         return best
     dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
     if dt > lc.flow_final_max_update_rel * extent or dr > lc.flow_final_max_update_deg:
-        if lc.flow_final_contradiction_refuses:  # recorded, not adopted: the verdict refuses the frame
+        if lc.flow_final_contradiction_refuses and lc.flow_confirm_min_inliers > 0:  # the verdict refuses the frame
             result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage=FINAL_CONTRADICTS))
         return best
     result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final"))
@@ -304,7 +302,8 @@ class FlowRefinement:
         than ``flow_confirm_max_update_*`` (it settled), else why not. A ``verified``
         estimate the flow accepted no round for (a textureless view) stands; the loop passes
         ``verified=False`` for one a later matching round from it found no pose for. A final
-        round that contradicts the settled pose (:data:`FINAL_CONTRADICTS`) refuses any frame."""
+        round that contradicts the settled pose
+        (:data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`) refuses any frame."""
         lc = self.loc
         flow = [r for r in records if r.stage == "flow"]
         if not flow:

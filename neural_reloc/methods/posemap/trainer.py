@@ -223,11 +223,22 @@ def teacher_from_bundle(bundle, method: str, device):
         return opencv_c2w_from_opencv_w2c(res.w2c_opencv)
 
     localize.close = held.clear  # the teacher's copy of the map is not needed once the images are localized
-    files = bundle.manifest.get("files", {})
-    # What its fixes depend on: a cache of them (CachedTeacher) is reused only for the same weights.
-    localize.identity = {"teacher": method, "field": files.get(bundle.manifest["field"].get("file", ""), {}).get("sha256"),
-                         "component": files.get(entry.get("file", ""), {}).get("sha256")}
+    localize.identity = teacher_identity(bundle, method, entry)
     return localize
+
+
+def teacher_identity(bundle, method: str, entry: dict) -> dict:
+    """What a teacher's fixes depend on: the method, its field's and its component's
+    weights (checksums), the component's stored settings, the acceptance test's and this
+    package's version. A cache of fixes (:class:`CachedTeacher`) is reused only for the same."""
+    from ... import __version__
+    from ...config_io import to_dict
+    from ...tracking import TrackingConfig
+
+    files = bundle.manifest.get("files", {})
+    return {"teacher": method, "field": files.get(bundle.manifest["field"].get("file", ""), {}).get("sha256"),
+            "component": files.get(entry.get("file", ""), {}).get("sha256"), "config": entry.get("config"),
+            "acceptance": to_dict(TrackingConfig()), "version": __version__}
 
 
 class CachedTeacher:
@@ -255,7 +266,8 @@ class CachedTeacher:
         import dataclasses
         import hashlib
 
-        h = hashlib.sha256(repr(dataclasses.astuple(camera)).encode())
+        fields = [getattr(camera, f.name) for f in dataclasses.fields(camera) if f.compare]  # not its source's name
+        h = hashlib.sha256(repr(fields).encode())
         h.update(repr(image_rgb.shape).encode())
         h.update(memoryview(image_rgb.tobytes()))
         return h.hexdigest()
