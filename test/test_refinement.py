@@ -244,6 +244,65 @@ def test_a_final_round_beyond_its_reach_is_recorded_and_refuses_the_frame(exact_
     assert quiet.history and all(h.stage == "flow" for h in quiet.history)
 
 
+def test_a_final_round_beyond_its_reach_contradicts_with_any_kept_inlier_share(exact_surface_render, monkeypatch):
+    """Beyond its reach a final round with the share any flow round is kept with
+    (flow_min_inlier_ratio, under flow_confirm_min_inlier_ratio) contradicts the settled
+    pose; below that share it is no evidence and the settled pose stands."""
+    import neural_reloc.methods.common.refinement as refinement
+
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_confirm_min_inliers=100)
+    real_pnp = refinement.pnp_ransac
+
+    for ratio, contradicts in [(0.5, True), (0.2, False)]:
+        def pnp(uv, points, camera, cfg, ratio=ratio):
+            res = real_pnp(uv, points, camera, cfg)
+            if camera.width == CAM_FINE.width:  # the final round: 20 cm off, at that inlier share
+                mask = np.arange(len(res.inlier_mask)) < ratio * len(res.inlier_mask)
+                res = replace(res, w2c_opencv=w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0)), inlier_mask=mask,
+                              num_inliers=int(mask.sum()))
+                assert abs(res.inlier_ratio - ratio) < 0.01
+            return res
+
+        monkeypatch.setattr(refinement, "pnp_ransac", pnp)
+        result = LocalizationResult(success=False, method="test", prior=None)
+        best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+        assert (result.history[-1].stage == "flow_final_contradicts") == contradicts
+        assert result.history[-1 - contradicts].stage == "flow"
+        assert np.allclose(best[0].w2c_opencv, result.history[-1 - contradicts].w2c_opencv)  # not adopted
+
+
+class EmptyMap(BoxMap):
+    """A map with nothing where the estimate looks: no opaque pixel, no flow."""
+
+    def render_view(self, camera, c2w_opengl, outputs, **kw):
+        out = super().render_view(camera, c2w_opengl, outputs, **kw)
+        return {k: (np.zeros_like(v) if k == "accumulation" else v) for k, v in out.items()}
+
+
+def test_a_first_flow_round_without_a_pose_on_a_textured_query_refuses_a_verified_frame():
+    """No pose from the flow where the query has texture enough to confirm one is evidence
+    against the estimate; on a plain query (too few textured pixels for any confirmation)
+    nothing is recorded and a verified estimate stands, as before."""
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=3, flow_confirm_min_inliers=1000)
+    hook = FlowRefinement()
+    hook.loc, hook.extent = lc, EXTENT
+    result = LocalizationResult(success=False, method="test", prior=None)
+    refine_by_flow(EmptyMap(), QUERY, CAM, estimate(start), result, lc, EXTENT)
+    (failed,) = result.history
+    assert failed.stage == "flow" and failed.w2c_opencv is None and failed.num_inliers == 0
+    assert "found no pose where the query has texture" in hook.refinement_confirms(result.history, verified=True)
+    plain = np.full_like(QUERY, 128)
+    plain[:20, :20] = QUERY[:20, :20]  # a little texture: far fewer than 1000 textured pixels
+    result = LocalizationResult(success=False, method="test", prior=None)
+    refine_by_flow(EmptyMap(), plain, CAM, estimate(start), result, lc, EXTENT)
+    assert result.history == [] and hook.refinement_confirms(result.history, verified=True) == ""
+    result = LocalizationResult(success=False, method="test", prior=None)  # a verdict off: nothing recorded
+    refine_by_flow(EmptyMap(), QUERY, CAM, estimate(start), result, replace(lc, flow_confirm_min_inliers=0), EXTENT)
+    assert result.history == []
+
+
 def test_the_final_round_evaluates_the_map_only_near_the_query_texture(exact_surface_render):
     query = QUERY_FINE.copy()
     query[40:140, 60:200] = 128  # a plain patch: no flow can land there

@@ -233,7 +233,9 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "pose the descriptor rounds of a sparse map reach 10% inliers for half its frames; its pose keeps the "
         "matching rounds' covariance floor, covariance_floor_unrefined_*); a frame a round verified is refused as "
         "unsure when the flow, having accepted a round, fails the test (a round at 20% of 155 matches verified a "
-        "pose 2.4 m off whose flow reached 655), and, when a later round from it found no pose, unless the flow "
+        "pose 2.4 m off whose flow reached 655), when its first flow round finds no pose although the query "
+        "has this many textured pixels (a round at 13% of 190 matches verified a pose 3.3 m off whose render "
+        "the flow found nothing in), and, when a later round from it found no pose, unless the flow "
         "confirms it. On unseen rooms the correct frames' last flow rounds had "
         "1142-2000 inliers, the wrong poses' 153-763 (NOTES.md). An absolute count: it assumes "
         "flow_max_points=2000, flow_refinement_long_side=160 and flow_pnp's 1 px threshold. 0: off.",
@@ -291,12 +293,11 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         1.0, "The rotation half of flow_final_max_update_rel (degrees).", range=(0.0, 180.0)
     )
     flow_final_contradiction_refuses: bool = setting(
-        True, "A final round with flow_confirm_min_inlier_ratio of its correspondences as inliers whose pose lies "
-        "beyond flow_final_max_update_* from the settled one contradicts it (at the finer resolution the flow "
-        "finds a confident other pose: the coarser rounds settled where the render at flow_refinement_long_side "
-        "cannot tell them apart, e.g. a shift along a far wall against a turn): the frame is unsure (needs "
-        "flow_confirm_min_inliers > 0). False: the settled pose stands, as when the final round is refused for "
-        "its inliers.",
+        True, "A final round with flow_min_inlier_ratio of its correspondences as inliers (what any flow round is "
+        "kept with) whose pose lies beyond flow_final_max_update_* from the settled one contradicts it (at the "
+        "finer resolution the flow finds another pose: the coarser rounds settled where the render at "
+        "flow_refinement_long_side cannot tell them apart, e.g. a shift along a far wall against a turn): the "
+        "frame is unsure (needs flow_confirm_min_inliers > 0). False: the settled pose stands.",
     )
     photometric_steps: int = setting(
         0, "Photometric refinement (iNeRF-style) after the flow rounds (or alone when flow_refinement_iterations "

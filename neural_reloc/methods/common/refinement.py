@@ -151,7 +151,8 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
     """Up to ``lc.flow_refinement_iterations`` rounds of render -> optical flow -> PnP from
     the estimate ``best`` = (PnP result, matches), for any map-rendering method (``lc``:
     a :class:`~.config.RenderingLocalizationConfig`); each accepted round is a history
-    record of ``result``. A round whose estimate is within the warp reach of the last
+    record of ``result``. A first round that finds no pose on a query the flow could
+    confirm (:func:`flow_could_confirm`) is recorded too, without a pose, for the verdict. A round whose estimate is within the warp reach of the last
     render (``flow_warp_max_*``) warps that render (:func:`~neural_reloc.geometry.warp.warp_rendered_view`)
     instead of rendering the map again. Returns the best (PnP result, matches) so far."""
     cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
@@ -159,6 +160,7 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
     pixels = near_query_texture(query, lc)
     rendered = None
     last = None  # the last accepted round's record
+    failed = None  # the first round's record when it found no pose
     for k in range(max(lc.flow_refinement_iterations, lc.flow_unsettled_iterations)):
         if k >= lc.flow_refinement_iterations and (last is None or flow_settled(last, lc, extent)):
             break  # rounds past flow_refinement_iterations only while the pose still moves
@@ -173,9 +175,11 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         )
         n = len(fm.uv)
         if n < lc.min_matches:
+            failed = IterationRecord(None, n, 0, stage="flow")
             break
         pnp = pnp_ransac(fm.uv, fm.points, cam_r, lc.flow_pnp)
         if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
+            failed = IterationRecord(None, n, pnp.num_inliers if pnp.success else 0, stage="flow")
             break
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
         last = IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow")
@@ -183,9 +187,22 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
         best = (pnp, n)
         if dt < lc.converged_translation_rel * extent and dr < lc.converged_rotation_deg:
             break
+    if last is None and failed is not None and flow_could_confirm(query, lc):
+        result.history.append(failed)  # no pose where the query has texture: evidence against the estimate
     if last is not None and not flow_verdict(last, lc, extent):  # no cost on frames the verdict refuses
         best = final_flow_round(model, image_rgb, camera, best, rendered, result, lc, extent)
     return best
+
+
+def flow_could_confirm(query_rgb: np.ndarray, lc) -> bool:
+    """Whether the query (at the flow rounds' size) has at least ``flow_confirm_min_inliers``
+    textured pixels (grey-level gradient ``flow_min_gradient`` or more): enough for the
+    flow to confirm a pose where the map rendered there matches it. A query with fewer
+    (a plain wall, a dark frame) could not be confirmed by any render."""
+    if lc.flow_confirm_min_inliers <= 0:
+        return False
+    textured = gradient_magnitude(_grey(query_rgb)) >= lc.flow_min_gradient
+    return int(textured.sum()) >= lc.flow_confirm_min_inliers
 
 
 def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, rendered: RenderedView, result, lc,
@@ -196,10 +213,11 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     per pixel (:func:`~neural_reloc.nerf.surface_render.render_at_surface`), then flow
     and PnP at the finer resolution. Kept (a history record, stage "flow_final") when
     PnP has ``flow_confirm_min_inlier_ratio`` of the correspondences as inliers and moved
-    the pose within ``flow_final_max_update_*``; else ``best`` stands, and a pose with
-    those inliers beyond that reach is recorded, not adopted (stage
-    :data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`, with ``flow_final_contradiction_refuses``
-    and a verdict, ``flow_confirm_min_inliers`` > 0) for the verdict to refuse the frame."""
+    the pose within ``flow_final_max_update_*``; else ``best`` stands, and a pose beyond
+    that reach with the inlier share any flow round is kept with (``flow_min_inlier_ratio``)
+    is recorded, not adopted (stage :data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`,
+    with ``flow_final_contradiction_refuses`` and a verdict, ``flow_confirm_min_inliers`` >
+    0), for the verdict to refuse the frame."""
     if lc.flow_final_long_side <= lc.flow_refinement_long_side:
         return best
     cam_f = refinement_camera(camera, lc.flow_final_long_side)
@@ -223,12 +241,16 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     if n < lc.min_matches:
         return best
     pnp = pnp_ransac(fm.uv, fm.points, cam_f, lc.flow_pnp)
-    if not pnp.success or pnp.num_inliers < lc.min_inliers or pnp.inlier_ratio < lc.flow_confirm_min_inlier_ratio:
+    if not pnp.success or pnp.num_inliers < lc.min_inliers:
         return best
     dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
     if dt > lc.flow_final_max_update_rel * extent or dr > lc.flow_final_max_update_deg:
-        if lc.flow_final_contradiction_refuses and lc.flow_confirm_min_inliers > 0:  # the verdict refuses the frame
+        # A pose any flow round would keep, this far from the settled one: the two resolutions disagree.
+        if (lc.flow_final_contradiction_refuses and lc.flow_confirm_min_inliers > 0
+                and pnp.inlier_ratio >= lc.flow_min_inlier_ratio):  # the verdict refuses the frame
             result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage=FINAL_CONTRADICTS))
+        return best
+    if pnp.inlier_ratio < lc.flow_confirm_min_inlier_ratio:
         return best
     result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final"))
     return pnp, n
@@ -300,14 +322,21 @@ class FlowRefinement:
         hook appended) has ``flow_confirm_min_inliers`` inliers, at least
         ``flow_confirm_min_inlier_ratio`` of its correspondences, and moved the pose no more
         than ``flow_confirm_max_update_*`` (it settled), else why not. A ``verified``
-        estimate the flow accepted no round for (a textureless view) stands; the loop passes
-        ``verified=False`` for one a later matching round from it found no pose for. A final
-        round that contradicts the settled pose
+        estimate the flow accepted no round for stands when the query has too little texture
+        for the flow to confirm anything (no record: a plain view); where it has enough
+        (:func:`flow_could_confirm`), the first round's record without a pose refuses it. The
+        loop passes ``verified=False`` for one a later matching round from it found no pose
+        for. A final round that contradicts the settled pose
         (:data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`) refuses any frame."""
         lc = self.loc
         flow = [r for r in records if r.stage == "flow"]
         if not flow:
             return "" if verified else "the flow refinement accepted no round"
+        if flow[-1].w2c_opencv is None:  # the first round found no pose on a textured query
+            f = flow[-1]
+            return (f"the flow refinement found no pose where the query has texture (its first round: "
+                    f"{f.num_matches} correspondences, {f.num_inliers} PnP inliers; the query has at least "
+                    f"flow_confirm_min_inliers={lc.flow_confirm_min_inliers} textured pixels)")
         contradicts = [r for r in records if r.stage == FINAL_CONTRADICTS]
         if contradicts:
             c = contradicts[-1]
