@@ -272,6 +272,37 @@ def test_a_final_round_beyond_its_reach_contradicts_with_any_kept_inlier_share(e
         assert np.allclose(best[0].w2c_opencv, result.history[-1 - contradicts].w2c_opencv)  # not adopted
 
 
+@pytest.mark.parametrize("confirm_rounds", [0, 1])
+def test_a_contradicting_final_round_stands_where_the_finer_resolution_settles(exact_surface_render, monkeypatch,
+                                                                                confirm_rounds):
+    """The final round lands beyond its reach with most of its correspondences as inliers,
+    and the next round at the finer resolution from there stays (a fixed point at 320 px):
+    the chain confirms that pose (flow_final_confirm_rounds); without confirmation rounds
+    the frame is refused."""
+    import neural_reloc.methods.common.refinement as refinement
+
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    there = w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_confirm_min_inliers=100,
+                                     flow_final_confirm_rounds=confirm_rounds)
+    real_pnp = refinement.pnp_ransac
+
+    def pnp(uv, points, camera, cfg):
+        res = real_pnp(uv, points, camera, cfg)
+        return replace(res, w2c_opencv=there) if camera.width == CAM_FINE.width else res
+
+    monkeypatch.setattr(refinement, "pnp_ransac", pnp)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+    stages = [h.stage for h in result.history]
+    if confirm_rounds:
+        assert stages[-2:] == ["flow_final", "flow_final"] and np.allclose(best[0].w2c_opencv, there)
+        assert result.history[-2].pose_update_m > 0.1 and result.history[-1].pose_update_m < 1e-9
+    else:
+        assert stages[-1] == "flow_final_contradicts" and not np.allclose(best[0].w2c_opencv, there)
+    assert len(exact_surface_render) == 1 + confirm_rounds
+
+
 class EmptyMap(BoxMap):
     """A map with nothing where the estimate looks: no opaque pixel, no flow."""
 

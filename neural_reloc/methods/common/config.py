@@ -297,7 +297,15 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "kept with) whose pose lies beyond flow_final_max_update_* from the settled one contradicts it (at the "
         "finer resolution the flow finds another pose: the coarser rounds settled where the render at "
         "flow_refinement_long_side cannot tell them apart, e.g. a shift along a far wall against a turn): the "
-        "frame is unsure (needs flow_confirm_min_inliers > 0). False: the settled pose stands.",
+        "frame is unsure (needs flow_confirm_min_inliers > 0) unless the finer resolution settles there "
+        "(flow_final_confirm_rounds). False: the settled pose stands.",
+    )
+    flow_final_confirm_rounds: int = setting(
+        1, "When the final round contradicts the settled pose (flow_final_contradiction_refuses), up to this many "
+        "more rounds at flow_final_long_side from its pose: the first that moves it within "
+        "flow_final_max_update_* with flow_confirm_min_inliers inliers and flow_confirm_min_inlier_ratio of its "
+        "correspondences confirms it (the finer resolution settled: its pose is the frame's); none does: the "
+        "frame is unsure. 0: unsure at once.", range=(0, 10),
     )
     photometric_steps: int = setting(
         0, "Photometric refinement (iNeRF-style) after the flow rounds (or alone when flow_refinement_iterations "

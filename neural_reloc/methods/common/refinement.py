@@ -20,7 +20,7 @@ round warps the render), enough for DIS to see no edge there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -207,30 +207,82 @@ def flow_could_confirm(query_rgb: np.ndarray, lc) -> bool:
 
 def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, rendered: RenderedView, result, lc,
                      extent: float) -> tuple:
-    """One flow round at ``lc.flow_final_long_side`` from a settled estimate ``best``: the
-    last render (``rendered``, at ``flow_refinement_long_side``) warped to the estimate
-    gives each finer pixel its surface, the map's colour there is one field evaluation
-    per pixel (:func:`~neural_reloc.nerf.surface_render.render_at_surface`), then flow
-    and PnP at the finer resolution. Kept (a history record, stage "flow_final") when
-    PnP has ``flow_confirm_min_inlier_ratio`` of the correspondences as inliers and moved
-    the pose within ``flow_final_max_update_*``; else ``best`` stands, and a pose beyond
-    that reach with the inlier share any flow round is kept with (``flow_min_inlier_ratio``)
-    is recorded, not adopted (stage :data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`,
-    with ``flow_final_contradiction_refuses`` and a verdict, ``flow_confirm_min_inliers`` >
-    0), for the verdict to refuse the frame."""
+    """One flow round at ``lc.flow_final_long_side`` from a settled estimate ``best``
+    (:func:`_final_round_pnp`). Kept (a history record, stage "flow_final") when PnP has
+    ``flow_confirm_min_inlier_ratio`` of the correspondences as inliers and moved the pose
+    within ``flow_final_max_update_*``; else ``best`` stands.
+
+    A pose beyond that reach with the inlier share any flow round is kept with
+    (``flow_min_inlier_ratio``) means the two resolutions disagree (with
+    ``flow_final_contradiction_refuses`` and a verdict, ``flow_confirm_min_inliers`` > 0):
+    up to ``flow_final_confirm_rounds`` more rounds at the finer resolution follow from
+    it, and the first that moves it within the reach with ``flow_confirm_min_inliers``
+    inliers and ``flow_confirm_min_inlier_ratio`` of its correspondences confirms it (the
+    finer resolution settled: the chain's records are "flow_final" and its last pose is the
+    frame's); else the first such pose is recorded, not adopted (stage
+    :data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`), for the verdict to refuse the frame."""
     if lc.flow_final_long_side <= lc.flow_refinement_long_side:
         return best
     cam_f = refinement_camera(camera, lc.flow_final_long_side)
     if max(cam_f.width, cam_f.height) <= max(rendered.camera.width, rendered.camera.height):
         return best  # the query is no larger than the flow rounds' camera
-    w2c_opencv = best[0].w2c_opencv
+    query = image_rgb if (camera.width, camera.height) == (cam_f.width, cam_f.height) else cv2.resize(
+        image_rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_AREA)
+    texture = (near_texture(query, lc.flow_min_gradient, lc.flow_final_texture_dilate_px)
+               if lc.flow_final_texture_dilate_px > 0 else None)
+
+    def round_from(w2c_opencv):
+        pnp, n = _final_round_pnp(model, rendered, cam_f, query, texture, w2c_opencv, lc)
+        if pnp is None:
+            return None
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
+        within = dt <= lc.flow_final_max_update_rel * extent and dr <= lc.flow_final_max_update_deg
+        return pnp, n, IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final"), within
+
+    first = round_from(best[0].w2c_opencv)
+    if first is None:
+        return best
+    pnp, n, record, within = first
+    if within:
+        if pnp.inlier_ratio < lc.flow_confirm_min_inlier_ratio:
+            return best
+        result.history.append(record)
+        return pnp, n
+    if not (lc.flow_final_contradiction_refuses and lc.flow_confirm_min_inliers > 0
+            and pnp.inlier_ratio >= lc.flow_min_inlier_ratio):
+        return best  # no evidence either way: the settled pose stands
+    # A pose any flow round would keep, this far from the settled one: the two resolutions disagree.
+    chain = [record]
+    for _ in range(lc.flow_final_confirm_rounds):
+        nxt = round_from(pnp.w2c_opencv)
+        if nxt is None:
+            break
+        pnp, n, record, within = nxt
+        chain.append(record)
+        if within:
+            if pnp.num_inliers >= lc.flow_confirm_min_inliers and pnp.inlier_ratio >= lc.flow_confirm_min_inlier_ratio:
+                result.history.extend(chain)  # the finer resolution settled: its pose is the frame's
+                return pnp, n
+            break
+        if pnp.inlier_ratio < lc.flow_min_inlier_ratio:
+            break
+    result.history.append(replace(chain[0], stage=FINAL_CONTRADICTS))  # the verdict refuses the frame
+    return best
+
+
+def _final_round_pnp(model, rendered: RenderedView, cam_f: Camera, query: np.ndarray, texture: np.ndarray | None,
+                     w2c_opencv: np.ndarray, lc):
+    """One flow round at ``cam_f`` (the query ``query`` at that size) from ``w2c_opencv``:
+    the flow rounds' last render (``rendered``) warped there gives each finer pixel its
+    surface, the map's colour there is one field evaluation per pixel
+    (:func:`~neural_reloc.nerf.surface_render.render_at_surface`; near the query's
+    ``texture`` only, when given), then flow and PnP. (PnP result, correspondences), or
+    (None, correspondences) when PnP found no pose with ``min_inliers``."""
     seen = warp_rendered_view(rendered, w2c_opencv)
     seen_z = np.where(seen.valid, (seen.points @ w2c_opencv[:3, :3].T + w2c_opencv[:3, 3])[..., 2], np.inf)
     depth_z, surface = upsample_depth(seen_z, seen.valid, cam_f.width, cam_f.height, lc.flow_final_edge_rel)
-    query = image_rgb if (camera.width, camera.height) == (cam_f.width, cam_f.height) else cv2.resize(
-        image_rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_AREA)
-    if lc.flow_final_texture_dilate_px > 0:
-        surface = surface & near_texture(query, lc.flow_min_gradient, lc.flow_final_texture_dilate_px)
+    if texture is not None:
+        surface = surface & texture
     out = render_at_surface(model, cam_f, opengl_c2w_from_opencv_w2c(w2c_opencv), depth_z, surface)
     # Pixels without a surface keep the warped coarse colour: flow sees no artificial edges there.
     rgb = cv2.resize(seen.rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_LINEAR)
@@ -239,20 +291,10 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
                       consistency_px=lc.flow_consistency_px, max_points=lc.flow_max_points, seed=lc.pnp.seed)
     n = len(fm.uv)
     if n < lc.min_matches:
-        return best
+        return None, n
     pnp = pnp_ransac(fm.uv, fm.points, cam_f, lc.flow_pnp)
     if not pnp.success or pnp.num_inliers < lc.min_inliers:
-        return best
-    dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
-    if dt > lc.flow_final_max_update_rel * extent or dr > lc.flow_final_max_update_deg:
-        # A pose any flow round would keep, this far from the settled one: the two resolutions disagree.
-        if (lc.flow_final_contradiction_refuses and lc.flow_confirm_min_inliers > 0
-                and pnp.inlier_ratio >= lc.flow_min_inlier_ratio):  # the verdict refuses the frame
-            result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage=FINAL_CONTRADICTS))
-        return best
-    if pnp.inlier_ratio < lc.flow_confirm_min_inlier_ratio:
-        return best
-    result.history.append(IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final"))
+        return None, n
     return pnp, n
 
 
