@@ -47,12 +47,20 @@ def component_entry(manifest: dict, method: str | None = None) -> dict:
 def map_method_config(manifest: dict, overrides: dict | None = None, method: str | None = None):
     """A component's method config: its method's config class filled from the manifest
     (fields the map predates keep this version's defaults), then ``overrides``."""
+    from . import __version__
     from .config_fields import check_settings
-    from .config_io import from_dict, merge
+    from .config_io import ConfigError, from_dict, merge
 
     entry = component_entry(manifest, method)
     spec = get_method(entry["method"])
-    cfg = from_dict(type(spec.config_factory()), entry["config"])
+    try:
+        cfg = from_dict(type(spec.config_factory()), entry["config"])
+    except ConfigError as e:  # most often a map written by a newer neural_reloc: it stores settings this one lacks
+        raise ConfigError(
+            f"the map's {entry['method']} component: {e}; it was written by neural_reloc "
+            f"{manifest.get('neural_reloc_version', '(unknown)')}, this is {__version__}: a map from a newer version "
+            "stores settings this one does not know (update neural_reloc, or rebuild the map with this one)"
+        ) from None
     cfg = merge(cfg, overrides) if overrides else cfg
     return check_settings(cfg, f"{entry['method']} settings")
 

@@ -493,3 +493,19 @@ def test_add_method_on_an_rgb_only_map_does_not_triangulate_for_the_frozen_field
         "localization.retrieval_extra_yaw_deg=[]"])
     add_method(m, "crossfire", data, crossfire, log=logs.append)
     assert logs and not any("keypoint depth" in s or "triangulated" in s for s in logs), logs
+
+
+def test_a_component_with_settings_this_version_lacks_names_the_map_and_the_versions():
+    """A map from a newer neural_reloc stores settings this one does not know: the error
+    says so, with both versions, instead of a bare unknown-key list."""
+    from neural_reloc import __version__
+    from neural_reloc.config_io import ConfigError
+    from neural_reloc.map_loading import map_method_config
+
+    manifest = {"method": "crossfire", "neural_reloc_version": "9.9.9",
+                "components": {"crossfire": {"method": "crossfire", "config": {"localization": {"from_the_future": 1}}}}}
+    with pytest.raises(ConfigError, match=r"the map's crossfire component: .*from_the_future.*written by neural_reloc "
+                                          rf"9\.9\.9, this is {__version__}"):
+        map_method_config(manifest)
+    manifest["components"]["crossfire"]["config"] = {"localization": {"min_inliers": 15}}
+    assert map_method_config(manifest).localization.min_inliers == 15
