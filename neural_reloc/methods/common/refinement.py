@@ -152,9 +152,11 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
     the estimate ``best`` = (PnP result, matches), for any map-rendering method (``lc``:
     a :class:`~.config.RenderingLocalizationConfig`); each accepted round is a history
     record of ``result``. A first round that finds no pose on a query the flow could
-    confirm (:func:`flow_could_confirm`) is recorded too, without a pose, for the verdict. A round whose estimate is within the warp reach of the last
-    render (``flow_warp_max_*``) warps that render (:func:`~neural_reloc.geometry.warp.warp_rendered_view`)
-    instead of rendering the map again. Returns the best (PnP result, matches) so far."""
+    confirm (:func:`flow_could_confirm`) is recorded too, without a pose, for the verdict.
+    A round whose estimate is within the warp reach of the last render
+    (``flow_warp_max_*``) warps that render
+    (:func:`~neural_reloc.geometry.warp.warp_rendered_view`) instead of rendering the map
+    again. Returns the best (PnP result, matches) so far."""
     cam_r = refinement_camera(camera, lc.flow_refinement_long_side)
     query = cv2.resize(image_rgb, (cam_r.width, cam_r.height), interpolation=cv2.INTER_AREA)
     pixels = near_query_texture(query, lc)
@@ -201,8 +203,7 @@ def flow_could_confirm(query_rgb: np.ndarray, lc) -> bool:
     (a plain wall, a dark frame) could not be confirmed by any render."""
     if lc.flow_confirm_min_inliers <= 0:
         return False
-    textured = gradient_magnitude(_grey(query_rgb)) >= lc.flow_min_gradient
-    return int(textured.sum()) >= lc.flow_confirm_min_inliers
+    return int(near_texture(query_rgb, lc.flow_min_gradient, 0).sum()) >= lc.flow_confirm_min_inliers
 
 
 def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, rendered: RenderedView, result, lc,

@@ -38,6 +38,7 @@ from .config import PoseMapConfig
 from .pose_branch import PoseMapDecoder, attach_pose_head
 from .trainer import labelled_key, teacher_from_bundle
 from .training import ViewCache, cache_identity, render_views, train_apr, train_pose_branch, validate
+from .unlabeled import teacher_poses
 
 #: (name, L_image, L_rvs, L_posemap) weights on top of L_pose, as the paper's Table 5 rows.
 EXPERIMENTS = (("pose", 0, 0, 0), ("pose+image", 1, 0, 0), ("pose+image+rvs", 1, 1, 0),
@@ -142,11 +143,8 @@ def run(map_dir: Path, data_dir: Path, out: Path, overrides: list[str], log=prin
             apr = AprNet(cfg.apr)
             apr.load_state_dict(torch.load(full_file, weights_only=True))
             teacher = teacher_from_bundle(bundle, cfg.align.teacher, "cpu")
-            teacher_c2w_opencv = np.full((len(test), 4, 4), np.nan)
-            for k, i in enumerate(test):
-                c2w = teacher(data.image(i), data.camera(i))
-                if c2w is not None:
-                    teacher_c2w_opencv[k] = c2w
+            teacher_c2w_opencv = teacher_poses(teacher, [(data.image(i), data.camera(i)) for i in test])
+            teacher.close()
             s = align(apr, model, images, test_cams, cfg, "cpu", log=log, teacher_c2w_opencv=teacher_c2w_opencv,
                       labelled=(cache.real.numpy(), cache.c2w_opencv.double().numpy()))
             held = [test[k] for k in s["teacher"]["held_out"]]

@@ -275,11 +275,11 @@ class CachedTeacher:
     def __call__(self, image_rgb, camera):
         k = self.key(image_rgb, camera)
         if k not in self.c2w_opencv:
-            c2w = self.teacher(image_rgb, camera)
-            self.c2w_opencv[k] = None if c2w is None else torch.as_tensor(c2w, dtype=torch.float64)
+            c2w_opencv = self.teacher(image_rgb, camera)
+            self.c2w_opencv[k] = None if c2w_opencv is None else torch.as_tensor(c2w_opencv, dtype=torch.float64)
             atomic_torch_save({"ident": self.identity, "c2w_opencv": self.c2w_opencv}, self.path)
-        c2w = self.c2w_opencv[k]
-        return None if c2w is None else c2w.numpy()
+        c2w_opencv = self.c2w_opencv[k]
+        return None if c2w_opencv is None else c2w_opencv.numpy()
 
     def close(self) -> None:
         getattr(self.teacher, "close", lambda: None)()

@@ -98,13 +98,19 @@ def load_unlabeled(path: str | Path, cfg: PoseMapConfig, map_camera: Camera, tea
     images = np.stack([apr_input(img, c) for (img, _), c in zip(pairs, cams)])
     if teacher is None:
         return images, cams, None
+    return images, cams, teacher_poses(teacher, pairs, progress)
+
+
+def teacher_poses(teacher: Teacher, pairs: list[tuple[np.ndarray, Camera]], progress=None) -> np.ndarray:
+    """The ``teacher``'s c2w_opencv fix of each (image RGB, camera) of ``pairs``, (N, 4, 4),
+    NaN where it gave none."""
     teacher_c2w_opencv = np.full((len(pairs), 4, 4), np.nan)
     it = range(len(pairs)) if progress is None else progress(range(len(pairs)), desc="posemap: teacher localizes")
     for i in it:
-        c2w = teacher(*pairs[i])
-        if c2w is not None:
-            teacher_c2w_opencv[i] = c2w
-    return images, cams, teacher_c2w_opencv
+        c2w_opencv = teacher(*pairs[i])
+        if c2w_opencv is not None:
+            teacher_c2w_opencv[i] = c2w_opencv
+    return teacher_c2w_opencv
 
 
-__all__ = ["load_unlabeled"]
+__all__ = ["load_unlabeled", "teacher_poses"]
