@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncodingConfig
+from .grid_lookup import sample_volume
 
 # Initial spread of grid features. Dense levels start near zero (as Instant-NGP);
 # tri-plane features start near one because plane features are multiplied (K-Planes).
@@ -58,10 +59,8 @@ class MultiResGridEncoding(nn.Module):
         g = x01 * 2.0 - 1.0
         feats = []
         if len(self.volumes):
-            g3 = g.view(1, 1, 1, n, 3)
             for vol in self.volumes:
-                s = F.grid_sample(vol, g3, mode="bilinear", padding_mode="border", align_corners=True)
-                feats.append(s.view(vol.shape[1], n).t())
+                feats.append(sample_volume(vol, g, mode="bilinear", padding_mode="border", align_corners=True))
         if len(self.planes):
             # planes: xy, xz, yz
             coords = torch.stack([g[:, [0, 1]], g[:, [0, 2]], g[:, [1, 2]]], 0).unsqueeze(1)

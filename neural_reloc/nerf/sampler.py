@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SamplerConfig
+from .grid_lookup import sample_volume
 from .scene import SceneNormalization
 
 
@@ -90,10 +91,9 @@ class DensityGrid(nn.Module):
     def lookup(self, x01: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
         """Proposal density at unit-cube points (..., 3) (trilinear or nearest cell)."""
         shp = x01.shape[:-1]
-        g = (x01.reshape(1, 1, 1, -1, 3) * 2.0 - 1.0).to(self.proposal.dtype)
+        g = (x01.reshape(-1, 3) * 2.0 - 1.0).to(self.proposal.dtype)
         # grid_sample's (x, y, z) index (W, H, D); cells are stored [z, y, x].
-        v = F.grid_sample(self.proposal, g, mode=mode, padding_mode="border", align_corners=False)
-        return v.view(shp)
+        return sample_volume(self.proposal, g, mode=mode, padding_mode="border", align_corners=False).view(shp)
 
     def random_empty_points(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Up to ``n`` jittered unit-cube points in cells the proposal calls empty."""
