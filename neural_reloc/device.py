@@ -10,6 +10,13 @@ import torch
 
 #: CPU threads used by torch when running on the CPU (0 = torch's default).
 CPU_THREADS_ENV = "NEURAL_RELOC_CPU_THREADS"
+#: "0" leaves the C allocator's settings alone (:func:`keep_freed_memory`).
+KEEP_FREED_MEMORY_ENV = "NEURAL_RELOC_KEEP_FREED_MEMORY"
+#: glibc ``mallopt`` parameters (malloc.h): trim and mmap thresholds.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: The largest threshold each glibc accepts: any size (2.35 and later), else half its
+#: largest heap (32 MiB on 64-bit).
+_THRESHOLDS = (2**31 - 1, 32 * 2**20)
 
 
 def resolve_device(name: "str | torch.device | None" = "auto") -> torch.device:
@@ -31,7 +38,34 @@ def resolve_device(name: "str | torch.device | None" = "auto") -> torch.device:
         n = int(os.environ.get(CPU_THREADS_ENV, "0") or 0)
         if n > 0:
             torch.set_num_threads(n)
+        keep_freed_memory()
     return dev
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory in the process for the next allocation
+    (``mallopt``: no ``mmap`` for large blocks, no trimming of the heap); True when set.
+
+    On the CPU every tensor of a render comes from malloc, and glibc hands large blocks
+    (the MLPs' activations: tens of MB per render) to the kernel on free, so each frame's
+    tensors arrived as fresh pages, zeroed by page faults on first touch: a quarter of
+    a flow render's time on 2 cores (NOTES.md). The price: the process keeps its peak
+    memory until it exits. Called once per process by :func:`resolve_device` for a CPU;
+    a no-op without glibc, and with ``NEURAL_RELOC_KEEP_FREED_MEMORY=0``."""
+    if os.environ.get(KEEP_FREED_MEMORY_ENV, "1").strip() == "0" or platform.system() != "Linux":
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    for value in _THRESHOLDS:
+        if mallopt(_M_MMAP_THRESHOLD, value) and mallopt(_M_TRIM_THRESHOLD, value):
+            return True
+    return False
 
 
 def synchronize(device: "str | torch.device | None") -> None:
