@@ -72,7 +72,7 @@ class NeuralField(nn.Module):
         in_dim = cfg.geo_feat_dim + self.detail_dim + self.sh_dim + max(0, cfg.appearance_dim)
         layers: list[nn.Module] = []
         for i in range(cfg.color_layers):
-            layers += [nn.Linear(in_dim if i == 0 else cfg.color_hidden_dim, cfg.color_hidden_dim), nn.ReLU()]
+            layers += [nn.Linear(in_dim if i == 0 else cfg.color_hidden_dim, cfg.color_hidden_dim), nn.ReLU(inplace=True)]
         self.color_hidden = nn.Sequential(*layers)
         self.color_out = nn.Linear(cfg.color_hidden_dim if cfg.color_layers else in_dim, 3)
         self.heads = nn.ModuleDict()
@@ -102,7 +102,7 @@ class NeuralField(nn.Module):
     def geometry(self, x01: torch.Tensor) -> dict[str, torch.Tensor]:
         """Position-only part: density and geometric features at unit-cube points."""
         enc = self.encoding(x01)
-        hidden = F.relu(self.density_hidden(enc[:, : self.geometry_dim]))
+        hidden = F.relu(self.density_hidden(enc[:, : self.geometry_dim]), inplace=True)
         out = self.density_out(hidden)
         return {
             "position": x01,
