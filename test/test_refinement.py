@@ -272,6 +272,42 @@ def test_a_final_round_beyond_its_reach_contradicts_with_any_kept_inlier_share(e
         assert np.allclose(best[0].w2c_opencv, result.history[-1 - contradicts].w2c_opencv)  # not adopted
 
 
+@pytest.mark.parametrize("offset_m, enabled, contradicts", [(0.06, True, True), (0.06, False, False),
+                                                             (0.02, True, False)])
+def test_a_final_round_within_reach_but_too_few_inliers_contradicts_when_it_moved_unsettled(
+        exact_surface_render, monkeypatch, offset_m, enabled, contradicts):
+    """A final round within its reach (10 cm here) with too few inliers to be adopted (half:
+    between flow_min_inlier_ratio and flow_confirm_min_inlier_ratio) that moved the settled
+    pose further than a settled round moves (3 cm here) contradicts it
+    (flow_final_unsettled_contradicts); one that moved less, or with the setting off, leaves
+    the settled pose standing."""
+    import neural_reloc.methods.common.refinement as refinement
+
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    there = w2c_at((0.1 + offset_m, -0.05, 0.0), (0.0, 0.05, 0.0))  # offset_m from the truth, where flow settles
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_confirm_min_inliers=100,
+                                     flow_final_confirm_rounds=0, flow_final_unsettled_contradicts=enabled)
+    real_pnp = refinement.pnp_ransac
+
+    def pnp(uv, points, camera, cfg):
+        res = real_pnp(uv, points, camera, cfg)
+        if camera.width == CAM_FINE.width:
+            mask = np.arange(len(res.inlier_mask)) < 0.5 * len(res.inlier_mask)
+            res = replace(res, w2c_opencv=there, inlier_mask=mask, num_inliers=int(mask.sum()))
+        return res
+
+    monkeypatch.setattr(refinement, "pnp_ransac", pnp)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+    settled = [h for h in result.history if h.stage == "flow"][-1]
+    assert np.allclose(best[0].w2c_opencv, settled.w2c_opencv)  # never adopted
+    assert (result.history[-1].stage == "flow_final_contradicts") == contradicts
+    hook = FlowRefinement()
+    hook.loc, hook.extent = lc, EXTENT
+    why = hook.refinement_confirms(result.history, verified=True)
+    assert ("further than a settled round moves" in why) == contradicts and (why == "") != contradicts
+
+
 @pytest.mark.parametrize("confirm_rounds", [0, 1])
 def test_a_contradicting_final_round_stands_where_the_finer_resolution_settles(exact_surface_render, monkeypatch,
                                                                                 confirm_rounds):

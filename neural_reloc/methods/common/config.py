@@ -300,6 +300,13 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "frame is unsure (needs flow_confirm_min_inliers > 0) unless the finer resolution settles there "
         "(flow_final_confirm_rounds). False: the settled pose stands.",
     )
+    flow_final_unsettled_contradicts: bool = setting(
+        True, "With flow_final_contradiction_refuses: a final round within flow_final_max_update_* that is not "
+        "adopted (fewer than flow_confirm_min_inlier_ratio of its correspondences as inliers, but "
+        "flow_min_inlier_ratio) and moved the settled pose further than a settled round moves "
+        "(flow_confirm_max_update_*) contradicts it too: the finer resolution finds another pose and cannot "
+        "confirm either. False: such a round is ignored and the settled pose stands.",
+    )
     flow_final_confirm_rounds: int = setting(
         1, "When the final round contradicts the settled pose (flow_final_contradiction_refuses), up to this many "
         "more rounds at flow_final_long_side from its pose: the first that moves it within "

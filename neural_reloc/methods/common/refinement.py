@@ -214,7 +214,9 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     within ``flow_final_max_update_*``; else ``best`` stands.
 
     A pose beyond that reach with the inlier share any flow round is kept with
-    (``flow_min_inlier_ratio``) means the two resolutions disagree (with
+    (``flow_min_inlier_ratio``), or within it but not adopted for its inliers and further
+    from the settled pose than a settled round moves (:func:`flow_settled`;
+    ``flow_final_unsettled_contradicts``), means the two resolutions disagree (with
     ``flow_final_contradiction_refuses`` and a verdict, ``flow_confirm_min_inliers`` > 0):
     up to ``flow_final_confirm_rounds`` more rounds at the finer resolution follow from
     it, and the first that moves it within the reach with ``flow_confirm_min_inliers``
@@ -244,11 +246,11 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     if first is None:
         return best
     pnp, n, record, within = first
-    if within:
-        if pnp.inlier_ratio < lc.flow_confirm_min_inlier_ratio:
-            return best
+    if within and pnp.inlier_ratio >= lc.flow_confirm_min_inlier_ratio:
         result.history.append(record)
         return pnp, n
+    if within and (flow_settled(record, lc, extent) or not lc.flow_final_unsettled_contradicts):
+        return best  # not adopted, and no further than a settled round moves: the settled pose stands
     if not (lc.flow_final_contradiction_refuses and lc.flow_confirm_min_inliers > 0
             and pnp.inlier_ratio >= lc.flow_min_inlier_ratio):
         return best  # no evidence either way: the settled pose stands
@@ -383,9 +385,16 @@ class FlowRefinement:
         contradicts = [r for r in records if r.stage == FINAL_CONTRADICTS]
         if contradicts:
             c = contradicts[-1]
+            limits = (f"beyond flow_final_max_update_rel={lc.flow_final_max_update_rel} "
+                      f"({lc.flow_final_max_update_rel * self.extent:.3f} m here) / "
+                      f"flow_final_max_update_deg={lc.flow_final_max_update_deg}")
+            if (c.pose_update_m <= lc.flow_final_max_update_rel * self.extent
+                    and c.pose_update_deg <= lc.flow_final_max_update_deg):
+                limits = (f"further than a settled round moves (flow_confirm_max_update_rel="
+                          f"{lc.flow_confirm_max_update_rel}, flow_confirm_max_update_deg="
+                          f"{lc.flow_confirm_max_update_deg}) with too few inliers to be adopted "
+                          f"(flow_confirm_min_inlier_ratio={lc.flow_confirm_min_inlier_ratio})")
             return (f"the final flow round at {lc.flow_final_long_side} px found a pose {c.pose_update_m:.3f} m / "
                     f"{c.pose_update_deg:.2f} deg from the settled one ({c.num_inliers} of {c.num_matches} inliers), "
-                    f"beyond flow_final_max_update_rel={lc.flow_final_max_update_rel} "
-                    f"({lc.flow_final_max_update_rel * self.extent:.3f} m here) / "
-                    f"flow_final_max_update_deg={lc.flow_final_max_update_deg}")
+                    f"{limits}, and no further round there confirmed it")
         return flow_verdict(flow[-1], lc, self.extent)
