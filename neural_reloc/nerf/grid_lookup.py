@@ -19,8 +19,7 @@ import torch.nn.functional as F
 #: Fewer points than this per thread are looked up in one batch: splitting them costs
 #: more than it saves.
 MIN_POINTS_PER_THREAD = 4096
-
-
+#: grid_sample's mode and padding names as the aten kernels number them.
 _MODES = {"bilinear": 0, "nearest": 1}
 _PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
 

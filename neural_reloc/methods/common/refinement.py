@@ -239,8 +239,8 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
         if pnp is None:
             return None
         dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
-        within = dt <= lc.flow_final_max_update_rel * extent and dr <= lc.flow_final_max_update_deg
-        return pnp, n, IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final"), within
+        record = IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final")
+        return pnp, n, record, within_final_reach(record, lc, extent)
 
     first = round_from(best[0].w2c_opencv)
     if first is None:
@@ -299,6 +299,13 @@ def _final_round_pnp(model, rendered: RenderedView, cam_f: Camera, query: np.nda
     if not pnp.success or pnp.num_inliers < lc.min_inliers:
         return None, n
     return pnp, n
+
+
+def within_final_reach(record: IterationRecord, lc, extent: float) -> bool:
+    """Whether a final round moved the pose by at most ``flow_final_max_update_rel`` of the
+    scene extent and ``flow_final_max_update_deg`` (the reach it is adopted within)."""
+    return (record.pose_update_m <= lc.flow_final_max_update_rel * extent
+            and record.pose_update_deg <= lc.flow_final_max_update_deg)
 
 
 def flow_settled(record: IterationRecord, lc, extent: float) -> bool:
@@ -385,15 +392,15 @@ class FlowRefinement:
         contradicts = [r for r in records if r.stage == FINAL_CONTRADICTS]
         if contradicts:
             c = contradicts[-1]
-            limits = (f"beyond flow_final_max_update_rel={lc.flow_final_max_update_rel} "
-                      f"({lc.flow_final_max_update_rel * self.extent:.3f} m here) / "
-                      f"flow_final_max_update_deg={lc.flow_final_max_update_deg}")
-            if (c.pose_update_m <= lc.flow_final_max_update_rel * self.extent
-                    and c.pose_update_deg <= lc.flow_final_max_update_deg):
+            if within_final_reach(c, lc, self.extent):
                 limits = (f"further than a settled round moves (flow_confirm_max_update_rel="
                           f"{lc.flow_confirm_max_update_rel}, flow_confirm_max_update_deg="
                           f"{lc.flow_confirm_max_update_deg}) with too few inliers to be adopted "
                           f"(flow_confirm_min_inlier_ratio={lc.flow_confirm_min_inlier_ratio})")
+            else:
+                limits = (f"beyond flow_final_max_update_rel={lc.flow_final_max_update_rel} "
+                          f"({lc.flow_final_max_update_rel * self.extent:.3f} m here) / "
+                          f"flow_final_max_update_deg={lc.flow_final_max_update_deg}")
             return (f"the final flow round at {lc.flow_final_long_side} px found a pose {c.pose_update_m:.3f} m / "
                     f"{c.pose_update_deg:.2f} deg from the settled one ({c.num_inliers} of {c.num_matches} inliers), "
                     f"{limits}, and no further round there confirmed it")
