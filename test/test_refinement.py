@@ -339,6 +339,50 @@ def test_a_contradicting_final_round_stands_where_the_finer_resolution_settles(e
     assert len(exact_surface_render) == 1 + confirm_rounds
 
 
+@pytest.mark.parametrize("enabled, fine_ratio, confirmed", [(True, None, True), (False, None, False),
+                                                           (True, 0.5, False)])
+def test_unconfirmed_flow_rounds_are_settled_at_the_finer_resolution(exact_surface_render, monkeypatch, enabled,
+                                                                     fine_ratio, confirmed):
+    """The flow rounds converge but with too small an inlier share for the verdict (60% <
+    70%): rounds at the finer resolution follow (flow_final_settles_unconfirmed), and one
+    that passes the verdict there confirms the frame, its pose the frame's; where the
+    finer rounds have too small a share too, nothing is recorded and the refusal stands;
+    with the setting off no finer round runs."""
+    import neural_reloc.methods.common.refinement as refinement
+
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_confirm_min_inliers=100,
+                                     flow_final_settles_unconfirmed=enabled)
+    real_pnp = refinement.pnp_ransac
+
+    def pnp(uv, points, camera, cfg):
+        res = real_pnp(uv, points, camera, cfg)
+        ratio = fine_ratio if camera.width == CAM_FINE.width else 0.6
+        if ratio is not None:
+            mask = np.arange(len(res.inlier_mask)) < ratio * len(res.inlier_mask)
+            res = replace(res, inlier_mask=mask, num_inliers=int(mask.sum()))
+        return res
+
+    monkeypatch.setattr(refinement, "pnp_ransac", pnp)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+    hook = FlowRefinement()
+    hook.loc, hook.extent = lc, EXTENT
+    flow = [h for h in result.history if h.stage == "flow"]
+    assert flow[-1].num_inliers >= 100 and "flow_confirm_min_inlier_ratio" in refinement.flow_verdict(flow[-1], lc, EXTENT)
+    why = hook.refinement_confirms(result.history, verified=True)
+    assert (why == "") == confirmed
+    assert len(exact_surface_render) == (0 if not enabled else 1 if confirmed else 2)
+    if confirmed:
+        assert result.history[-1].stage == "flow_final"
+        assert np.allclose(best[0].w2c_opencv, result.history[-1].w2c_opencv)
+        dt, dr = pose_error(invert_pose(best[0].w2c_opencv), invert_pose(TRUE))
+        assert dt < 0.003 and dr < 0.05
+    else:
+        assert "flow_confirm_min_inlier_ratio" in why and all(h.stage == "flow" for h in result.history)
+        assert np.allclose(best[0].w2c_opencv, flow[-1].w2c_opencv)
+
+
 class EmptyMap(BoxMap):
     """A map with nothing where the estimate looks: no opaque pixel, no flow."""
 

@@ -314,6 +314,15 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "correspondences confirms it (the finer resolution settled: its pose is the frame's); none does: the "
         "frame is unsure. 0: unsure at once.", range=(0, 10),
     )
+    flow_final_settles_unconfirmed: bool = setting(
+        True, "Flow rounds that ended unconfirmed (their last round moved more than flow_confirm_max_update_*, "
+        "or had fewer than flow_confirm_min_inlier_ratio of its correspondences as inliers) with "
+        "flow_confirm_min_inliers inliers get up to 1 + flow_final_confirm_rounds rounds at flow_final_long_side, "
+        "each from the last one's pose: the first that passes the flow's verdict at that resolution "
+        "(flow_confirm_*) confirms the frame and its pose is the frame's; none: the frame stays unsure. At "
+        "flow_refinement_long_side the render of a sparsely mapped place can be too blurred for the rounds to "
+        "settle. False: such frames are unsure at once.",
+    )
     photometric_steps: int = setting(
         0, "Photometric refinement (iNeRF-style) after the flow rounds (or alone when flow_refinement_iterations "
         "is 0): this many Adam steps on the pose through the frozen map's rendered colours (photometric.py); the "

@@ -191,8 +191,10 @@ def refine_by_flow(model, image_rgb: np.ndarray, camera: Camera, best: tuple, re
             break
     if last is None and failed is not None and flow_could_confirm(query, lc):
         result.history.append(failed)  # no pose where the query has texture: evidence against the estimate
-    if last is not None and not flow_verdict(last, lc, extent):  # no cost on frames the verdict refuses
+    if last is not None and not flow_verdict(last, lc, extent):  # no cost on frames the verdict refuses ...
         best = final_flow_round(model, image_rgb, camera, best, rendered, result, lc, extent)
+    elif last is not None and finer_resolution_could_settle(last, lc):  # ... but those the finer resolution may settle
+        best = settle_at_final_resolution(model, image_rgb, camera, best, rendered, result, lc, extent)
     return best
 
 
@@ -224,24 +226,9 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     finer resolution settled: the chain's records are "flow_final" and its last pose is the
     frame's); else the first such pose is recorded, not adopted (stage
     :data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`), for the verdict to refuse the frame."""
-    if lc.flow_final_long_side <= lc.flow_refinement_long_side:
+    round_from = _final_rounds(model, image_rgb, camera, rendered, lc, extent)
+    if round_from is None:
         return best
-    cam_f = refinement_camera(camera, lc.flow_final_long_side)
-    if max(cam_f.width, cam_f.height) <= max(rendered.camera.width, rendered.camera.height):
-        return best  # the query is no larger than the flow rounds' camera
-    query = image_rgb if (camera.width, camera.height) == (cam_f.width, cam_f.height) else cv2.resize(
-        image_rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_AREA)
-    texture = (near_texture(query, lc.flow_min_gradient, lc.flow_final_texture_dilate_px)
-               if lc.flow_final_texture_dilate_px > 0 else None)
-
-    def round_from(w2c_opencv):
-        pnp, n = _final_round_pnp(model, rendered, cam_f, query, texture, w2c_opencv, lc)
-        if pnp is None:
-            return None
-        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
-        record = IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final")
-        return pnp, n, record, within_final_reach(record, lc, extent)
-
     first = round_from(best[0].w2c_opencv)
     if first is None:
         return best
@@ -270,6 +257,71 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
         if pnp.inlier_ratio < lc.flow_min_inlier_ratio:
             break
     result.history.append(replace(chain[0], stage=FINAL_CONTRADICTS))  # the verdict refuses the frame
+    return best
+
+
+def _final_rounds(model, image_rgb: np.ndarray, camera: Camera, rendered: RenderedView, lc, extent: float):
+    """``round_from(w2c_opencv)``: one flow round at ``lc.flow_final_long_side`` from that
+    pose (:func:`_final_round_pnp`), as (PnP result, correspondences, its "flow_final"
+    record, whether it moved the pose :func:`within_final_reach`), or None when PnP found
+    no pose; None instead of the function when there is no finer resolution (off, or a
+    query no larger than the flow rounds' camera)."""
+    if lc.flow_final_long_side <= lc.flow_refinement_long_side:
+        return None
+    cam_f = refinement_camera(camera, lc.flow_final_long_side)
+    if max(cam_f.width, cam_f.height) <= max(rendered.camera.width, rendered.camera.height):
+        return None
+    query = image_rgb if (camera.width, camera.height) == (cam_f.width, cam_f.height) else cv2.resize(
+        image_rgb, (cam_f.width, cam_f.height), interpolation=cv2.INTER_AREA)
+    texture = (near_texture(query, lc.flow_min_gradient, lc.flow_final_texture_dilate_px)
+               if lc.flow_final_texture_dilate_px > 0 else None)
+
+    def round_from(w2c_opencv):
+        pnp, n = _final_round_pnp(model, rendered, cam_f, query, texture, w2c_opencv, lc)
+        if pnp is None:
+            return None
+        dt, dr = pose_error(invert_pose(pnp.w2c_opencv), invert_pose(w2c_opencv))
+        record = IterationRecord(pnp.w2c_opencv, n, pnp.num_inliers, dt, dr, stage="flow_final")
+        return pnp, n, record, within_final_reach(record, lc, extent)
+
+    return round_from
+
+
+def finer_resolution_could_settle(last: IterationRecord, lc) -> bool:
+    """Whether flow rounds whose verdict failed (their last accepted round ``last``) get
+    rounds at the finer resolution (:func:`settle_at_final_resolution`): with
+    ``flow_final_settles_unconfirmed``, a verdict (``flow_confirm_min_inliers`` > 0) and a
+    last round with that many inliers (it failed for moving too much or for its inlier
+    share; a round with fewer was not close to a pose the verdict would take)."""
+    return (lc.flow_final_settles_unconfirmed and lc.flow_confirm_min_inliers > 0
+            and last.num_inliers >= lc.flow_confirm_min_inliers)
+
+
+def settle_at_final_resolution(model, image_rgb: np.ndarray, camera: Camera, best: tuple, rendered: RenderedView,
+                               result, lc, extent: float) -> tuple:
+    """Up to ``1 + lc.flow_final_confirm_rounds`` flow rounds at ``flow_final_long_side``,
+    each from the last one's pose, after flow rounds whose verdict failed
+    (:func:`finer_resolution_could_settle`): the first round the flow's verdict accepts
+    at that resolution (:func:`flow_verdict`: inliers, their share, settled) confirms
+    the frame, the chain's records ("flow_final") go to the history and its pose is the
+    frame's; a round PnP keeps with fewer than ``flow_min_inlier_ratio`` of its
+    correspondences, or none accepted: nothing is recorded, ``best`` and the refusal
+    stand."""
+    round_from = _final_rounds(model, image_rgb, camera, rendered, lc, extent)
+    if round_from is None:
+        return best
+    chain: list[IterationRecord] = []
+    w2c_opencv = best[0].w2c_opencv
+    for _ in range(1 + lc.flow_final_confirm_rounds):
+        nxt = round_from(w2c_opencv)
+        if nxt is None or nxt[0].inlier_ratio < lc.flow_min_inlier_ratio:
+            return best
+        pnp, n, record, _ = nxt
+        chain.append(record)
+        if not flow_verdict(record, lc, extent):
+            result.history.extend(chain)
+            return pnp, n
+        w2c_opencv = pnp.w2c_opencv
     return best
 
 
@@ -379,7 +431,9 @@ class FlowRefinement:
         (:func:`flow_could_confirm`), the first round's record without a pose refuses it. The
         loop passes ``verified=False`` for one a later matching round from it found no pose
         for. A final round that contradicts the settled pose
-        (:data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`) refuses any frame."""
+        (:data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`) refuses any frame. Rounds
+        that failed the verdict stand confirmed when a later round at the finer resolution
+        passed it (:func:`settle_at_final_resolution`)."""
         lc = self.loc
         flow = [r for r in records if r.stage == "flow"]
         if not flow:
@@ -404,4 +458,8 @@ class FlowRefinement:
             return (f"the final flow round at {lc.flow_final_long_side} px found a pose {c.pose_update_m:.3f} m / "
                     f"{c.pose_update_deg:.2f} deg from the settled one ({c.num_inliers} of {c.num_matches} inliers), "
                     f"{limits}, and no further round there confirmed it")
-        return flow_verdict(flow[-1], lc, self.extent)
+        verdict = flow_verdict(flow[-1], lc, self.extent)
+        finer = [r for r in records if r.stage == "flow_final"]
+        if verdict and finer and not flow_verdict(finer[-1], lc, self.extent):
+            return ""  # the finer resolution settled where the flow rounds had not (settle_at_final_resolution)
+        return verdict
