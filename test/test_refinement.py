@@ -383,6 +383,38 @@ def test_unconfirmed_flow_rounds_are_settled_at_the_finer_resolution(exact_surfa
         assert np.allclose(best[0].w2c_opencv, flow[-1].w2c_opencv)
 
 
+def test_a_contradicting_final_round_needs_a_settled_round_to_stand(exact_surface_render, monkeypatch):
+    """The confirming round at the finer resolution must pass the flow's verdict there:
+    one that lands within the final round's reach (10 cm here) but moved further than a
+    settled round moves (3 cm here: 5 cm) confirms nothing, and the frame is refused (room
+    6 sparse, frame 0136: a chain of 6.2 cm, then 3.9 cm / 0.88 deg went out 10 cm off)."""
+    import neural_reloc.methods.common.refinement as refinement
+
+    start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))
+    fine_poses = [w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0)), w2c_at((0.35, -0.05, 0.0), (0.0, 0.05, 0.0))]
+    lc = RenderingLocalizationConfig(flow_refinement_iterations=4, flow_confirm_min_inliers=100,
+                                     flow_final_confirm_rounds=1)
+    real_pnp = refinement.pnp_ransac
+    fine_calls = []
+
+    def pnp(uv, points, camera, cfg):
+        res = real_pnp(uv, points, camera, cfg)
+        if camera.width != CAM_FINE.width:
+            return res
+        fine_calls.append(1)
+        return replace(res, w2c_opencv=fine_poses[min(len(fine_calls), len(fine_poses)) - 1])
+
+    monkeypatch.setattr(refinement, "pnp_ransac", pnp)
+    result = LocalizationResult(success=False, method="test", prior=None)
+    best = refine_by_flow(BoxMap(), QUERY_FINE, CAM_FINE, estimate(start), result, lc, EXTENT)
+    assert len(fine_calls) == 2 and result.history[-1].stage == "flow_final_contradicts"
+    settled = [h for h in result.history if h.stage == "flow"][-1]
+    assert np.allclose(best[0].w2c_opencv, settled.w2c_opencv)
+    hook = FlowRefinement()
+    hook.loc, hook.extent = lc, EXTENT
+    assert "no further round there confirmed it" in hook.refinement_confirms(result.history, verified=True)
+
+
 class EmptyMap(BoxMap):
     """A map with nothing where the estimate looks: no opaque pixel, no flow."""
 

@@ -309,10 +309,11 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
     )
     flow_final_confirm_rounds: int = setting(
         1, "When the final round contradicts the settled pose (flow_final_contradiction_refuses), up to this many "
-        "more rounds at flow_final_long_side from its pose: the first that moves it within "
-        "flow_final_max_update_* with flow_confirm_min_inliers inliers and flow_confirm_min_inlier_ratio of its "
-        "correspondences confirms it (the finer resolution settled: its pose is the frame's); none does: the "
-        "frame is unsure. 0: unsure at once.", range=(0, 10),
+        "more rounds at flow_final_long_side from its pose, while they land beyond flow_final_max_update_*: the "
+        "first within it that passes the flow's verdict at that resolution (flow_confirm_min_inliers inliers, "
+        "flow_confirm_min_inlier_ratio of its correspondences, moved no more than flow_confirm_max_update_*) "
+        "confirms it (the finer resolution settled: its pose is the frame's); none does: the frame is unsure. "
+        "0: unsure at once.", range=(0, 10),
     )
     flow_final_settles_unconfirmed: bool = setting(
         True, "Flow rounds that ended unconfirmed (their last round moved more than flow_confirm_max_update_*, "

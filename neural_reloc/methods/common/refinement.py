@@ -221,10 +221,11 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
     ``flow_final_unsettled_contradicts``), means the two resolutions disagree (with
     ``flow_final_contradiction_refuses`` and a verdict, ``flow_confirm_min_inliers`` > 0):
     up to ``flow_final_confirm_rounds`` more rounds at the finer resolution follow from
-    it, and the first that moves it within the reach with ``flow_confirm_min_inliers``
-    inliers and ``flow_confirm_min_inlier_ratio`` of its correspondences confirms it (the
-    finer resolution settled: the chain's records are "flow_final" and its last pose is the
-    frame's); else the first such pose is recorded, not adopted (stage
+    it while they land beyond the reach, and the first within it that the flow's verdict
+    accepts at that resolution (:func:`flow_verdict`: ``flow_confirm_min_inliers`` inliers,
+    ``flow_confirm_min_inlier_ratio`` of its correspondences, moved no more than a settled
+    round) confirms it (the finer resolution settled: the chain's records are "flow_final"
+    and its last pose is the frame's); else the first such pose is recorded, not adopted (stage
     :data:`~neural_reloc.methods.base.FINAL_CONTRADICTS`), for the verdict to refuse the frame."""
     round_from = _final_rounds(model, image_rgb, camera, rendered, lc, extent)
     if round_from is None:
@@ -249,12 +250,10 @@ def final_flow_round(model, image_rgb: np.ndarray, camera: Camera, best: tuple, 
             break
         pnp, n, record, within = nxt
         chain.append(record)
-        if within:
-            if pnp.num_inliers >= lc.flow_confirm_min_inliers and pnp.inlier_ratio >= lc.flow_confirm_min_inlier_ratio:
-                result.history.extend(chain)  # the finer resolution settled: its pose is the frame's
-                return pnp, n
-            break
-        if pnp.inlier_ratio < lc.flow_min_inlier_ratio:
+        if within and not flow_verdict(record, lc, extent):
+            result.history.extend(chain)  # the finer resolution settled: its pose is the frame's
+            return pnp, n
+        if within or pnp.inlier_ratio < lc.flow_min_inlier_ratio:
             break
     result.history.append(replace(chain[0], stage=FINAL_CONTRADICTS))  # the verdict refuses the frame
     return best
