@@ -256,3 +256,40 @@ def test_a_refused_refinement_first_is_not_repeated_when_no_round_starts():
     r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(0.1), source="odometry"))
     assert not r.success and reloc.calls == 1 and reloc.rounds == [0]
     assert r.reason.startswith("iteration 1: PnP failed") and "655 inliers" in r.prior.detail["refinement_first"]
+
+
+class FlowFromThePrior(Confirming):
+    """The flow refinement refused from the matching rounds' estimate (655 inliers) and,
+    from the hypothesis itself, ``from_prior`` records; ``starts``: where each began."""
+
+    def __init__(self, good, from_prior, prior_w2c, **loc):
+        super().__init__(good, [], **loc)
+        self.from_prior, self.prior_w2c, self.starts = from_prior, prior_w2c, []
+
+    def refine(self, image_rgb, camera, query, best, result, clock):
+        self.starts.append(best[0].w2c_opencv)
+        self.flow = self.from_prior if np.allclose(best[0].w2c_opencv, self.prior_w2c) else [(655, 0.04)]
+        return super().refine(image_rgb, camera, query, best, result, clock)
+
+
+@pytest.mark.parametrize("prior_x, enabled, from_prior, refinements, success", [
+    (1.0, True, [(1500, 0.01)], 2, True),  # the rounds led 1 m away: the flow from the prior confirms
+    (1.0, True, [(1500, 0.2)], 2, False),  # ... and is refused too
+    (1.0, False, [(1500, 0.01)], 1, False),  # the setting off
+    (0.1, True, [(1500, 0.01)], 1, False),  # within the warp reach (0.3 m here) of the refined estimate
+])
+def test_a_refused_frame_gets_the_refinement_from_its_hypothesis_when_the_rounds_led_away(
+        prior_x, enabled, from_prior, refinements, success):
+    reloc = FlowFromThePrior([150], from_prior, camera_at(prior_x), max_iterations=2, max_unverified_iterations=2,
+                             refine_from_prior_after_refusal=enabled)
+    r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(prior_x), source="given"))
+    assert len(reloc.starts) == refinements and np.allclose(reloc.starts[0], TRUE, atol=1e-6)
+    assert r.success == success
+    flow = [h for h in r.history if h.stage == "flow"]
+    if success:
+        assert r.verified_by == "refinement" and np.allclose(r.w2c_opencv, camera_at(0.01))
+        assert [h.num_inliers for h in flow] == [655, 1500]  # both refinements' records
+    else:
+        assert r.reason.startswith("unsure: the flow refinement's last round had 655 inliers")
+        assert ("not confirmed either" in r.reason) == (refinements == 2)
+        assert [h.num_inliers for h in flow] == [655]  # a refused second refinement leaves no records

@@ -55,6 +55,13 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "pose counts only if that verdict confirms it (and keeps the matching rounds' covariance floor). The flow "
         "converges from 1-2 m off where descriptor rounds do not start (NOTES.md).",
     )
+    refine_from_prior_after_refusal: bool = setting(
+        True, "When the refinement from the matching rounds' estimate is refused and the rounds had led beyond "
+        "the flow's warp reach (flow_warp_max_*) from the hypothesis they started at, the refinement runs once "
+        "more from the hypothesis itself; the pose counts only if its verdict confirms it (and keeps the matching "
+        "rounds' covariance floor): descriptor rounds can lead away from a prior 0.3 m off on a view the "
+        "descriptors do not tell apart, where the flow converges (NOTES.md, twenty-first session).",
+    )
     flow_first_prior_source: str = setting(
         "odometry", "A prior of this source (odometry: the last fix carried by odometry while tracking) goes "
         "straight to the refinement (the flow refinement from the prior itself, no feature extraction or matching "
