@@ -58,6 +58,12 @@ def estimate(w2c_opencv) -> tuple[PnPResult, int]:
     return PnPResult(True, w2c_opencv, np.ones(100, bool), 100, 0.5), 100
 
 
+def with_inlier_share(res: PnPResult, share: float, **changes) -> PnPResult:
+    """``res`` with its first ``share`` of correspondences as its inliers (and ``changes``)."""
+    mask = np.arange(len(res.inlier_mask)) < share * len(res.inlier_mask)
+    return replace(res, inlier_mask=mask, num_inliers=int(mask.sum()), **changes)
+
+
 @pytest.mark.parametrize("warp_reach_rel, renders", [(0.0, None), (0.03, 1)])
 def test_refinement_converges_and_renders_once_within_the_warp_reach(warp_reach_rel, renders):
     start = w2c_at((0.14, -0.03, 0.02), (0.0, 0.06, 0.01))  # ~5 cm, ~0.6 deg off
@@ -258,9 +264,7 @@ def test_a_final_round_beyond_its_reach_contradicts_with_any_kept_inlier_share(e
         def pnp(uv, points, camera, cfg, ratio=ratio):
             res = real_pnp(uv, points, camera, cfg)
             if camera.width == CAM_FINE.width:  # the final round: 20 cm off, at that inlier share
-                mask = np.arange(len(res.inlier_mask)) < ratio * len(res.inlier_mask)
-                res = replace(res, w2c_opencv=w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0)), inlier_mask=mask,
-                              num_inliers=int(mask.sum()))
+                res = with_inlier_share(res, ratio, w2c_opencv=w2c_at((0.3, -0.05, 0.0), (0.0, 0.05, 0.0)))
                 assert abs(res.inlier_ratio - ratio) < 0.01
             return res
 
@@ -292,8 +296,7 @@ def test_a_final_round_within_reach_but_too_few_inliers_contradicts_when_it_move
     def pnp(uv, points, camera, cfg):
         res = real_pnp(uv, points, camera, cfg)
         if camera.width == CAM_FINE.width:
-            mask = np.arange(len(res.inlier_mask)) < 0.5 * len(res.inlier_mask)
-            res = replace(res, w2c_opencv=there, inlier_mask=mask, num_inliers=int(mask.sum()))
+            res = with_inlier_share(res, 0.5, w2c_opencv=there)
         return res
 
     monkeypatch.setattr(refinement, "pnp_ransac", pnp)
@@ -358,10 +361,7 @@ def test_unconfirmed_flow_rounds_are_settled_at_the_finer_resolution(exact_surfa
     def pnp(uv, points, camera, cfg):
         res = real_pnp(uv, points, camera, cfg)
         ratio = fine_ratio if camera.width == CAM_FINE.width else 0.6
-        if ratio is not None:
-            mask = np.arange(len(res.inlier_mask)) < ratio * len(res.inlier_mask)
-            res = replace(res, inlier_mask=mask, num_inliers=int(mask.sum()))
-        return res
+        return res if ratio is None else with_inlier_share(res, ratio)
 
     monkeypatch.setattr(refinement, "pnp_ransac", pnp)
     result = LocalizationResult(success=False, method="test", prior=None)

@@ -313,10 +313,10 @@ class IterativeRelocalizer(Relocalizer):
             best = None
         # An unverified estimate is refined only when the refinement's own evidence may
         # confirm it, and not after a round from it failed (evidence against it).
-        refined_from = None  # the estimate the refinement started from
+        refined_from_w2c_opencv = None  # the estimate the refinement started from
         if best is not None and (verified or (can_confirm and not failed_round)):
             rounds_before = len(result.history)
-            refined_from = best[0].w2c_opencv
+            refined_from_w2c_opencv = best[0].w2c_opencv
             with clock.stage("refine"):
                 refined_best = self.refine(image_rgb, camera, query, best, result, clock)
             refined = len(result.history) > rounds_before  # the hook records each step it accepts
@@ -331,28 +331,30 @@ class IterativeRelocalizer(Relocalizer):
                 verified_by = "match" if trusted else "refinement"
         elif not verified:
             best = None
-        if best is None and self._prior_gets_a_refinement_of_its_own(result.prior, refined_from, can_confirm):
+        if best is None and self._prior_gets_a_refinement_of_its_own(result.prior, refined_from_w2c_opencv,
+                                                                     can_confirm):
             confirmed = self._refine_from_hypothesis(image_rgb, camera, query, result, clock)
-            if confirmed is not None:
-                best, refined, trusted, verified_by = confirmed, True, False, "refinement"
+            if confirmed is not None:  # on the refinement's evidence alone, as refine_from_prior's poses
+                best, trusted, verified_by = confirmed, False, "refinement"
         # A pose only the refinement confirmed keeps the matching rounds' covariance floor.
         result = self._finish(result, best, clock, refined and trusted, verified_by)
         if result.success:
             self._set_inlier_uv(result, best[0], camera)
         return result
 
-    def _prior_gets_a_refinement_of_its_own(self, prior, refined_from, can_confirm: bool) -> bool:
+    def _prior_gets_a_refinement_of_its_own(self, prior, refined_from_w2c_opencv, can_confirm: bool) -> bool:
         """Whether a frame refused after a refinement from the matching rounds' estimate
-        ``refined_from`` gets one from the hypothesis ``prior`` itself
+        ``refined_from_w2c_opencv`` gets one from the hypothesis ``prior`` itself
         (``refine_from_prior_after_refusal``): the rounds led away from it, beyond the
-        warp reach of the flow rounds (``flow_warp_max_*``), and it was not refined before
-        (``flow_first_prior_source``)."""
+        warp reach of the flow rounds (``flow_warp_max_*``: only a refinement that can
+        confirm a pose, the flow's, with its rendering config, gets here), and it was not
+        refined before (``flow_first_prior_source``)."""
         lc = self.loc
-        if refined_from is None or not can_confirm or not lc.refine_from_prior_after_refusal:
+        if refined_from_w2c_opencv is None or not can_confirm or not lc.refine_from_prior_after_refusal:
             return False
         if "refinement_first" in prior.detail:
             return False
-        dt, dr = pose_error(invert_pose(refined_from), invert_pose(prior.w2c_opencv))
+        dt, dr = pose_error(invert_pose(refined_from_w2c_opencv), invert_pose(prior.w2c_opencv))
         return dt > lc.flow_warp_max_translation_rel * self.extent or dr > lc.flow_warp_max_rotation_deg
 
     def _refine_from_hypothesis(self, image_rgb: np.ndarray, camera: Camera, query: Any,
@@ -364,8 +366,7 @@ class IterativeRelocalizer(Relocalizer):
         rounds_before = len(result.history)
         with clock.stage("refine"):
             best = self.refine(image_rgb, camera, query, start_at(result.prior.w2c_opencv), result, clock)
-        records = result.history[rounds_before:]
-        why = self.refinement_confirms(records, False) if records else "it accepted no round"
+        why = self.refinement_confirms(result.history[rounds_before:], False)
         if not why:
             return best
         del result.history[rounds_before:]

@@ -313,9 +313,11 @@ def settle_at_final_resolution(model, image_rgb: np.ndarray, camera: Camera, bes
     w2c_opencv = best[0].w2c_opencv
     for _ in range(1 + lc.flow_final_confirm_rounds):
         nxt = round_from(w2c_opencv)
-        if nxt is None or nxt[0].inlier_ratio < lc.flow_min_inlier_ratio:
+        if nxt is None:
             return best
         pnp, n, record, _ = nxt
+        if pnp.inlier_ratio < lc.flow_min_inlier_ratio:
+            return best
         chain.append(record)
         if not flow_verdict(record, lc, extent):
             result.history.extend(chain)
