@@ -1,14 +1,16 @@
 """Several retrieval hypotheses: every one gets a first round (until one is accepted
 outright: hypothesis_accept_inlier_ratio), the one with the most inliers (the first of
 equals; else the accepted one) goes on, and a later one's RANSAC only gets the budget
-that beating the best so far needs."""
+that beating the best so far needs. A frame refused from it is pursued from the others
+(hypotheses_after_refusal)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from neural_reloc.geometry.pnp import ransac_iterations
-from neural_reloc.methods.base import PosePrior
+from neural_reloc.methods.base import IterationRecord, PosePrior
 from neural_reloc.methods.common import iterative
 from neural_reloc.methods.common.iterative import Correspondences
 from test_iterative_prior_gate import CAM, IMAGE, TRUE, Exact, camera_at
@@ -133,3 +135,61 @@ def test_a_verified_hypothesis_ends_the_search_only_where_keyframes_ranked_them(
         assert not reloc._accepts_hypothesis(SimpleNamespace(num_inliers=100, inlier_ratio=0.05))  # not verified
         reloc.loc.retrieval_shortlist = 0  # keyframes, but not used
         assert not reloc._accepts_hypothesis(verified)
+
+
+class RefusedAt(Hypotheses):
+    """Hypotheses whose refinement (one record a call) confirms the frame only when it
+    started from a hypothesis not in ``refused``; ``refined_from``: each call's hypothesis."""
+
+    def __init__(self, refused: tuple[str, ...], **loc):
+        super().__init__(**{"min_inlier_ratio": 0.1, "start_min_inlier_ratio": 0.05,
+                            "refine_from_prior_after_refusal": False, **loc})
+        self.refused, self.refined_from = refused, []
+
+    def refinement_can_confirm(self):
+        return True
+
+    def refine(self, image_rgb, camera, query, best, result, clock):
+        self.refined_from.append(result.prior.detail["reference"])
+        result.history.append(IterationRecord(best[0].w2c_opencv, 2000, 1500, 0.0, 0.0, stage="flow"))
+        return best
+
+    def refinement_confirms(self, records, verified):
+        return f"the flow refused {self.refined_from[-1]}" if self.refined_from[-1] in self.refused else ""
+
+
+def test_a_frame_refused_from_an_accepted_hypothesis_is_pursued_from_the_untried_ones():
+    # 0.1 (30% inliers) is accepted outright at 0.25 and its refinement refuses the frame
+    reloc = RefusedAt(("0.1",), hypothesis_accept_inlier_ratio=0.25)
+    r = reloc.localize(IMAGE, CAM, None)
+    assert r.success and r.prior.detail["reference"] == "0.2" and reloc.refined_from == ["0.1", "0.2"]
+    listed = r.prior.detail["hypotheses"]
+    assert [h.get("after_refusal") for h in listed] == [None, "localized", None]
+    assert [h.get("not_tried", False) for h in listed] == [False, False, True]
+    assert abs(listed[1]["inliers"] - GOOD[0.2]) <= 3 and listed[1]["must_beat"] == 0
+    assert np.allclose(r.w2c_opencv, TRUE, atol=1e-6) and r.reason == ""
+    assert [h.stage for h in r.history] == ["match", "flow"]  # the refused attempt's records are not the pose's
+
+
+def test_the_others_go_by_their_first_rounds_inliers_and_every_refusal_keeps_the_first_reason():
+    reloc = RefusedAt(("0.2", "0.3"))  # every first round runs; 0.2 wins with 150 inliers, 0.3 has 90, 0.1 60
+    r = reloc.localize(IMAGE, CAM, None)
+    assert r.success and reloc.refined_from == ["0.2", "0.3", "0.1"] and r.prior.detail["reference"] == "0.1"
+    reloc = RefusedAt(("0.1", "0.2", "0.3"))
+    r = reloc.localize(IMAGE, CAM, None)
+    assert not r.success and reloc.refined_from == ["0.2", "0.3", "0.1"]
+    assert r.prior.detail["reference"] == "0.2" and r.reason == "unsure: the flow refused 0.2"
+    assert [h.get("after_refusal") for h in r.prior.detail["hypotheses"]] == ["refused", None, "refused"]
+
+
+@pytest.mark.parametrize("limit, refined", [(0, ["0.2"]), (1, ["0.2", "0.3"])])
+def test_hypotheses_after_refusal_limits_the_pursuit(limit, refined):
+    reloc = RefusedAt(("0.2", "0.3"), hypotheses_after_refusal=limit)
+    r = reloc.localize(IMAGE, CAM, None)
+    assert not r.success and reloc.refined_from == refined and r.prior.detail["reference"] == "0.2"
+
+
+def test_a_given_prior_has_no_other_hypothesis_to_pursue():
+    reloc = RefusedAt(("given",))
+    r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(0.1), source="given", detail={"reference": "given"}))
+    assert not r.success and reloc.refined_from == ["given"] and "hypotheses" not in r.prior.detail

@@ -62,6 +62,14 @@ class IterativeLocalizationConfig(LocalizationConfigBase):
         "rounds' covariance floor): descriptor rounds can lead away from a prior 0.3 m off on a view the "
         "descriptors do not tell apart, where the flow converges (NOTES.md, twenty-first session).",
     )
+    hypotheses_after_refusal: int = setting(
+        2, "A frame refused from the hypothesis that won the first rounds (no pose, or a pose the verdicts did "
+        "not confirm) is pursued from up to this many of the other retrieval hypotheses in turn (those whose first "
+        "round started, by inliers, then those a first round accepted outright had left untried), each through the "
+        "same rounds and verdicts; the first confirmed pose is the frame's. Costs time on refused frames only: a "
+        "wrong place can outscore the right one in the keyframe verification (NOTES.md, twenty-second session). "
+        "0: off.", range=(0, 100),
+    )
     flow_first_prior_source: str = setting(
         "odometry", "A prior of this source (odometry: the last fix carried by odometry while tracking) goes "
         "straight to the refinement (the flow refinement from the prior itself, no feature extraction or matching "

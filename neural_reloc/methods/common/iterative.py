@@ -239,37 +239,82 @@ class IterativeRelocalizer(Relocalizer):
         else:
             hypotheses = [prior]
 
-        # First round from every hypothesis; the one with the most inliers (the first of
-        # equals) goes on, so a later one only needs the RANSAC budget to beat it. A round
-        # accepted outright ends the search and goes on itself: an earlier one may have
-        # more inliers at a ratio that verified nothing.
+        first, bounds = self._first_rounds(query, hypotheses, clock)
+        ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
+        win = len(first) - 1 if self._accepts_hypothesis(first[-1][0]) else (
+            max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0)
+        summary = [
+            {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches,
+             "must_beat": b}
+            for h, (_, rec, _), b in zip(hypotheses, first, bounds)
+        ] + [{"reference": h.detail.get("reference"), "not_tried": True} for h in hypotheses[len(first):]]
+        result.prior = hypotheses[win]
+        result = self._pursue(image_rgb, camera, query, result, first[win], len(hypotheses), clock)
+        refused = result
+        rounds = dict(enumerate(first))
+        for k in self._hypotheses_after_refusal(first, win, len(hypotheses)):
+            if result.success:
+                break
+            if k not in rounds:  # not tried before: its first round now, with the full RANSAC budget
+                rounds[k] = self._round(query, hypotheses[k].w2c_opencv, 0, clock)
+                rec = rounds[k][1]
+                summary[k] = {"reference": hypotheses[k].detail.get("reference"), "inliers": rec.num_inliers,
+                              "matches": rec.num_matches, "must_beat": 0}
+                if rounds[k][0] is None:
+                    summary[k]["after_refusal"] = "refused"
+                    continue
+            retry = LocalizationResult(success=False, method=self.method, prior=hypotheses[k])
+            result = self._pursue(image_rgb, camera, query, retry, rounds[k], len(hypotheses), clock)
+            summary[k]["after_refusal"] = "localized" if result.success else "refused"
+        if not result.success:
+            result = refused  # the first hypothesis's refusal says why; the clock counts every attempt
+            result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
+        if len(hypotheses) > 1:
+            # "must_beat" > 0: that round's RANSAC stopped once it could not beat it, so
+            # its inlier count is a lower bound, not comparable to the winner's
+            result.prior.detail["hypotheses"] = summary
+        return result
+
+    def _first_rounds(self, query: Any, hypotheses: list[PosePrior], clock: StageClock) -> tuple[list, list[int]]:
+        """The first round from every hypothesis, best first, and each one's RANSAC bound:
+        the one with the most inliers (the first of equals) goes on, so a later one only
+        needs the RANSAC budget to beat it. A round accepted outright
+        (:meth:`_accepts_hypothesis`) ends the search and goes on itself (an earlier one
+        may have more inliers at a ratio that verified nothing): the later hypotheses are
+        not tried."""
         first, bounds = [], []
         for h in hypotheses:
             bounds.append(max((p.num_inliers for p, _, _ in first if p is not None), default=0))
             first.append(self._round(query, h.w2c_opencv, 0, clock, bounds[-1]))
             if self._accepts_hypothesis(first[-1][0]):
-                win = len(first) - 1  # the later hypotheses are not tried (hypothesis_accept_inlier_ratio)
                 break
-        else:
-            ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
-            win = max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0
-        result.prior = hypotheses[win]
-        if len(hypotheses) > 1:
-            # "must_beat" > 0: that round's RANSAC stopped once it could not beat it, so
-            # its inlier count is a lower bound, not comparable to the winner's
-            result.prior.detail["hypotheses"] = [
-                {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches,
-                 "must_beat": b}
-                for h, (_, rec, _), b in zip(hypotheses, first, bounds)
-            ] + [{"reference": h.detail.get("reference"), "not_tried": True} for h in hypotheses[len(first):]]
-        pnp, rec, why = first[win]
+        return first, bounds
+
+    def _hypotheses_after_refusal(self, first: list, win: int, num_hypotheses: int) -> list[int]:
+        """The hypotheses (indices) a frame refused from hypothesis ``win`` is pursued from
+        next (``hypotheses_after_refusal`` of them at most), in this order: those whose
+        first round started, by its inliers (rounds under a RANSAC bound have a lower
+        bound: they go by it), then those the search never tried, best retrieved first.
+        Hypotheses whose first round found no pose are not pursued."""
+        started = sorted((k for k, (pnp, _, _) in enumerate(first) if k != win and pnp is not None),
+                         key=lambda k: -first[k][0].num_inliers)
+        return (started + list(range(len(first), num_hypotheses)))[: self.loc.hypotheses_after_refusal]
+
+    def _pursue(self, image_rgb: np.ndarray, camera: Camera, query: Any, result: LocalizationResult,
+                first_round: tuple, num_hypotheses: int, clock: StageClock) -> LocalizationResult:
+        """The frame pursued from ``result.prior`` whose first round was ``first_round`` =
+        (PnP result or None, record, why it failed): further rounds, the refinement and
+        its verdict, the refinement from the hypothesis itself; the finished result."""
+        lc = self.loc
+        can_confirm = self.refinement_can_confirm()
+        pnp, rec, why = first_round
         result.history.append(rec)
         best = None
         # Success needs one round at the full inlier ratio (see the config).
         verified = pnp is not None and self._confident(pnp)
         if pnp is None:
             result.reason = f"iteration 1: {why}" + (
-                f" (best of {len(hypotheses)} retrieval hypotheses)" if len(hypotheses) > 1 else "")
+                f" (best of {num_hypotheses} retrieval hypotheses)" if num_hypotheses > 1 else "")
         else:
             best = (pnp, rec.num_matches)
         w2c = pnp.w2c_opencv if pnp is not None else None
