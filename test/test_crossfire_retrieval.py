@@ -334,3 +334,33 @@ def test_shortlist_of_distinct_views_reaches_past_near_duplicates(monkeypatch):
                                  [f"v{k}" for k in range(11)], kq)
     assert shortlisted[0] == [0, 10]  # the only two distinct places, best first
     assert shortlisted[1] == [0, 1, 2, 3]
+
+
+def test_widened_retrieval_verifies_past_the_shortlist_and_leaves_out_the_refused_places(monkeypatch):
+    """After every hypothesis was refused: the best retrieval_widened_shortlist rows,
+    near-duplicates included, and no hypothesis near a refused one's pose."""
+    from dataclasses import replace
+
+    from neural_reloc.methods.common import retrieval as rt
+
+    poses = [invert_pose(p) for p in _at([0.001 * k for k in range(10)] + [2.0, 4.0])]
+    g = torch.nn.functional.normalize(torch.ones(8), dim=0)
+    rows = [torch.nn.functional.normalize(g + 0.01 * k * torch.arange(8.0), dim=0) for k in range(12)]
+    names = [f"v{k}" for k in range(12)]
+    index = rt.RetrievalIndex.from_views(rows, poses, list(range(12)), [torch.ones(2, 4)] * 12, [torch.zeros(2, 3)] * 12)
+    verified = []
+    monkeypatch.setattr(rt, "verify_candidates", lambda index, cands, *a, **kw: verified.append([c.row for c in cands]) or cands)
+    lc = LocalizationConfig(retrieval_top_k=3, retrieval_widened_shortlist=11, retrieval_distinct_rel=0.1,
+                            retrieval_distinct_deg=10.0)
+    kq = rt.KeyframeQuery(torch.ones(2, 4), None, 8, 0.5, None)
+    wider = rt.hypotheses_from_retrieval(index, g, lc, 1.0, names, kq, widened=True, exclude_w2c_opencv=[poses[0]])
+    assert verified[-1] == list(range(11))  # the best 11 by global descriptor, near-duplicates too
+    assert [h.detail["reference"] for h in wider] == ["v10"]  # rows 0-9 are near the refused v0
+    wider = rt.hypotheses_from_retrieval(index, g, replace(lc, retrieval_widened_shortlist=12), 1.0, names, kq,
+                                         widened=True, exclude_w2c_opencv=[poses[0], poses[10]])
+    assert [h.detail["reference"] for h in wider] == ["v11"]
+    calls = len(verified)
+    assert rt.hypotheses_from_retrieval(index, g, replace(lc, retrieval_widened_shortlist=0), 1.0, names, kq,
+                                        widened=True) == []
+    assert rt.hypotheses_from_retrieval(index, g, lc, 1.0, names, None, widened=True) == []  # no keyframe query
+    assert len(verified) == calls

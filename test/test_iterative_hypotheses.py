@@ -193,3 +193,39 @@ def test_a_given_prior_has_no_other_hypothesis_to_pursue():
     reloc = RefusedAt(("given",))
     r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(0.1), source="given", detail={"reference": "given"}))
     assert not r.success and reloc.refined_from == ["given"] and "hypotheses" not in r.prior.detail
+
+
+class Widened(RefusedAt):
+    """RefusedAt whose first retrieval gives 0.1 alone and whose widened retrieval gives
+    the poses in ``wider`` (not near the refused ones); ``excluded``: what it was told."""
+
+    def __init__(self, refused, wider=(0.2,), **loc):
+        super().__init__(refused, **loc)
+        self.wider, self.excluded = wider, []
+
+    def retrieval_hypotheses(self, image_rgb, camera, query):
+        return [PosePrior(camera_at(0.1), source="retrieval", detail={"reference": "0.1"})]
+
+    def widened_retrieval_hypotheses(self, image_rgb, camera, query, exclude_w2c_opencv):
+        self.excluded.append(exclude_w2c_opencv)
+        return [PosePrior(camera_at(x), source="retrieval", detail={"reference": str(x)}) for x in self.wider]
+
+
+def test_a_frame_refused_from_every_hypothesis_gets_the_widened_retrieval():
+    reloc = Widened(("0.1",))
+    r = reloc.localize(IMAGE, CAM, None)
+    assert r.success and reloc.refined_from == ["0.1", "0.2"] and r.prior.detail["reference"] == "0.2"
+    assert r.prior.detail["widened_retrieval"] is True
+    assert len(reloc.excluded) == 1 and np.allclose(reloc.excluded[0], [camera_at(0.1)])
+    reloc = Widened(("0.1", "0.2", "0.3"), wider=(0.2, 0.3))
+    r = reloc.localize(IMAGE, CAM, None)
+    assert not r.success and reloc.refined_from == ["0.1", "0.2", "0.3"] and r.prior.detail["reference"] == "0.1"
+    assert r.reason == "unsure: the flow refused 0.1; 2 more hypotheses from the widened retrieval were refused too"
+
+
+def test_no_widened_retrieval_for_a_given_prior_or_a_localized_frame():
+    reloc = Widened(("given",))
+    r = reloc.localize(IMAGE, CAM, PosePrior(camera_at(0.1), source="given", detail={"reference": "given"}))
+    assert not r.success and reloc.excluded == []
+    reloc = Widened(())
+    assert reloc.localize(IMAGE, CAM, None).success and reloc.excluded == []

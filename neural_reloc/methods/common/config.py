@@ -393,6 +393,14 @@ class RenderingLocalizationConfig(IterativeLocalizationConfig):
         "retrieval_distinct_deg to a better-ranked one is skipped, so that near-duplicates (the index's poses "
         "between sparse mapping views, a dense walk's neighbours) do not crowd out other places.",
     )
+    retrieval_widened_shortlist: int = setting(
+        400, "A frame refused from every retrieval hypothesis (and the others, hypotheses_after_refusal) gets a "
+        "wider search: the best this many views by global descriptor, near-duplicates included, verified by their "
+        "keyframes, and the best retrieval_top_k of them not near a refused hypothesis pursued the same way. The "
+        "global descriptor can rank the right place last on a view unlike the mapping walk's (room 6 sparse: "
+        "ranks 125-197 of 210). Costs time (a verification per view, ~1.2 ms on 2 cores) on refused frames only; "
+        "needs keyframes. 0: off.", range=(0, 1_000_000),
+    )
     keyframe_verify_threads: int = setting(
         2, "The shortlisted views' keyframe verifications run this many at a time, in threads (their PnP runs "
         "in poselib, outside Python's lock); 1: one after another.", range=(1, 64),

@@ -144,6 +144,13 @@ class IterativeRelocalizer(Relocalizer):
         cannot give any (the frame then fails with that reason)."""
         raise ValueError(f"method {self.method!r} has no retrieval of its own: give a prior")
 
+    def widened_retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Any,
+                                     exclude_w2c_opencv: list[np.ndarray]) -> list[PosePrior]:
+        """More starting poses, best first, for a frame refused from every one
+        :meth:`retrieval_hypotheses` gave (their poses ``exclude_w2c_opencv``): a wider
+        search of the map, none near those. Default: none."""
+        return []
+
     def correspondences(self, query: Any, w2c_opencv: np.ndarray, round_index: int, clock: StageClock) -> Correspondences:
         """2D-3D correspondences for the query seen from ``w2c_opencv`` (round
         ``round_index``, 0-based; from round 1 on the pose is this frame's own estimate)."""
@@ -239,6 +246,30 @@ class IterativeRelocalizer(Relocalizer):
         else:
             hypotheses = [prior]
 
+        result = self._search(image_rgb, camera, query, result, hypotheses, clock)
+        if result.success or prior is not None:
+            return result
+        # Every retrieved hypothesis refused: the method's widened retrieval may have others.
+        with clock.stage("retrieval"):
+            wider = self.widened_retrieval_hypotheses(image_rgb, camera, query, [h.w2c_opencv for h in hypotheses])
+        if not wider:
+            return result
+        retry = self._search(image_rgb, camera, query,
+                             LocalizationResult(success=False, method=self.method, prior=wider[0]), wider, clock)
+        if retry.success:
+            retry.prior.detail["widened_retrieval"] = True
+            return retry
+        result.reason += f"; {len(wider)} more hypotheses from the widened retrieval were refused too"
+        result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
+        return result
+
+    def _search(self, image_rgb: np.ndarray, camera: Camera, query: Any, result: LocalizationResult,
+                hypotheses: list[PosePrior], clock: StageClock) -> LocalizationResult:
+        """The frame pursued from ``hypotheses`` (best first): their first rounds
+        (:meth:`_first_rounds`), the winner pursued (:meth:`_pursue`), and after a
+        refusal up to ``hypotheses_after_refusal`` others; the first localized result,
+        else the winner's refusal (its latency counting every attempt). With several
+        hypotheses the prior's detail lists them ("hypotheses")."""
         first, bounds = self._first_rounds(query, hypotheses, clock)
         ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
         win = len(first) - 1 if self._accepts_hypothesis(first[-1][0]) else (

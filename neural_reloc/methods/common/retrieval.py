@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -150,15 +151,21 @@ def verify_by_keyframe(cand: Candidate, matches: tuple[np.ndarray, np.ndarray], 
     return Candidate(cand.row, cand.score, res.num_inliers, res.w2c_opencv)
 
 
+def near_any(w2c_opencv: np.ndarray, others_w2c_opencv: Sequence[np.ndarray], distinct_m: float,
+             distinct_deg: float) -> bool:
+    """Whether a pose lies within both ``distinct_m`` and ``distinct_deg`` of one of the others."""
+    c2w = invert_pose(w2c_opencv)
+    near = (pose_error(c2w, invert_pose(other)) for other in others_w2c_opencv)
+    return any(dt <= distinct_m and dr <= distinct_deg for dt, dr in near)
+
+
 def distinct_hypotheses(candidates: list[Candidate], k: int, distinct_m: float, distinct_deg: float) -> list[Candidate]:
     """The first ``k`` candidates (in the given order) each at least ``distinct_m`` or
     ``distinct_deg`` from every one kept before it (a near-duplicate would give the
     same first round)."""
     kept: list[Candidate] = []
     for cand in candidates:
-        c2w = invert_pose(cand.w2c_opencv)
-        near = (pose_error(c2w, invert_pose(other.w2c_opencv)) for other in kept)
-        if any(dt <= distinct_m and dr <= distinct_deg for dt, dr in near):
+        if near_any(cand.w2c_opencv, [other.w2c_opencv for other in kept], distinct_m, distinct_deg):
             continue
         kept.append(cand)
         if len(kept) == k:
@@ -286,7 +293,8 @@ class KeyframeQuery:
 
 
 def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent: float, reference_names: list[str],
-                         keyframes: KeyframeQuery | None = None) -> list[PosePrior]:
+                              keyframes: KeyframeQuery | None = None, widened: bool = False,
+                              exclude_w2c_opencv: Sequence[np.ndarray] = ()) -> list[PosePrior]:
     """The retrieval hypotheses of a query with global descriptor ``g``, best first:
     with ``keyframes`` and an index that :func:`verifies_by_keyframes`, the
     ``lc.retrieval_shortlist`` best views by global descriptor ranked by keyframe PnP
@@ -294,13 +302,22 @@ def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent
     the best by global descriptor; ``lc.retrieval_top_k`` of them, each at least
     ``lc.retrieval_distinct_rel`` (of the scene ``extent``) or ``retrieval_distinct_deg``
     from every better one (:func:`distinct_hypotheses`). ``lc``: a
-    :class:`~.config.RenderingLocalizationConfig`."""
+    :class:`~.config.RenderingLocalizationConfig`.
+
+    ``widened``: the search after every hypothesis of the first was refused (their poses
+    ``exclude_w2c_opencv``): the best ``lc.retrieval_widened_shortlist`` views by global
+    descriptor, near-duplicates included, verified by keyframe PnP, and none of the
+    hypotheses within ``retrieval_distinct_*`` of an excluded pose (they would repeat a
+    refused search); none without keyframes or with the setting 0."""
     k = max(1, lc.retrieval_top_k)
     verify = keyframes is not None and verifies_by_keyframes(index, lc)
-    n = max(k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS, lc.retrieval_shortlist if verify else 0)
+    if widened and not (verify and lc.retrieval_widened_shortlist > 0):
+        return []
+    n = lc.retrieval_widened_shortlist if widened else max(
+        k * RETRIEVAL_CANDIDATES_PER_HYPOTHESIS, lc.retrieval_shortlist if verify else 0)
     poses = index.w2c_opencv.cpu().numpy()
     distinct_m = lc.retrieval_distinct_rel * extent
-    if verify and lc.retrieval_shortlist_distinct:
+    if verify and lc.retrieval_shortlist_distinct and not widened:
         rows, scores = index.query(g, len(poses))
         pick = distinct_rows(poses[rows], n, distinct_m, lc.retrieval_distinct_deg)
         rows, scores = rows[pick], scores[pick]
@@ -314,6 +331,9 @@ def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent
             lc.retrieval_distinct_deg, keyframes.min_similarity, lc.min_matches, lc.min_inliers, keyframes.pnp,
             workers=lc.keyframe_verify_threads,
         )
+    if len(exclude_w2c_opencv):
+        candidates = [c for c in candidates
+                      if not near_any(c.w2c_opencv, exclude_w2c_opencv, distinct_m, lc.retrieval_distinct_deg)]
     kept = distinct_hypotheses(candidates, k, distinct_m, lc.retrieval_distinct_deg)
     return [
         PosePrior(c.w2c_opencv, source="retrieval", detail={

@@ -14,6 +14,7 @@ OpenGL camera-to-world (converted in :mod:`neural_reloc.geometry.frames`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -131,20 +132,22 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
         return [(int(i), float(s)) for i, s in zip(idx, sims)]
 
     def retrieval_priors(
-        self, image_rgb: np.ndarray, query_map: torch.Tensor | None = None, cam_desc: Camera | None = None
+        self, image_rgb: np.ndarray, query_map: torch.Tensor | None = None, cam_desc: Camera | None = None,
+        widened: bool = False, exclude_w2c_opencv: Sequence[np.ndarray] = (),
     ) -> list[PosePrior]:
         """The retrieval hypotheses of an image, best first
         (:func:`~neural_reloc.methods.common.retrieval.hypotheses_from_retrieval`): with
         the query's descriptor map (``query_map`` in ``cam_desc``) and a map with
         keyframes, the shortlist ranked by keyframe PnP inliers, else by global
-        descriptor."""
+        descriptor; ``widened``: the wider search after every hypothesis was refused."""
         lc = self.cfg.localization
         g = self.retrieval_descriptor(image_rgb)
         keyframes = None
         if query_map is not None and verifies_by_keyframes(self.retrieval, lc):  # the query's keyframe-sized blocks
             keyframes = KeyframeQuery(query_blocks(query_map, lc.keyframe_stride), cam_desc, lc.keyframe_stride,
                                       lc.min_similarity, lc.keyframe_pnp)
-        return hypotheses_from_retrieval(self.retrieval, g, lc, self.extent, self.reference_names, keyframes)
+        return hypotheses_from_retrieval(self.retrieval, g, lc, self.extent, self.reference_names, keyframes,
+                                         widened, exclude_w2c_opencv)
 
     @torch.no_grad()
     def render_at(
@@ -177,6 +180,10 @@ class CrossfireRelocalizer(FlowRefinement, IterativeRelocalizer):
 
     def retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query) -> list[PosePrior]:
         return self.retrieval_priors(image_rgb, query.descriptor_map, query.cam_desc)
+
+    def widened_retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query,
+                                     exclude_w2c_opencv: list[np.ndarray]) -> list[PosePrior]:
+        return self.retrieval_priors(image_rgb, query.descriptor_map, query.cam_desc, True, exclude_w2c_opencv)
 
     def _stride(self, round_index: int) -> int:
         """Coarser blocks before the last round: the basin is wide and the cost a quarter;

@@ -11,6 +11,7 @@ the cell's centre; the stages keep their names (``match`` is both)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -131,7 +132,8 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
         return Query(fmap.flatten(1).T.contiguous(), cam, textured)
 
     @torch.no_grad()
-    def retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query) -> list[PosePrior]:
+    def retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query, widened: bool = False,
+                             exclude_w2c_opencv: Sequence[np.ndarray] = ()) -> list[PosePrior]:
         if self.retrieval is None:
             raise ValueError("this map's NeRFMatch component has no retrieval index")
         lc = self.loc
@@ -142,7 +144,12 @@ class NerfMatchRelocalizer(FlowRefinement, IterativeRelocalizer):
             blocks = query_blocks(query.features.T.reshape(-1, h, w), lc.keyframe_stride)
             keyframes = KeyframeQuery(blocks, query.camera, STRIDE * lc.keyframe_stride, lc.keyframe_min_similarity,
                                       lc.keyframe_pnp)
-        return hypotheses_from_retrieval(self.retrieval, g, lc, self.extent, self.reference_names, keyframes)
+        return hypotheses_from_retrieval(self.retrieval, g, lc, self.extent, self.reference_names, keyframes,
+                                         widened, exclude_w2c_opencv)
+
+    def widened_retrieval_hypotheses(self, image_rgb: np.ndarray, camera: Camera, query: Query,
+                                     exclude_w2c_opencv: list[np.ndarray]) -> list[PosePrior]:
+        return self.retrieval_hypotheses(image_rgb, camera, query, True, exclude_w2c_opencv)
 
     @torch.no_grad()
     def correspondences(self, query: Query, w2c_opencv: np.ndarray, round_index: int, clock: StageClock) -> Correspondences:
