@@ -349,16 +349,25 @@ def test_widened_retrieval_verifies_past_the_shortlist_and_leaves_out_the_refuse
     names = [f"v{k}" for k in range(12)]
     index = rt.RetrievalIndex.from_views(rows, poses, list(range(12)), [torch.ones(2, 4)] * 12, [torch.zeros(2, 3)] * 12)
     verified = []
-    monkeypatch.setattr(rt, "verify_candidates", lambda index, cands, *a, **kw: verified.append([c.row for c in cands]) or cands)
+
+    def verify(index, cands, *a, **kw):  # every view verified at its own pose, but row 11
+        verified.append([c.row for c in cands])
+        return [rt.Candidate(c.row, c.score, 0 if c.row == 11 else 30, c.w2c_opencv) for c in cands]
+
+    monkeypatch.setattr(rt, "verify_candidates", verify)
     lc = LocalizationConfig(retrieval_top_k=3, retrieval_widened_shortlist=11, retrieval_distinct_rel=0.1,
                             retrieval_distinct_deg=10.0)
     kq = rt.KeyframeQuery(torch.ones(2, 4), None, 8, 0.5, None)
     wider = rt.hypotheses_from_retrieval(index, g, lc, 1.0, names, kq, widened=True, exclude_w2c_opencv=[poses[0]])
-    assert verified[-1] == list(range(11))  # the best 11 by global descriptor, near-duplicates too
-    assert [h.detail["reference"] for h in wider] == ["v10"]  # rows 0-9 are near the refused v0
+    # the best 11 by global descriptor, near-duplicates included, but none near the refused
+    # v0 (rows 0-9), not even to verification, where their inliers would set the bound
+    assert verified[-1] == [10] and [h.detail["reference"] for h in wider] == ["v10"]
     wider = rt.hypotheses_from_retrieval(index, g, replace(lc, retrieval_widened_shortlist=12), 1.0, names, kq,
-                                         widened=True, exclude_w2c_opencv=[poses[0], poses[10]])
-    assert [h.detail["reference"] for h in wider] == ["v11"]
+                                         widened=True, exclude_w2c_opencv=[poses[0]])
+    assert verified[-1] == [10, 11] and [h.detail["reference"] for h in wider] == ["v10"]  # v11 not verified
+    first = rt.hypotheses_from_retrieval(index, g, replace(lc, retrieval_shortlist=12, retrieval_shortlist_distinct=False),
+                                         1.0, names, kq)
+    assert "v11" in [h.detail["reference"] for h in first]  # the first search keeps an unverified view
     calls = len(verified)
     assert rt.hypotheses_from_retrieval(index, g, replace(lc, retrieval_widened_shortlist=0), 1.0, names, kq,
                                         widened=True) == []

@@ -215,12 +215,16 @@ def test_a_frame_refused_from_every_hypothesis_gets_the_widened_retrieval():
     reloc = Widened(("0.1",))
     r = reloc.localize(IMAGE, CAM, None)
     assert r.success and reloc.refined_from == ["0.1", "0.2"] and r.prior.detail["reference"] == "0.2"
-    assert r.prior.detail["widened_retrieval"] is True
+    assert r.prior.detail["widened_retrieval"] == {"refused_before": ["0.1"]}
     assert len(reloc.excluded) == 1 and np.allclose(reloc.excluded[0], [camera_at(0.1)])
     reloc = Widened(("0.1", "0.2", "0.3"), wider=(0.2, 0.3))
     r = reloc.localize(IMAGE, CAM, None)
     assert not r.success and reloc.refined_from == ["0.1", "0.2", "0.3"] and r.prior.detail["reference"] == "0.1"
-    assert r.reason == "unsure: the flow refused 0.1; 2 more hypotheses from the widened retrieval were refused too"
+    assert r.reason == ("unsure: the flow refused 0.1; the widened retrieval's 2 hypotheses gave no confirmed pose "
+                        "either (retrieval_widened_shortlist)")
+    reloc = Widened(("0.1",), wider=())  # the widened retrieval finds nothing: the refusal stands as it was
+    r = reloc.localize(IMAGE, CAM, None)
+    assert not r.success and reloc.refined_from == ["0.1"] and r.reason == "unsure: the flow refused 0.1"
 
 
 def test_no_widened_retrieval_for_a_given_prior_or_a_localized_frame():
@@ -229,3 +233,40 @@ def test_no_widened_retrieval_for_a_given_prior_or_a_localized_frame():
     assert not r.success and reloc.excluded == []
     reloc = Widened(())
     assert reloc.localize(IMAGE, CAM, None).success and reloc.excluded == []
+
+
+def test_a_hypothesis_whose_ransac_was_cut_short_gets_its_first_round_again_with_the_full_budget(monkeypatch):
+    budgets = []
+    real = iterative.pnp_ransac
+
+    def spy(uv, points, camera, cfg):
+        budgets.append(cfg.max_iterations)
+        return real(uv, points, camera, cfg)
+
+    monkeypatch.setattr(iterative, "pnp_ransac", spy)
+    reloc = RefusedAt(("0.2",), hypotheses_after_refusal=1)  # 0.2 wins; 0.3 ran under 0.1's bound
+    r = reloc.localize(IMAGE, CAM, None)
+    assert r.success and reloc.refined_from == ["0.2", "0.3"]
+    listed = r.prior.detail["hypotheses"]
+    assert listed[2]["must_beat"] == 0 and listed[2]["after_refusal"] == "localized"
+    assert budgets[-1] == reloc.loc.pnp.max_iterations  # the repeated round had the full budget
+
+
+class NoPoseFrom(RefusedAt):
+    """RefusedAt whose hypothesis 0.3 gives scrambled correspondences only (no pose)."""
+
+    def correspondences(self, query, w2c_opencv, round_index, clock):
+        c = super().correspondences(query, w2c_opencv, round_index, clock)
+        if round(-w2c_opencv[0, 3], 3) == 0.3:
+            uv = np.random.default_rng(1).uniform([0, 0], [CAM.width, CAM.height], size=c.uv.shape)
+            return Correspondences(uv, c.points, CAM)
+        return c
+
+
+def test_an_untried_hypothesis_whose_first_round_finds_no_pose_uses_its_turn():
+    # 0.1 is accepted outright and refused; of the two untried, 0.2 is refused too and 0.3
+    # finds no pose: both turns are used, nothing localized
+    reloc = NoPoseFrom(("0.1", "0.2"), hypothesis_accept_inlier_ratio=0.25)
+    r = reloc.localize(IMAGE, CAM, None)
+    assert not r.success and reloc.refined_from == ["0.1", "0.2"]
+    assert [h.get("after_refusal") for h in r.prior.detail["hypotheses"]] == [None, "refused", "refused"]

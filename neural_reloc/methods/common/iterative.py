@@ -11,10 +11,12 @@ refinement's own evidence may confirm such a frame: :meth:`~IterativeRelocalizer
 an optional refinement, best-so-far (a later failed round does not void an earlier estimate, but a
 verified one then stands only on the refinement's verdict, with a refinement-only pose's
 covariance floor),
-prior plausibility and the per-round history. A method implements
+prior plausibility and the per-round history. A frame refused from the winning
+hypothesis is pursued from the others (``hypotheses_after_refusal``) and, refused from
+all of its retrieval's, from a widened retrieval's. A method implements
 :meth:`~IterativeRelocalizer.correspondences` (and optionally
-:meth:`~IterativeRelocalizer.prepare_query`, :meth:`~IterativeRelocalizer.retrieval_hypotheses`
-and :meth:`~IterativeRelocalizer.refine`).
+:meth:`~IterativeRelocalizer.prepare_query`, :meth:`~IterativeRelocalizer.retrieval_hypotheses`,
+:meth:`~IterativeRelocalizer.widened_retrieval_hypotheses` and :meth:`~IterativeRelocalizer.refine`).
 
 Poses: ``w2c_opencv`` (OpenCV world-to-camera) throughout.
 """
@@ -63,6 +65,12 @@ def beyond_prior_covariance(w2c_opencv: np.ndarray, prior: PosePrior, limit: flo
         return None
     sigmas = pose_mahalanobis(w2c_opencv, prior.w2c_opencv, prior.covariance)
     return sigmas if sigmas is not None and sigmas > limit else None
+
+
+def _first_round_entry(hypothesis: PosePrior, record: IterationRecord, must_beat: int) -> dict:
+    """A hypothesis's first round as the prior's detail lists it ("hypotheses")."""
+    return {"reference": hypothesis.detail.get("reference"), "inliers": record.num_inliers,
+            "matches": record.num_matches, "must_beat": must_beat}
 
 
 def start_at(w2c_opencv: np.ndarray) -> tuple[PnPResult, int]:
@@ -252,15 +260,16 @@ class IterativeRelocalizer(Relocalizer):
         # Every retrieved hypothesis refused: the method's widened retrieval may have others.
         with clock.stage("retrieval"):
             wider = self.widened_retrieval_hypotheses(image_rgb, camera, query, [h.w2c_opencv for h in hypotheses])
-        if not wider:
-            return result
-        retry = self._search(image_rgb, camera, query,
-                             LocalizationResult(success=False, method=self.method, prior=wider[0]), wider, clock)
-        if retry.success:
-            retry.prior.detail["widened_retrieval"] = True
-            return retry
-        result.reason += f"; {len(wider)} more hypotheses from the widened retrieval were refused too"
-        result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}
+        if wider:
+            retry = self._search(image_rgb, camera, query, LocalizationResult(success=False, method=self.method,
+                                                                              prior=None), wider, clock)
+            if retry.success:
+                retry.prior.detail["widened_retrieval"] = {
+                    "refused_before": [h.detail.get("reference") for h in hypotheses]}
+                return retry
+            result.reason += (f"; the widened retrieval's {len(wider)} hypotheses gave no confirmed pose either "
+                              f"(retrieval_widened_shortlist)")
+        result.latency_ms = {k: clock.ms[k] for k in self.STAGES if k in clock.ms}  # every attempt counts
         return result
 
     def _search(self, image_rgb: np.ndarray, camera: Camera, query: Any, result: LocalizationResult,
@@ -274,28 +283,26 @@ class IterativeRelocalizer(Relocalizer):
         ok = [k for k, (pnp, _, _) in enumerate(first) if pnp is not None]
         win = len(first) - 1 if self._accepts_hypothesis(first[-1][0]) else (
             max(ok, key=lambda k: first[k][0].num_inliers) if ok else 0)
-        summary = [
-            {"reference": h.detail.get("reference"), "inliers": rec.num_inliers, "matches": rec.num_matches,
-             "must_beat": b}
-            for h, (_, rec, _), b in zip(hypotheses, first, bounds)
-        ] + [{"reference": h.detail.get("reference"), "not_tried": True} for h in hypotheses[len(first):]]
+        summary = [_first_round_entry(h, rec, b) for h, (_, rec, _), b in zip(hypotheses, first, bounds)] + [
+            {"reference": h.detail.get("reference"), "not_tried": True} for h in hypotheses[len(first):]]
         result.prior = hypotheses[win]
         result = self._pursue(image_rgb, camera, query, result, first[win], len(hypotheses), clock)
         refused = result
-        rounds = dict(enumerate(first))
         for k in self._hypotheses_after_refusal(first, win, len(hypotheses)):
             if result.success:
                 break
-            if k not in rounds:  # not tried before: its first round now, with the full RANSAC budget
-                rounds[k] = self._round(query, hypotheses[k].w2c_opencv, 0, clock)
-                rec = rounds[k][1]
-                summary[k] = {"reference": hypotheses[k].detail.get("reference"), "inliers": rec.num_inliers,
-                              "matches": rec.num_matches, "must_beat": 0}
-                if rounds[k][0] is None:
-                    summary[k]["after_refusal"] = "refused"
-                    continue
+            if k >= len(first) or bounds[k] > 0:
+                # never tried, or its RANSAC was cut short by another's inliers: the first
+                # round again with the full budget (a bounded count is only a lower bound)
+                first_round = self._round(query, hypotheses[k].w2c_opencv, 0, clock)
+                summary[k] = _first_round_entry(hypotheses[k], first_round[1], 0)
+            else:
+                first_round = first[k]
+            if first_round[0] is None:
+                summary[k]["after_refusal"] = "refused"
+                continue
             retry = LocalizationResult(success=False, method=self.method, prior=hypotheses[k])
-            result = self._pursue(image_rgb, camera, query, retry, rounds[k], len(hypotheses), clock)
+            result = self._pursue(image_rgb, camera, query, retry, first_round, len(hypotheses), clock)
             summary[k]["after_refusal"] = "localized" if result.success else "refused"
         if not result.success:
             result = refused  # the first hypothesis's refusal says why; the clock counts every attempt
@@ -324,9 +331,10 @@ class IterativeRelocalizer(Relocalizer):
     def _hypotheses_after_refusal(self, first: list, win: int, num_hypotheses: int) -> list[int]:
         """The hypotheses (indices) a frame refused from hypothesis ``win`` is pursued from
         next (``hypotheses_after_refusal`` of them at most), in this order: those whose
-        first round started, by its inliers (rounds under a RANSAC bound have a lower
-        bound: they go by it), then those the search never tried, best retrieved first.
-        Hypotheses whose first round found no pose are not pursued."""
+        first round started, by its inliers (under a RANSAC bound a lower bound: they go by
+        it), then those the search never tried, best retrieved first. Hypotheses whose
+        first round found no pose are not pursued; an untried one whose first round finds
+        none uses its turn."""
         started = sorted((k for k, (pnp, _, _) in enumerate(first) if k != win and pnp is not None),
                          key=lambda k: -first[k][0].num_inliers)
         return (started + list(range(len(first), num_hypotheses)))[: self.loc.hypotheses_after_refusal]

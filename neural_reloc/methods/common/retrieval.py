@@ -306,9 +306,9 @@ def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent
 
     ``widened``: the search after every hypothesis of the first was refused (their poses
     ``exclude_w2c_opencv``): the best ``lc.retrieval_widened_shortlist`` views by global
-    descriptor, near-duplicates included, verified by keyframe PnP, and none of the
-    hypotheses within ``retrieval_distinct_*`` of an excluded pose (they would repeat a
-    refused search); none without keyframes or with the setting 0."""
+    descriptor, near-duplicates included, none within ``retrieval_distinct_*`` of an
+    excluded pose (before and after verification: they would repeat a refused search),
+    and only those keyframe PnP verified; none without keyframes or with the setting 0."""
     k = max(1, lc.retrieval_top_k)
     verify = keyframes is not None and verifies_by_keyframes(index, lc)
     if widened and not (verify and lc.retrieval_widened_shortlist > 0):
@@ -325,15 +325,22 @@ def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent
         rows, scores = index.query(g, n)
     refs = index.reference.cpu().numpy()
     candidates = [Candidate(int(r), float(sc), 0, poses[r]) for r, sc in zip(rows, scores)]
+
+    def away_from_excluded(cands: list[Candidate]) -> list[Candidate]:
+        return [c for c in cands if not near_any(c.w2c_opencv, exclude_w2c_opencv, distinct_m, lc.retrieval_distinct_deg)]
+
+    # Views at a refused place are left out before verification too: their inliers would
+    # set the bound (verify_candidates' must_beat) the other places' RANSAC has to beat.
+    candidates = away_from_excluded(candidates)
     if verify:
         candidates = verify_candidates(
             index, candidates, keyframes.blocks, keyframes.camera, keyframes.stride, k, distinct_m,
             lc.retrieval_distinct_deg, keyframes.min_similarity, lc.min_matches, lc.min_inliers, keyframes.pnp,
             workers=lc.keyframe_verify_threads,
         )
-    if len(exclude_w2c_opencv):
-        candidates = [c for c in candidates
-                      if not near_any(c.w2c_opencv, exclude_w2c_opencv, distinct_m, lc.retrieval_distinct_deg)]
+    candidates = away_from_excluded(candidates)  # a view elsewhere whose PnP pose lands at one
+    if widened:
+        candidates = [c for c in candidates if c.inliers > 0]  # only verified views: the search is wide
     kept = distinct_hypotheses(candidates, k, distinct_m, lc.retrieval_distinct_deg)
     return [
         PosePrior(c.w2c_opencv, source="retrieval", detail={
