@@ -34,7 +34,8 @@ class Hypotheses(Exact):
         return Correspondences(uv, c.points, CAM)
 
 
-def test_later_hypotheses_get_the_budget_to_beat_the_best_so_far(monkeypatch):
+def ransac_budgets(monkeypatch) -> list[int]:
+    """The RANSAC budget (max_iterations) of every PnP the loop runs, in order."""
     budgets = []
     real = iterative.pnp_ransac
 
@@ -43,6 +44,11 @@ def test_later_hypotheses_get_the_budget_to_beat_the_best_so_far(monkeypatch):
         return real(uv, points, camera, cfg)
 
     monkeypatch.setattr(iterative, "pnp_ransac", spy)
+    return budgets
+
+
+def test_later_hypotheses_get_the_budget_to_beat_the_best_so_far(monkeypatch):
+    budgets = ransac_budgets(monkeypatch)
     reloc = Hypotheses(min_inlier_ratio=0.1, start_min_inlier_ratio=0.05)
     r = reloc.localize(IMAGE, CAM, None)
     assert r.success and r.prior.detail["reference"] == "0.2"
@@ -236,14 +242,7 @@ def test_no_widened_retrieval_for_a_given_prior_or_a_localized_frame():
 
 
 def test_a_hypothesis_whose_ransac_was_cut_short_gets_its_first_round_again_with_the_full_budget(monkeypatch):
-    budgets = []
-    real = iterative.pnp_ransac
-
-    def spy(uv, points, camera, cfg):
-        budgets.append(cfg.max_iterations)
-        return real(uv, points, camera, cfg)
-
-    monkeypatch.setattr(iterative, "pnp_ransac", spy)
+    budgets = ransac_budgets(monkeypatch)
     reloc = RefusedAt(("0.2",), hypotheses_after_refusal=1)  # 0.2 wins; 0.3 ran under 0.1's bound
     r = reloc.localize(IMAGE, CAM, None)
     assert r.success and reloc.refined_from == ["0.2", "0.3"]
