@@ -327,6 +327,8 @@ def hypotheses_from_retrieval(index: RetrievalIndex, g: torch.Tensor, lc, extent
     candidates = [Candidate(int(r), float(sc), 0, poses[r]) for r, sc in zip(rows, scores)]
 
     def away_from_excluded(cands: list[Candidate]) -> list[Candidate]:
+        if not len(exclude_w2c_opencv):  # the first search of every frame: nothing to leave out
+            return cands
         return [c for c in cands if not near_any(c.w2c_opencv, exclude_w2c_opencv, distinct_m, lc.retrieval_distinct_deg)]
 
     # Views at a refused place are left out before verification too: their inliers would
