@@ -27,6 +27,7 @@ import numpy as np
 
 from ...geometry.camera import Camera
 from ...geometry.frames import opengl_c2w_from_opencv_w2c
+from ...geometry.optical_flow import forward_backward_flow
 from ...geometry.pnp import pnp_ransac
 from ...geometry.se3 import invert_pose, pose_error
 from ...geometry.warp import RenderedView, sample_bilinear, warp_rendered_view
@@ -36,8 +37,6 @@ from ..base import FINAL_CONTRADICTS, IterationRecord
 from .texture import gradient_magnitude, near_texture
 from .texture import grey as _grey
 
-#: DIS optical flow preset (OpenCV): MEDIUM is sub-pixel and ~10 ms at 160x120.
-DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 #: Grey levels of 8-bit images.
 GREY_MAX = 255.0
 #: Guards the brightness matching of a flat render.
@@ -86,9 +85,7 @@ def flow_matches(
     empty = FlowMatches(np.zeros((0, 2)), np.zeros((0, 3)), candidates)
     if candidates == 0:
         return empty
-    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
-    fw = dis.calc(render_u8, query_u8, None)
-    bw = dis.calc(query_u8, render_u8, None)
+    fw, bw = forward_backward_flow(render_u8, query_u8)
     rows, cols = np.nonzero(keep)
     u = cols + 0.5 + fw[rows, cols, 0]
     v = rows + 0.5 + fw[rows, cols, 1]

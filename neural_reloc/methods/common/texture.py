@@ -21,18 +21,7 @@ import cv2
 import numpy as np
 from torch import nn
 
-
-def grey(rgb: np.ndarray) -> np.ndarray:
-    """Grey levels (H, W) uint8 of an RGB uint8 image."""
-    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-
-
-def gradient_magnitude(grey_image: np.ndarray) -> np.ndarray:
-    """Grey-level gradient magnitude (Sobel / 8: levels per pixel) of a grey image, float32:
-    where an image has texture for flow, photometric residuals or feature matches."""
-    gx = cv2.Sobel(grey_image, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(grey_image, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    return cv2.magnitude(gx, gy)  # sqrt(gx^2 + gy^2), 7x faster than np.hypot at 640x480
+from ...geometry.gradients import gradient_magnitude, grey
 
 
 def trunk_receptive_field(trunk: nn.Sequential) -> int:
