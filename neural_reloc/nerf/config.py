@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as default
 
+from ..sfm.config import FlowStereoConfig
+
 
 @dataclass
 class EncodingConfig:
@@ -135,6 +137,13 @@ class NeRFTrainConfig:
     # Rays per step drawn from the keypoint pixels for those terms (~1% of the pixels:
     # the random photometric batch alone would rarely hit them).
     keypoint_depth_rays: int = 1024
+    # With keypoint_depth: also measure the depth of every textured pixel by optical flow
+    # to the nearest mapping views, triangulated with the known poses and kept where two
+    # views agree (sfm/flow_stereo.py, settings in flow_stereo); where it measured a
+    # pixel it stands in for a keypoint's. The edges between SIFT's corners are where a
+    # localizer's flow lands (NOTES.md, twenty-third session).
+    flow_stereo_depth: bool = True
+    flow_stereo: FlowStereoConfig = default(default_factory=FlowStereoConfig)
 
 
 @dataclass

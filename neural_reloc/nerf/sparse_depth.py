@@ -8,7 +8,8 @@ triangulation (:func:`neural_reloc.sfm.known_poses.triangulate_known_poses`:
 SIFT, pose-neighbour matching verified against the known epipolar geometry, tracks,
 reprojection/angle filtered triangulation) measures the surface directly; those
 distances supervise the rays through the keypoints like a depth sensor's, and the
-regularizers keep the plain surfaces between them flat.
+regularizers keep the plain surfaces between them flat. Flow stereo between neighbouring
+views (:mod:`neural_reloc.sfm.flow_stereo`) adds the textured pixels between the corners.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 
 from ..data.posed_images import PosedImages
 from ..geometry.frames import camera_center_from_opencv_w2c
+from ..sfm.config import FlowStereoConfig
+from ..sfm.flow_stereo import flow_stereo_depth
 
 
 @dataclass
@@ -36,10 +39,14 @@ class KeypointDepth:
         return int(sum(len(d) for d in self.distance))
 
 
-def keypoint_depth(data: PosedImages, progress: Callable | None = None) -> KeypointDepth:
+def keypoint_depth(data: PosedImages, progress: Callable | None = None, flow_stereo: FlowStereoConfig | None = None
+                   ) -> KeypointDepth:
     """Triangulate SIFT keypoints of ``data``'s frames at their native resolution and
-    return them in the cameras of ``data`` (its loaded, possibly downscaled size).
-    Raises ValueError when nothing can be triangulated (no texture, bad poses)."""
+    return them in the cameras of ``data`` (its loaded, possibly downscaled size); with
+    ``flow_stereo``, also the textured pixels flow stereo measured
+    (:func:`~neural_reloc.sfm.flow_stereo.flow_stereo_depth`), which replace the keypoints
+    in the pixels they share. Raises ValueError when nothing can be triangulated (no
+    texture, bad poses)."""
     from ..sfm.known_poses import triangulate_known_poses
 
     native = data.with_downscale(1.0)
@@ -54,4 +61,22 @@ def keypoint_depth(data: PosedImages, progress: Callable | None = None) -> Keypo
         centre = camera_center_from_opencv_w2c(data.w2c_opencv(i))
         uvs.append((uv * scale).astype(np.float32))
         dists.append(np.linalg.norm(tri.points3d[tri.point[sel]] - centre, axis=1).astype(np.float32))
-    return KeypointDepth(uvs, dists, rec.counts)
+    stats = dict(rec.counts, sift_points=int(sum(len(d) for d in dists)))
+    if flow_stereo is not None:
+        dense = flow_stereo_depth(data, flow_stereo, progress)
+        for i in range(len(data)):
+            uvs[i], dists[i] = _merge_pixels(uvs[i], dists[i], dense.uv[i], dense.distance[i], data.camera(i).width)
+        stats.update({f"flow_stereo_{k}": v for k, v in dense.stats.items()})
+    return KeypointDepth(uvs, dists, stats)
+
+
+def _merge_pixels(uv_a: np.ndarray, dist_a: np.ndarray, uv_b: np.ndarray, dist_b: np.ndarray, width: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Measurements a and b (pixels (K, 2), distances (K,)) as one set: b's, and a's in
+    the pixels b has none in."""
+    def pixel(uv):
+        return np.floor(uv[:, 1]).astype(np.int64) * width + np.floor(uv[:, 0]).astype(np.int64)
+
+    keep = ~np.isin(pixel(uv_a), pixel(uv_b))
+    return (np.concatenate([uv_a[keep], uv_b]).astype(np.float32),
+            np.concatenate([dist_a[keep], dist_b]).astype(np.float32))

@@ -313,12 +313,15 @@ class NeuralMapTrainer:
         from .sparse_depth import keypoint_depth
 
         try:
-            kd = keypoint_depth(data, self.progress)
+            t = self.cfg.train
+            kd = keypoint_depth(data, self.progress, t.flow_stereo if t.flow_stereo_depth else None)
         except ValueError as e:
             self.log(f"no keypoint depth ({e}); training photometrically only")
             return None
-        self.log(f"keypoint depth: {kd.count} triangulated keypoints in {len(data)} training images "
-                 f"(mean reprojection error {kd.stats.get('mean_reprojection_error_px', float('nan')):.2f} px)")
+        self.log(f"keypoint depth: {kd.stats['sift_points']} triangulated keypoints in {len(data)} training images "
+                 f"(mean reprojection error {kd.stats.get('mean_reprojection_error_px', float('nan')):.2f} px)"
+                 + (f"; {kd.count} pixels with flow stereo's ({kd.stats['flow_stereo_kept']} measured)"
+                    if "flow_stereo_kept" in kd.stats else ""))
         return kd
 
     # ------------------------------------------------------------ hooks

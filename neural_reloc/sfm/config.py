@@ -82,4 +82,34 @@ class TriangulationConfig:
     max_filter_rounds: int = 5
 
 
-__all__ = ["FeatureConfig", "MatchingConfig", "TriangulationConfig"]
+@dataclass
+class FlowStereoConfig:
+    """Dense two-view stereo between mapping views with the known poses
+    (:mod:`neural_reloc.sfm.flow_stereo`): optical flow from each view to its nearest
+    views, triangulated, kept where the views agree."""
+
+    # Each view is matched by flow to this many nearest views (camera-centre distance,
+    # optical axes within max_view_angle_deg).
+    num_neighbors: int = 4
+    # Two cameras whose optical axes differ by more than this are not matched by flow.
+    max_view_angle_deg: float = 30.0
+    # Flow is measured where the view's grey-level gradient is at least this (levels per
+    # pixel, Sobel / 8): on plain surfaces flow is a guess.
+    min_gradient: float = 4.0
+    # Forward and backward flow must agree within this many pixels.
+    consistency_px: float = 0.5
+    # The two viewing rays of a measured pixel must meet at this angle or more.
+    min_triangulation_angle_deg: float = 2.0
+    # The triangulated point reprojects within this many pixels of the flow's end in
+    # the neighbour.
+    max_reprojection_error_px: float = 1.0
+    # A pixel's distance is kept only when this many neighbours measured it ...
+    min_agreeing_views: int = 2
+    # ... within this fraction of each other (their mean is kept).
+    max_disagreement_rel: float = 0.01
+    # At most this many measured pixels per view (a seeded random subset).
+    max_points_per_view: int = 4000
+    seed: int = 0
+
+
+__all__ = ["FeatureConfig", "FlowStereoConfig", "MatchingConfig", "TriangulationConfig"]

@@ -1,0 +1,157 @@
+"""Dense two-view stereo between mapping views with their known poses: optical flow
+from each view to its nearest views, triangulated, kept where the views agree.
+
+Known-pose triangulation of SIFT tracks (:mod:`.known_poses`) measures a few hundred
+corners per view. The edges between them (a poster's border, a shelf's, a window
+frame) are where a localizer's flow against the map's render lands, and a neural map
+trained without depth images leaves their depth to the photometric loss: renders at
+views off the mapping path then show that texture displaced (NOTES.md, twenty-third
+session). Flow measures every textured pixel: DIS optical flow (OpenCV) from a view to
+each of its ``num_neighbors`` nearest views, kept where forward and backward flow agree,
+each flow vector triangulated with the two known poses (ray midpoint, its angle and
+reprojection error tested), and a pixel's distance kept only where ``min_agreeing_views``
+neighbours measured it within ``max_disagreement_rel`` of each other: a wrong flow
+vector rarely lands on the same wrong depth from two other views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.posed_images import PosedImages
+from ..geometry.camera import Camera
+from ..geometry.frames import opencv_c2w_from_opencv_w2c
+from ..geometry.gradients import gradient_magnitude, grey
+from ..geometry.optical_flow import forward_backward_flow
+from ..geometry.warp import sample_bilinear
+from .config import FlowStereoConfig
+from .pairs import centers_and_axes, nearest_views
+
+#: Rays closer to parallel than this (1 - cos) have no triangulated point.
+PARALLEL_EPS = 1e-9
+
+
+@dataclass
+class FlowStereoDepth:
+    """Per view of the data: measured pixels (K, 2) (pixel centres at +0.5) and their
+    distance along the viewing ray in metres (K,); ``stats``: counts."""
+
+    uv: list[np.ndarray]
+    distance: list[np.ndarray]
+    stats: dict
+
+    @property
+    def count(self) -> int:
+        return int(sum(len(d) for d in self.distance))
+
+
+def pixel_rays_world(camera: Camera, w2c_opencv: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera centre (3,) and unit world directions (N, 3) of the rays through pixels
+    ``uv`` (N, 2; pixel centres at +0.5) of ``camera`` at ``w2c_opencv``."""
+    c2w = opencv_c2w_from_opencv_w2c(w2c_opencv)
+    return c2w[:3, 3], camera.pixel_rays_opencv(uv) @ c2w[:3, :3].T
+
+
+def triangulate_ray_pairs(c_a: np.ndarray, d_a: np.ndarray, c_b: np.ndarray, d_b: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closest points of ray pairs (centres (3,), unit directions (N, 3)): distances
+    along ray a and along ray b (N,) and the angle between the rays in degrees (N,);
+    parallel rays get NaN distances."""
+    w0 = c_a - c_b
+    b = np.einsum("ij,ij->i", d_a, d_b)
+    d = d_a @ w0
+    e = d_b @ w0
+    denom = 1.0 - b * b
+    ok = denom > PARALLEL_EPS
+    denom = np.where(ok, denom, 1.0)
+    t_a = np.where(ok, (b * e - d) / denom, np.nan)
+    t_b = np.where(ok, (e - b * d) / denom, np.nan)
+    return t_a, t_b, np.degrees(np.arccos(np.clip(b, -1.0, 1.0)))
+
+
+def _pair_distances(i: int, j: int, flows: dict, greys, masks, textured, cameras, w2c, cfg: FlowStereoConfig
+                    ) -> np.ndarray:
+    """Distance along view ``i``'s rays (H, W; NaN where not measured) from the flow
+    between views ``i`` and ``j`` (``flows`` caches each ordered pair's flow)."""
+    if (i, j) not in flows:
+        flows[(i, j)], flows[(j, i)] = forward_backward_flow(greys[i], greys[j])
+    fw, bw = flows[(i, j)], flows[(j, i)]
+    h, w = greys[i].shape
+    out = np.full((h, w), np.nan, np.float32)
+    rows, cols = np.nonzero(textured[i])
+    uv_i = np.stack([cols + 0.5, rows + 0.5], -1)
+    uv_j = uv_i + fw[rows, cols]
+    hj, wj = greys[j].shape
+    inside = (uv_j[:, 0] >= 0) & (uv_j[:, 0] < wj) & (uv_j[:, 1] >= 0) & (uv_j[:, 1] < hj)
+    rows, cols, uv_i, uv_j = rows[inside], cols[inside], uv_i[inside], uv_j[inside]
+    if masks[j] is not None:
+        keep = masks[j][np.floor(uv_j[:, 1]).astype(int), np.floor(uv_j[:, 0]).astype(int)]
+        rows, cols, uv_i, uv_j = rows[keep], cols[keep], uv_i[keep], uv_j[keep]
+    back = sample_bilinear(bw, uv_j)
+    consistent = np.hypot(*(fw[rows, cols] + back).T) <= cfg.consistency_px
+    rows, cols, uv_i, uv_j = rows[consistent], cols[consistent], uv_i[consistent], uv_j[consistent]
+    if len(rows) == 0:
+        return out
+    c_i, d_i = pixel_rays_world(cameras[i], w2c[i], uv_i)
+    c_j, d_j = pixel_rays_world(cameras[j], w2c[j], uv_j)
+    t_i, t_j, angle = triangulate_ray_pairs(c_i, d_i, c_j, d_j)
+    ok = np.isfinite(t_i) & (t_i > 0) & (t_j > 0) & (angle >= cfg.min_triangulation_angle_deg)
+    x = c_i + d_i * np.nan_to_num(t_i)[:, None]
+    proj, in_front = cameras[j].project(x @ w2c[j][:3, :3].T + w2c[j][:3, 3])
+    ok &= in_front & (np.linalg.norm(proj - uv_j, axis=1) <= cfg.max_reprojection_error_px)
+    out[rows[ok], cols[ok]] = t_i[ok]
+    return out
+
+
+def flow_stereo_depth(data: PosedImages, cfg: FlowStereoConfig | None = None, progress: Callable | None = None
+                      ) -> FlowStereoDepth:
+    """Distances along the rays of the textured pixels of every view of ``data`` (at its
+    loaded size), measured by flow to its nearest views (the module's docstring)."""
+    cfg = cfg or FlowStereoConfig()
+    n = len(data)
+    cameras = [data.camera(i) for i in range(n)]
+    w2c = np.stack([data.w2c_opencv(i) for i in range(n)])
+    greys = [grey(data.image(i)) for i in range(n)]
+    masks = [data.mask(i) for i in range(n)]
+    textured = []
+    for g, m in zip(greys, masks):
+        t = gradient_magnitude(g) >= cfg.min_gradient
+        textured.append(t if m is None else t & m)
+    axes = centers_and_axes(w2c)[1]
+    min_cos = np.cos(np.deg2rad(cfg.max_view_angle_deg))
+    rng = np.random.default_rng(cfg.seed)
+    flows: dict = {}
+    uvs, dists = [], []
+    pairs = measured = 0
+    items = range(n) if progress is None else progress(range(n), desc="flow stereo")
+    for i in items:
+        nbrs = [int(j) for j in nearest_views(w2c[i], w2c, cfg.num_neighbors, cfg.max_view_angle_deg, exclude=i)
+                if axes[i] @ axes[j] >= min_cos]
+        per = np.stack([_pair_distances(i, j, flows, greys, masks, textured, cameras, w2c, cfg) for j in nbrs]) \
+            if nbrs else np.zeros((0,) + greys[i].shape, np.float32)
+        pairs += len(nbrs)
+        for j in nbrs:  # each ordered flow is used by its two views: drop it after the second
+            if j < i:
+                flows.pop((i, j), None)
+                flows.pop((j, i), None)
+        measured_by = np.isfinite(per)
+        count = measured_by.sum(0)
+        lo = np.where(measured_by, per, np.inf).min(0, initial=np.inf)
+        hi = np.where(measured_by, per, -np.inf).max(0, initial=-np.inf)
+        mean = np.where(measured_by, per, 0.0).sum(0) / np.maximum(count, 1)
+        keep = (count >= cfg.min_agreeing_views) & (hi <= lo * (1.0 + cfg.max_disagreement_rel))
+        rows, cols = np.nonzero(keep)
+        if len(rows) > cfg.max_points_per_view:
+            pick = np.sort(rng.choice(len(rows), cfg.max_points_per_view, replace=False))
+            rows, cols = rows[pick], cols[pick]
+        measured += int(keep.sum())
+        uvs.append(np.stack([cols + 0.5, rows + 0.5], -1).astype(np.float32))
+        dists.append(mean[rows, cols].astype(np.float32))
+    stats = {"views": n, "pairs": pairs, "measured_pixels": measured, "kept": int(sum(len(d) for d in dists))}
+    return FlowStereoDepth(uvs, dists, stats)
+
+
+__all__ = ["FlowStereoDepth", "flow_stereo_depth", "pixel_rays_world", "triangulate_ray_pairs"]
