@@ -15,32 +15,17 @@ views (:mod:`neural_reloc.sfm.flow_stereo`) adds the textured pixels between the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..data.posed_images import PosedImages
 from ..geometry.frames import camera_center_from_opencv_w2c
 from ..sfm.config import FlowStereoConfig
-from ..sfm.flow_stereo import flow_stereo_depth
-
-
-@dataclass
-class KeypointDepth:
-    """Per frame of the data: keypoint pixels (K, 2) in the camera of ``data.camera(i)``
-    (pixel centres at +0.5) and their distance along the viewing ray (K,)."""
-
-    uv: list[np.ndarray]
-    distance: list[np.ndarray]
-    stats: dict
-
-    @property
-    def count(self) -> int:
-        return int(sum(len(d) for d in self.distance))
+from ..sfm.flow_stereo import PixelDistances, flow_stereo_depth
 
 
 def keypoint_depth(data: PosedImages, progress: Callable | None = None, flow_stereo: FlowStereoConfig | None = None
-                   ) -> KeypointDepth:
+                   ) -> PixelDistances:
     """Triangulate SIFT keypoints of ``data``'s frames at their native resolution and
     return them in the cameras of ``data`` (its loaded, possibly downscaled size); with
     ``flow_stereo``, also the textured pixels flow stereo measured
@@ -67,7 +52,7 @@ def keypoint_depth(data: PosedImages, progress: Callable | None = None, flow_ste
         for i in range(len(data)):
             uvs[i], dists[i] = _merge_pixels(uvs[i], dists[i], dense.uv[i], dense.distance[i], data.camera(i).width)
         stats.update({f"flow_stereo_{k}": v for k, v in dense.stats.items()})
-    return KeypointDepth(uvs, dists, stats)
+    return PixelDistances(uvs, dists, stats)
 
 
 def _merge_pixels(uv_a: np.ndarray, dist_a: np.ndarray, uv_b: np.ndarray, dist_b: np.ndarray, width: int

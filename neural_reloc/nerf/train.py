@@ -26,7 +26,7 @@ from .config import NeuralMapConfig
 from .neural_map import NeuralMap, RayBatch
 from .rays import c2w_opencv_tensor, camera_params, pixel_dirs_opencv
 from .scene import SceneNormalization
-from .sparse_depth import KeypointDepth
+from ..sfm.flow_stereo import PixelDistances
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Virtual views for the depth-smoothness prior sit between an image and one of its
@@ -60,7 +60,7 @@ class TrainingImages:
         device: torch.device,
         progress: Callable | None = None,
         load_depth: bool = True,
-        keypoint_depth: KeypointDepth | None = None,
+        keypoint_depth: PixelDistances | None = None,
     ):
         self.data = data
         self.cameras = [data.camera(i) for i in range(len(data))]
@@ -307,7 +307,7 @@ class NeuralMapTrainer:
                                          keypoint_depth=kp_depth)
             self._log_depth_share()
 
-    def _keypoint_depth(self, data: PosedImages) -> KeypointDepth | None:
+    def _keypoint_depth(self, data: PosedImages) -> PixelDistances | None:
         """Triangulated keypoint depth of the training images (None, logged, when
         nothing can be triangulated: training is then photometric only)."""
         from .sparse_depth import keypoint_depth

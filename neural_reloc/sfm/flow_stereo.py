@@ -35,8 +35,10 @@ PARALLEL_EPS = 1e-9
 
 
 @dataclass
-class FlowStereoDepth:
-    """Per view of the data: measured pixels (K, 2) (pixel centres at +0.5) and their
+class PixelDistances:
+    """Depth measured in some pixels of each view of a dataset (by flow stereo here, by
+    triangulated SIFT keypoints in :mod:`neural_reloc.nerf.sparse_depth`): per view, the
+    pixels (K, 2) in the camera of ``data.camera(i)`` (pixel centres at +0.5) and their
     distance along the viewing ray in metres (K,); ``stats``: counts."""
 
     uv: list[np.ndarray]
@@ -107,7 +109,7 @@ def _pair_distances(i: int, j: int, flows: dict, greys, masks, textured, cameras
 
 
 def flow_stereo_depth(data: PosedImages, cfg: FlowStereoConfig | None = None, progress: Callable | None = None
-                      ) -> FlowStereoDepth:
+                      ) -> PixelDistances:
     """Distances along the rays of the textured pixels of every view of ``data`` (at its
     loaded size), measured by flow to its nearest views (the module's docstring)."""
     cfg = cfg or FlowStereoConfig()
@@ -151,7 +153,7 @@ def flow_stereo_depth(data: PosedImages, cfg: FlowStereoConfig | None = None, pr
         uvs.append(np.stack([cols + 0.5, rows + 0.5], -1).astype(np.float32))
         dists.append(mean[rows, cols].astype(np.float32))
     stats = {"views": n, "pairs": pairs, "measured_pixels": measured, "kept": int(sum(len(d) for d in dists))}
-    return FlowStereoDepth(uvs, dists, stats)
+    return PixelDistances(uvs, dists, stats)
 
 
-__all__ = ["FlowStereoDepth", "flow_stereo_depth", "pixel_rays_world", "triangulate_ray_pairs"]
+__all__ = ["PixelDistances", "flow_stereo_depth", "pixel_rays_world", "triangulate_ray_pairs"]
