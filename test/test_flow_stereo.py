@@ -116,3 +116,18 @@ def test_flow_stereo_pixels_replace_keypoints_in_the_pixels_they_share():
     uv, d = _merge_pixels(sift_uv, sift_d, flow_uv, flow_d, width=W)
     got = {(int(u), int(v)): x for (u, v), x in zip(uv, d)}
     assert got == {(10, 5): 1.5, (30, 8): 2.0, (50, 9): 3.0}
+
+
+def test_rgb_only_keypoint_depth_carries_flow_stereo_pixels(tmp_path):
+    """What an RGB-only map trains its depth on (``nerf.sparse_depth.keypoint_depth``):
+    the SIFT keypoints, plus flow stereo's pixels when its settings are given."""
+    from neural_reloc.nerf.sparse_depth import keypoint_depth
+
+    data = load_dataset(_write_walk(tmp_path / "walk"))
+    sift = keypoint_depth(data)
+    both = keypoint_depth(data, flow_stereo=FlowStereoConfig(num_neighbors=2))
+    assert "flow_stereo_kept" not in sift.stats and both.stats["flow_stereo_kept"] > 0
+    assert both.count > sift.count + 0.5 * both.stats["flow_stereo_kept"]
+    for i in range(len(data)):
+        rel = np.abs(both.distance[i] / _true_distance(both.uv[i]) - 1.0)
+        assert np.median(rel) < 0.01, (i, np.median(rel))

@@ -320,7 +320,7 @@ class NeuralMapTrainer:
             return None
         self.log(f"keypoint depth: {kd.stats['sift_points']} triangulated keypoints in {len(data)} training images "
                  f"(mean reprojection error {kd.stats.get('mean_reprojection_error_px', float('nan')):.2f} px)"
-                 + (f"; {kd.count} pixels with flow stereo's ({kd.stats['flow_stereo_kept']} measured)"
+                 + (f"; with flow stereo's {kd.stats['flow_stereo_kept']} pixels, {kd.count} in all"
                     if "flow_stereo_kept" in kd.stats else ""))
         return kd
 
