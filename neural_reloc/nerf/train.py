@@ -22,11 +22,11 @@ from torch import nn
 
 from ..config_io import to_dict
 from ..data.posed_images import PosedImages
+from ..sfm.flow_stereo import PixelDistances
 from .config import NeuralMapConfig
 from .neural_map import NeuralMap, RayBatch
 from .rays import c2w_opencv_tensor, camera_params, pixel_dirs_opencv
 from .scene import SceneNormalization
-from ..sfm.flow_stereo import PixelDistances
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Virtual views for the depth-smoothness prior sit between an image and one of its

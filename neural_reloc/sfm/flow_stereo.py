@@ -53,8 +53,8 @@ class PixelDistances:
 def pixel_rays_world(camera: Camera, w2c_opencv: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Camera centre (3,) and unit world directions (N, 3) of the rays through pixels
     ``uv`` (N, 2; pixel centres at +0.5) of ``camera`` at ``w2c_opencv``."""
-    c2w = opencv_c2w_from_opencv_w2c(w2c_opencv)
-    return c2w[:3, 3], camera.pixel_rays_opencv(uv) @ c2w[:3, :3].T
+    c2w_opencv = opencv_c2w_from_opencv_w2c(w2c_opencv)
+    return c2w_opencv[:3, 3], camera.pixel_rays_opencv(uv) @ c2w_opencv[:3, :3].T
 
 
 def triangulate_ray_pairs(c_a: np.ndarray, d_a: np.ndarray, c_b: np.ndarray, d_b: np.ndarray
@@ -74,8 +74,8 @@ def triangulate_ray_pairs(c_a: np.ndarray, d_a: np.ndarray, c_b: np.ndarray, d_b
     return t_a, t_b, np.degrees(np.arccos(np.clip(b, -1.0, 1.0)))
 
 
-def _pair_distances(i: int, j: int, flows: dict, greys, masks, textured, cameras, w2c, cfg: FlowStereoConfig
-                    ) -> np.ndarray:
+def _pair_distances(i: int, j: int, flows: dict, greys, masks, textured, cameras, w2c_opencv,
+                    cfg: FlowStereoConfig) -> np.ndarray:
     """Distance along view ``i``'s rays (H, W; NaN where not measured) from the flow
     between views ``i`` and ``j`` (``flows`` caches each ordered pair's flow)."""
     if (i, j) not in flows:
@@ -97,12 +97,12 @@ def _pair_distances(i: int, j: int, flows: dict, greys, masks, textured, cameras
     rows, cols, uv_i, uv_j = rows[consistent], cols[consistent], uv_i[consistent], uv_j[consistent]
     if len(rows) == 0:
         return out
-    c_i, d_i = pixel_rays_world(cameras[i], w2c[i], uv_i)
-    c_j, d_j = pixel_rays_world(cameras[j], w2c[j], uv_j)
+    c_i, d_i = pixel_rays_world(cameras[i], w2c_opencv[i], uv_i)
+    c_j, d_j = pixel_rays_world(cameras[j], w2c_opencv[j], uv_j)
     t_i, t_j, angle = triangulate_ray_pairs(c_i, d_i, c_j, d_j)
     ok = np.isfinite(t_i) & (t_i > 0) & (t_j > 0) & (angle >= cfg.min_triangulation_angle_deg)
     x = c_i + d_i * np.nan_to_num(t_i)[:, None]
-    proj, in_front = cameras[j].project(x @ w2c[j][:3, :3].T + w2c[j][:3, 3])
+    proj, in_front = cameras[j].project(x @ w2c_opencv[j][:3, :3].T + w2c_opencv[j][:3, 3])
     ok &= in_front & (np.linalg.norm(proj - uv_j, axis=1) <= cfg.max_reprojection_error_px)
     out[rows[ok], cols[ok]] = t_i[ok]
     return out
@@ -115,28 +115,35 @@ def flow_stereo_depth(data: PosedImages, cfg: FlowStereoConfig | None = None, pr
     cfg = cfg or FlowStereoConfig()
     n = len(data)
     cameras = [data.camera(i) for i in range(n)]
-    w2c = np.stack([data.w2c_opencv(i) for i in range(n)])
+    w2c_opencv = np.stack([data.w2c_opencv(i) for i in range(n)])
     greys = [grey(data.image(i)) for i in range(n)]
     masks = [data.mask(i) for i in range(n)]
     textured = []
     for g, m in zip(greys, masks):
         t = gradient_magnitude(g) >= cfg.min_gradient
         textured.append(t if m is None else t & m)
-    axes = centers_and_axes(w2c)[1]
+    axes = centers_and_axes(w2c_opencv)[1]
     min_cos = np.cos(np.deg2rad(cfg.max_view_angle_deg))
+    neighbours = [[int(j) for j in nearest_views(w2c_opencv[i], w2c_opencv, cfg.num_neighbors,
+                                                 cfg.max_view_angle_deg, exclude=i)
+                   if axes[i] @ axes[j] >= min_cos] for i in range(n)]
+    # A pair's flows (both ways) are kept until the last view that uses them.
+    last_use: dict[tuple[int, int], int] = {}
+    for i, nbrs in enumerate(neighbours):
+        for j in nbrs:
+            last_use[(min(i, j), max(i, j))] = i
     rng = np.random.default_rng(cfg.seed)
     flows: dict = {}
     uvs, dists = [], []
     pairs = measured = 0
     items = range(n) if progress is None else progress(range(n), desc="flow stereo")
     for i in items:
-        nbrs = [int(j) for j in nearest_views(w2c[i], w2c, cfg.num_neighbors, cfg.max_view_angle_deg, exclude=i)
-                if axes[i] @ axes[j] >= min_cos]
-        per = np.stack([_pair_distances(i, j, flows, greys, masks, textured, cameras, w2c, cfg) for j in nbrs]) \
-            if nbrs else np.zeros((0,) + greys[i].shape, np.float32)
+        nbrs = neighbours[i]
+        per = np.stack([_pair_distances(i, j, flows, greys, masks, textured, cameras, w2c_opencv, cfg)
+                        for j in nbrs]) if nbrs else np.zeros((0,) + greys[i].shape, np.float32)
         pairs += len(nbrs)
-        for j in nbrs:  # each ordered flow is used by its two views: drop it after the second
-            if j < i:
+        for j in nbrs:
+            if last_use[(min(i, j), max(i, j))] == i:
                 flows.pop((i, j), None)
                 flows.pop((j, i), None)
         measured_by = np.isfinite(per)
