@@ -1,6 +1,7 @@
 """Flow stereo between mapping views (``neural_reloc.sfm.flow_stereo``): the ray-pair
 triangulation, distances measured on a textured wall seen by a sideways walk, nothing on
-a plain one, masks honoured, and the merge with the SIFT keypoints' depth."""
+a plain one, masks honoured, partners chosen by baseline, wide baselines followed through
+the plane pre-warp, and the merge with the SIFT keypoints' depth."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import numpy as np
 from neural_reloc.data import load_dataset
 from neural_reloc.nerf.sparse_depth import _merge_pixels
 from neural_reloc.sfm.config import FlowStereoConfig
-from neural_reloc.sfm.flow_stereo import flow_stereo_depth, triangulate_ray_pairs
+from neural_reloc.geometry.camera import Camera
+from neural_reloc.sfm.flow_stereo import (
+    flow_stereo_depth,
+    plane_homography,
+    stereo_neighbours,
+    triangulate_ray_pairs,
+)
 
 W, H, F = 160, 120, 200.0
 WALL_Z = 2.0  # metres in front of every camera
@@ -27,18 +34,19 @@ def _wall_texture(seed: int = 0) -> np.ndarray:
     return cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 3.0), None, 0, 255, cv2.NORM_MINMAX)
 
 
-def _write_walk(root: Path, n: int = 5, plain: bool = False, masks: bool = False) -> Path:
-    """``n`` views of a fronto-parallel wall WALL_Z in front, each STEP_M to the right
+def _write_walk(root: Path, n: int = 5, plain: bool = False, masks: bool = False, step_m: float = STEP_M) -> Path:
+    """``n`` views of a fronto-parallel wall WALL_Z in front, each ``step_m`` to the right
     of the last (nerfstudio's OpenGL c2w: the camera looks along -z)."""
     tex = np.full((H, W + 200), 128, np.uint8) if plain else _wall_texture()
-    shift = int(round(F * STEP_M / WALL_Z))
+    shift = int(round(F * step_m / WALL_Z))
+    assert shift * (n - 1) <= 200
     meta = {"fl_x": F, "fl_y": F, "cx": W / 2, "cy": H / 2, "w": W, "h": H, "frames": []}
     (root / "images").mkdir(parents=True)
     for i in range(n):
         grey = tex[:, shift * i: shift * i + W]  # the camera moves right: the wall moves left
         assert cv2.imwrite(str(root / f"images/{i}.png"), cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
         c2w = np.eye(4)
-        c2w[0, 3] = STEP_M * i
+        c2w[0, 3] = step_m * i
         fr = {"file_path": f"images/{i}.png", "transform_matrix": c2w.tolist()}
         if masks:
             (root / "masks").mkdir(exist_ok=True)
@@ -74,7 +82,7 @@ def test_ray_pairs_meet_where_they_cross():
 
 def test_a_textured_wall_is_measured_where_the_views_agree(tmp_path):
     data = load_dataset(_write_walk(tmp_path / "walk"))
-    fs = flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2))
+    fs = flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2, min_agreeing_views=2))
     assert len(fs.uv) == len(data) == 5
     # Every view has two neighbours within reach (8-16 px of disparity, 2.3-4.6 deg).
     for i in range(len(data)):
@@ -87,22 +95,72 @@ def test_a_textured_wall_is_measured_where_the_views_agree(tmp_path):
 
 def test_agreement_and_angle_settings_bound_what_is_kept(tmp_path):
     data = load_dataset(_write_walk(tmp_path / "walk"))
-    base = flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2)).stats["measured_pixels"]
+    base = flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2, min_agreeing_views=2)).stats["measured_pixels"]
     # One neighbour cannot agree with another: nothing is kept.
-    assert flow_stereo_depth(data, FlowStereoConfig(num_neighbors=1)).count == 0
+    assert flow_stereo_depth(data, FlowStereoConfig(num_neighbors=1, min_agreeing_views=2)).count == 0
     single = flow_stereo_depth(data, FlowStereoConfig(num_neighbors=1, min_agreeing_views=1))
     assert single.stats["measured_pixels"] > base
     # Nearest neighbours 2.3 deg apart: a 10 deg minimum angle leaves nothing.
-    assert flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2, min_triangulation_angle_deg=10.0)).count == 0
-    capped = flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2, max_points_per_view=100))
+    assert flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2, min_agreeing_views=2, min_triangulation_angle_deg=10.0)).count == 0
+    capped = flow_stereo_depth(data, FlowStereoConfig(num_neighbors=2, min_agreeing_views=2, max_points_per_view=100))
     assert all(len(uv) <= 100 for uv in capped.uv)
+
+
+def test_partners_are_chosen_by_the_angle_their_baseline_sees_the_scene_at():
+    """A dense sideways walk (2 cm steps, a wall 2 m away): the nearest views meet at
+    ~0.6 deg; with the scene's distance known, the partners are those nearest the target
+    angle, never under the minimum; unknown, the nearest views."""
+    n, step = 40, 0.02
+    w2c = np.tile(np.eye(4), (n, 1, 1))
+    w2c[:, 0, 3] = -step * np.arange(n)  # camera i at x = step * i, looking along +z (OpenCV)
+    cfg = FlowStereoConfig(num_neighbors=2, target_triangulation_angle_deg=8.0, min_triangulation_angle_deg=2.0)
+    chosen = stereo_neighbours(w2c, np.full(n, WALL_Z), cfg)
+    want = np.degrees(2 * np.arctan(np.arange(n) * step / 2 / WALL_Z))  # angle to view i + k
+    k_best = int(np.argmin(np.abs(want - 8.0)))
+    assert sorted(abs(j - 20) for j in chosen[20]) == [k_best, k_best]
+    for i, nbrs in enumerate(chosen):
+        assert len(nbrs) == 2 and i not in nbrs
+        assert all(abs(j - i) * step >= 2 * WALL_Z * np.tan(np.radians(1.0)) for j in nbrs)
+    nearest = stereo_neighbours(w2c, None, cfg)
+    assert sorted(nearest[20]) == [19, 21]
+    assert stereo_neighbours(w2c, np.full(n, WALL_Z), FlowStereoConfig(num_neighbors=2, target_triangulation_angle_deg=0))[20] in ([19, 21], [21, 19])
+
+
+def test_the_plane_homography_maps_the_plane_between_the_views():
+    cam = Camera(width=W, height=H, fx=F, fy=F, cx=W / 2, cy=H / 2)
+    rng = np.random.default_rng(1)
+    w2c_a, w2c_b = np.eye(4), np.eye(4)
+    rot = cv2.Rodrigues(np.array([0.02, -0.1, 0.03]))[0]
+    w2c_b[:3, :3], w2c_b[:3, 3] = rot, [-0.3, 0.05, 0.1]
+    uv_a = rng.uniform([0, 0], [W, H], size=(20, 2))
+    x = cam.pixel_rays_opencv(uv_a)
+    x = x / x[:, 2:] * WALL_Z  # on the plane z = WALL_Z of camera a
+    uv_b, _ = cam.project(x @ rot.T + w2c_b[:3, 3])
+    h = plane_homography(cam, cam, w2c_a, w2c_b, WALL_Z)
+    p = np.c_[uv_a, np.ones(len(uv_a))] @ h.T
+    np.testing.assert_allclose(p[:, :2] / p[:, 2:], uv_b, atol=1e-9)
+
+
+def test_the_plane_prewarp_follows_a_wide_baseline(tmp_path):
+    """Views 0.4 m apart at 2 m (40 px of disparity, 11 deg, beyond what DIS follows on
+    its own): warped onto the plane at the scene's distance, the flow has only the
+    parallax off that plane to find, and the wall is measured."""
+    data = load_dataset(_write_walk(tmp_path / "wide", step_m=0.4))
+    cfg = FlowStereoConfig(num_neighbors=2, min_agreeing_views=2)
+    unknown = flow_stereo_depth(data, cfg)
+    known = flow_stereo_depth(data, cfg, view_distance=np.full(len(data), 0.9 * WALL_Z))
+    assert known.count > 5 * max(unknown.count, 1) and known.count > 0.2 * W * H
+    for i in range(len(data)):
+        if len(known.uv[i]):
+            rel = np.abs(known.distance[i] / _true_distance(known.uv[i]) - 1.0)
+            assert np.median(rel) < 0.005, (i, np.median(rel))
 
 
 def test_a_plain_wall_and_masked_pixels_give_nothing(tmp_path):
     plain = load_dataset(_write_walk(tmp_path / "plain", plain=True))
-    assert flow_stereo_depth(plain, FlowStereoConfig(num_neighbors=2)).count == 0
+    assert flow_stereo_depth(plain, FlowStereoConfig(num_neighbors=2, min_agreeing_views=2)).count == 0
     masked = load_dataset(_write_walk(tmp_path / "masked", masks=True))
-    fs = flow_stereo_depth(masked, FlowStereoConfig(num_neighbors=2))
+    fs = flow_stereo_depth(masked, FlowStereoConfig(num_neighbors=2, min_agreeing_views=2))
     assert fs.count > 0
     for uv in fs.uv:
         assert (uv[:, 0] < W // 2).all()
@@ -125,7 +183,7 @@ def test_rgb_only_keypoint_depth_carries_flow_stereo_pixels(tmp_path):
 
     data = load_dataset(_write_walk(tmp_path / "walk"))
     sift = keypoint_depth(data)
-    both = keypoint_depth(data, flow_stereo=FlowStereoConfig(num_neighbors=2))
+    both = keypoint_depth(data, flow_stereo=FlowStereoConfig(num_neighbors=2, min_agreeing_views=2))
     assert "flow_stereo_kept" not in sift.stats and both.stats["flow_stereo_kept"] > 0
     assert both.count > sift.count + 0.5 * both.stats["flow_stereo_kept"]
     for i in range(len(data)):

@@ -48,7 +48,8 @@ def keypoint_depth(data: PosedImages, progress: Callable | None = None, flow_ste
         dists.append(np.linalg.norm(tri.points3d[tri.point[sel]] - centre, axis=1).astype(np.float32))
     stats = dict(rec.counts, sift_points=int(sum(len(d) for d in dists)))
     if flow_stereo is not None:
-        dense = flow_stereo_depth(data, flow_stereo, progress)
+        typical = np.array([np.median(d) if len(d) else np.nan for d in dists])
+        dense = flow_stereo_depth(data, flow_stereo, progress, view_distance=typical)
         for i in range(len(data)):
             uvs[i], dists[i] = _merge_pixels(uvs[i], dists[i], dense.uv[i], dense.distance[i], data.camera(i).width)
         stats.update({f"flow_stereo_{k}": v for k, v in dense.stats.items()})

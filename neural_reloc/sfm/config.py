@@ -85,14 +85,18 @@ class TriangulationConfig:
 @dataclass
 class FlowStereoConfig:
     """Dense two-view stereo between mapping views with the known poses
-    (:mod:`neural_reloc.sfm.flow_stereo`): optical flow from each view to its nearest
-    views, triangulated, kept where the views agree."""
+    (:mod:`neural_reloc.sfm.flow_stereo`): optical flow from each view to views near it
+    (each warped onto the plane at the view's typical distance first), triangulated,
+    kept where the views agree."""
 
-    # Each view is matched by flow to this many nearest views (camera-centre distance,
-    # optical axes within max_view_angle_deg).
+    # Each view is matched by flow to this many other views (optical axes within
+    # max_view_angle_deg, chosen by target_triangulation_angle_deg).
     num_neighbors: int = 4
     # Two cameras whose optical axes differ by more than this are not matched by flow.
     max_view_angle_deg: float = 30.0
+    # Among those, the views whose baseline sees the view's typical scene distance (its
+    # triangulated keypoints' median) at the angle nearest this; 0: the nearest views.
+    target_triangulation_angle_deg: float = 16.0
     # Flow is measured where the view's grey-level gradient is at least this (levels per
     # pixel, Sobel / 8): on plain surfaces flow is a guess.
     min_gradient: float = 4.0
@@ -104,7 +108,7 @@ class FlowStereoConfig:
     # the neighbour.
     max_reprojection_error_px: float = 1.0
     # A pixel's distance is kept only when this many neighbours measured it ...
-    min_agreeing_views: int = 2
+    min_agreeing_views: int = 3
     # ... within this fraction of each other (their mean is kept).
     max_disagreement_rel: float = 0.01
     # At most this many measured pixels per view (a seeded random subset).
