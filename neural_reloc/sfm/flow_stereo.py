@@ -83,17 +83,11 @@ def plane_homography(camera_i: Camera, camera_j: Camera, w2c_opencv_i: np.ndarra
     """3x3 homography from view i's pixels to view j's (our pixel convention, lens
     distortion ignored) induced by the plane facing view i at ``distance`` (its optical
     axis's depth); None or non-finite: the plane at infinity (the rotation alone)."""
-    rel = w2c_opencv_j @ opencv_c2w_from_opencv_w2c(w2c_opencv_i)  # i's camera frame -> j's
+    i_to_j_opencv = w2c_opencv_j @ opencv_c2w_from_opencv_w2c(w2c_opencv_i)  # camera i's OpenCV frame -> j's
     inv_d = 1.0 / distance if distance is not None and np.isfinite(distance) and distance > 0 else 0.0
-    h = camera_j.K @ (rel[:3, :3] + np.outer(rel[:3, 3], [0.0, 0.0, inv_d])) @ np.linalg.inv(camera_i.K)
+    rot, t = i_to_j_opencv[:3, :3], i_to_j_opencv[:3, 3]
+    h = camera_j.K @ (rot + np.outer(t, [0.0, 0.0, inv_d])) @ np.linalg.inv(camera_i.K)
     return h / h[2, 2]
-
-
-def _apply_homography(h: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Pixels ``uv`` (N, 2) mapped by the homography ``h``."""
-    p = uv @ h[:2, :2].T + h[:2, 2]
-    w = uv @ h[2, :2] + h[2, 2]
-    return p / w[:, None]
 
 
 def _pair_distances(i: int, j: int, greys, masks, textured, cameras, w2c_opencv, view_distance,
@@ -129,7 +123,7 @@ def _pair_distances(i: int, j: int, greys, masks, textured, cameras, w2c_opencv,
     rows, cols, uv_i, uv_w = rows[consistent], cols[consistent], uv_i[consistent], uv_w[consistent]
     if len(rows) == 0:
         return out
-    uv_j = _apply_homography(hom, uv_w)
+    uv_j = cv2.perspectiveTransform(uv_w[None].astype(np.float64), hom)[0]
     c_i, d_i = pixel_rays_world(cameras[i], w2c_opencv[i], uv_i)
     c_j, d_j = pixel_rays_world(cameras[j], w2c_opencv[j], uv_j)
     t_i, t_j, angle = triangulate_ray_pairs(c_i, d_i, c_j, d_j)
