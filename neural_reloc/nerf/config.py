@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as default
 
-from ..sfm.config import FlowStereoConfig
+from ..sfm.config import FlowStereoConfig, PlainFreeSpaceConfig
 
 
 @dataclass
@@ -144,6 +144,14 @@ class NeRFTrainConfig:
     # localizer's flow lands (NOTES.md, twenty-third session).
     flow_stereo_depth: bool = True
     flow_stereo: FlowStereoConfig = default(default_factory=FlowStereoConfig)
+    # With keypoint_depth: the plain pixels inside the hull of their region's measured
+    # border are free space up to the smallest depth measured on that border (a bound,
+    # not a depth: sfm/plain_regions.py, settings in plain_regions), with the free-space
+    # term on rays of their own. Photometric training alone renders a plain wall as a
+    # slab of its colour anywhere in front of it (NOTES.md, twenty-fifth session).
+    plain_free_space: bool = True
+    plain_free_space_rays: int = 1024
+    plain_regions: PlainFreeSpaceConfig = default(default_factory=PlainFreeSpaceConfig)
 
 
 @dataclass

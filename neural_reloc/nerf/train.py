@@ -48,7 +48,8 @@ class TrainState:
 class TrainingImages:
     """Training pixels flattened: colours, image index, pixel coordinates and (when the
     data has depth and ``load_depth``, or ``keypoint_depth`` is given) the measured
-    distance along each pixel's ray.
+    distance along each pixel's ray; with ``free_space``, the pixels that are free space
+    up to a distance along their ray (:mod:`neural_reloc.sfm.plain_regions`).
 
     Pixels a mask marks invalid (:meth:`PosedImages.mask`) are left out, so random rays
     never see them.
@@ -61,6 +62,7 @@ class TrainingImages:
         progress: Callable | None = None,
         load_depth: bool = True,
         keypoint_depth: PixelDistances | None = None,
+        free_space: PixelDistances | None = None,
     ):
         self.data = data
         self.cameras = [data.camera(i) for i in range(len(data))]
@@ -68,7 +70,7 @@ class TrainingImages:
         with_depth = load_depth and data.depth_paths is not None
         if with_depth and keypoint_depth is not None:
             raise ValueError("TrainingImages: depth images and keypoint depth are exclusive")
-        cols, idx, uvs, dists, self.images = [], [], [], [], []
+        cols, idx, uvs, dists, frees, self.images = [], [], [], [], [], []
         it = range(len(data)) if progress is None else progress(range(len(data)), desc="loading images")
         for i in it:
             img = data.image(i)
@@ -84,7 +86,9 @@ class TrainingImages:
             if with_depth:
                 dists.append(self._ray_distance(i, data.depth(i), uv)[keep])
             elif keypoint_depth is not None:
-                dists.append(_keypoint_distance_image(keypoint_depth.uv[i], keypoint_depth.distance[i], w, h)[keep])
+                dists.append(_sparse_distance_image(keypoint_depth.uv[i], keypoint_depth.distance[i], w, h)[keep])
+            if free_space is not None:
+                frees.append(_sparse_distance_image(free_space.uv[i], free_space.distance[i], w, h)[keep])
         if not sum(len(c) for c in cols):
             raise ValueError(f"{data.source}: the masks leave no valid pixel to train on")
         self.colors = torch.from_numpy(np.concatenate(cols)).to(device)
@@ -98,6 +102,14 @@ class TrainingImages:
         self.depth_pixels = (
             None if keypoint_depth is None else (self.distance > 0).nonzero().squeeze(-1)
         )
+        #: The flattened pixels that are free space up to ``free_distance`` along their
+        #: ray (plain regions), or None.
+        self.free_pixels = self.free_distance = None
+        if frees:
+            flat = np.concatenate(frees)
+            nonzero = np.flatnonzero(flat)
+            self.free_pixels = torch.from_numpy(nonzero).to(device)
+            self.free_distance = torch.from_numpy(flat[nonzero]).to(device)
         self.c2w_opencv = c2w_opencv_tensor(data.c2w_opengl, device)
         self.num_pixels = self.colors.shape[0]
         centers = data.c2w_opengl[:, :3, 3]
@@ -129,6 +141,17 @@ class TrainingImages:
         dev = self.colors.device
         pick = torch.randint(0, self.depth_pixels.numel(), (n,), device=dev, generator=generator)
         return self.rays(self.depth_pixels[pick])
+
+    def random_free_space_rays(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[RayBatch, torch.Tensor] | None:
+        """``n`` random rays among the free-space pixels and the distance along each up to
+        which it is free; None when there are none."""
+        if self.free_pixels is None or self.free_pixels.numel() == 0:
+            return None
+        pick = torch.randint(0, self.free_pixels.numel(), (n,), device=self.colors.device, generator=generator)
+        rays, _, _ = self.rays(self.free_pixels[pick])
+        return rays, self.free_distance[pick]
 
     def random_rays(
         self, n: int, generator: torch.Generator | None = None
@@ -184,8 +207,9 @@ class TrainingImages:
         return RayBatch(o, d, dirs_cam[:, 2], img), rgb, dist
 
 
-def _keypoint_distance_image(uv: np.ndarray, distance: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Flattened (h * w,) distances: the keypoints' in their pixels, 0 elsewhere."""
+def _sparse_distance_image(uv: np.ndarray, distance: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Flattened (h * w,) distances: the sparse measurements' (keypoints', free-space
+    bounds') in their pixels, 0 elsewhere."""
     out = np.zeros(height * width, dtype=np.float32)
     col, row = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
     ok = (col >= 0) & (col < width) & (row >= 0) & (row < height) & (distance > 0)
@@ -302,9 +326,10 @@ class NeuralMapTrainer:
         self.keypoint_depth_pending = False
         kp_depth = self._keypoint_depth(self.data)
         if kp_depth is not None:
+            free = self._plain_free_space(kp_depth)
             self.images = None  # free the photometric-only copy before loading the images again
             self.images = TrainingImages(self.data, self.device, self.progress, load_depth=False,
-                                         keypoint_depth=kp_depth)
+                                         keypoint_depth=kp_depth, free_space=free)
             self._log_depth_share()
 
     def _keypoint_depth(self, data: PosedImages) -> PixelDistances | None:
@@ -323,6 +348,21 @@ class NeuralMapTrainer:
                  + (f"; with flow stereo's {kd.stats['flow_stereo_kept']} pixels, {kd.count} in all"
                     if "flow_stereo_kept" in kd.stats else ""))
         return kd
+
+    def _plain_free_space(self, measured: PixelDistances) -> PixelDistances | None:
+        """Free space in front of the training images' plain regions, bounded by the
+        ``measured`` depth on their borders (None when the config leaves it out)."""
+        from ..sfm.plain_regions import plain_free_space
+
+        t = self.cfg.train
+        if not (t.plain_free_space and t.plain_free_space_rays > 0 and t.free_space_weight > 0):
+            return None
+        free = plain_free_space(self.data, measured, t.plain_regions, self.progress)
+        total = sum(self.data.camera(i).width * self.data.camera(i).height for i in range(len(self.data)))
+        self.log(f"plain free space: {free.stats['bounded_pixels']} plain pixels "
+                 f"({100 * free.stats['bounded_pixels'] / max(total, 1):.1f}% of the training pixels) bounded by "
+                 f"their regions' measured border; {free.count} kept")
+        return free
 
     # ------------------------------------------------------------ hooks
     def modules_to_save(self) -> dict[str, nn.Module]:
@@ -480,6 +520,15 @@ class NeuralMapTrainer:
                 losses["keypoint_free_space"] = t.free_space_weight * free_space_loss(
                     kout["weights"], kout["t1"], kd, t.free_space_margin
                 )
+        # (free-space pixels exist only where the config asks for them: _plain_free_space)
+        free = self.images.random_free_space_rays(t.plain_free_space_rays, self.generator) \
+            if t.plain_free_space_rays else None
+        if free is not None:  # plain regions: free space only, up to their border's bound
+            fr, free_distance = free
+            fout = self.model.render_rays(fr, ("distance",), randomized=True)
+            losses["plain_free_space"] = t.free_space_weight * free_space_loss(
+                fout["weights"], fout["t1"], free_distance, 0.0
+            )
         if t.distortion_weight > 0:
             # The sample intervals' own ends: t_mid is the midpoint in s-space, so
             # t_mid +- delta/2 is not an interval (and can be < 0) in contracted scenes.

@@ -116,4 +116,27 @@ class FlowStereoConfig:
     seed: int = 0
 
 
-__all__ = ["FeatureConfig", "FlowStereoConfig", "MatchingConfig", "TriangulationConfig"]
+@dataclass
+class PlainFreeSpaceConfig:
+    """Free space in front of plain surfaces, bounded by the depth measured on their
+    border (:mod:`neural_reloc.sfm.plain_regions`)."""
+
+    # Plain: grey-level gradient under this (levels per pixel, Sobel / 8; flow stereo
+    # measures where it is at least this).
+    min_gradient: float = 4.0
+    # Morphological opening of the plain mask, pixels (speckle neither joins nor splits regions).
+    opening_px: int = 2
+    # Regions smaller than this fraction of the image are left alone.
+    min_region_fraction: float = 0.005
+    # A region's border: measured pixels within this many pixels of it.
+    border_px: int = 6
+    # Regions with fewer measured border pixels get no bound.
+    min_border_points: int = 3
+    # Free space ends this fraction in front of the bound (the region need not be flat).
+    margin: float = 0.2
+    # At most this many bounded pixels per view (a seeded random subset).
+    max_points_per_view: int = 8000
+    seed: int = 0
+
+
+__all__ = ["FeatureConfig", "FlowStereoConfig", "MatchingConfig", "PlainFreeSpaceConfig", "TriangulationConfig"]
