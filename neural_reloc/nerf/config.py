@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as default
 
-from ..sfm.config import FlowStereoConfig, PlainFreeSpaceConfig
+from ..sfm.config import FlowStereoConfig, PlainRegionsConfig
 
 
 @dataclass
@@ -151,7 +151,7 @@ class NeRFTrainConfig:
     # slab of its colour anywhere in front of it (NOTES.md, twenty-fifth session).
     plain_free_space: bool = True
     plain_free_space_rays: int = 1024
-    plain_regions: PlainFreeSpaceConfig = default(default_factory=PlainFreeSpaceConfig)
+    plain_regions: PlainRegionsConfig = default(default_factory=PlainRegionsConfig)
 
 
 @dataclass

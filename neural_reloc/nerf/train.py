@@ -358,9 +358,9 @@ class NeuralMapTrainer:
         if not (t.plain_free_space and t.plain_free_space_rays > 0 and t.free_space_weight > 0):
             return None
         free = plain_free_space(self.data, measured, t.plain_regions, self.progress)
-        total = sum(self.data.camera(i).width * self.data.camera(i).height for i in range(len(self.data)))
         self.log(f"plain free space: {free.stats['bounded_pixels']} plain pixels "
-                 f"({100 * free.stats['bounded_pixels'] / max(total, 1):.1f}% of the training pixels) bounded by "
+                 f"({100 * free.stats['bounded_pixels'] / max(self.images.num_pixels, 1):.1f}% of the training "
+                 "pixels) bounded by "
                  f"their regions' measured border; {free.count} kept")
         return free
 
@@ -526,6 +526,7 @@ class NeuralMapTrainer:
         if free is not None:  # plain regions: free space only, up to their border's bound
             fr, free_distance = free
             fout = self.model.render_rays(fr, ("distance",), randomized=True)
+            # margin 0: plain_regions.margin is in the bound already
             losses["plain_free_space"] = t.free_space_weight * free_space_loss(
                 fout["weights"], fout["t1"], free_distance, 0.0
             )

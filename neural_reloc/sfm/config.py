@@ -117,18 +117,19 @@ class FlowStereoConfig:
 
 
 @dataclass
-class PlainFreeSpaceConfig:
+class PlainRegionsConfig:
     """Free space in front of plain surfaces, bounded by the depth measured on their
     border (:mod:`neural_reloc.sfm.plain_regions`)."""
 
-    # Plain: grey-level gradient under this (levels per pixel, Sobel / 8; flow stereo
-    # measures where it is at least this).
+    # Plain: grey-level gradient under this (levels per pixel, Sobel / 8; the same
+    # scale as flow_stereo.min_gradient, which it need not equal: this decides what is
+    # bounded, that what flow measures).
     min_gradient: float = 4.0
     # Morphological opening of the plain mask, pixels (speckle neither joins nor splits regions).
     opening_px: int = 2
     # Regions smaller than this fraction of the image are left alone.
     min_region_fraction: float = 0.005
-    # A region's border: measured pixels within this many pixels of it.
+    # A region's border: measured pixels within this many pixels of it (or inside it).
     border_px: int = 6
     # Regions with fewer measured border pixels get no bound.
     min_border_points: int = 3
@@ -139,4 +140,4 @@ class PlainFreeSpaceConfig:
     seed: int = 0
 
 
-__all__ = ["FeatureConfig", "FlowStereoConfig", "MatchingConfig", "PlainFreeSpaceConfig", "TriangulationConfig"]
+__all__ = ["FeatureConfig", "FlowStereoConfig", "MatchingConfig", "PlainRegionsConfig", "TriangulationConfig"]

@@ -11,10 +11,19 @@ pinhole camera, 1/z is an affine function of the pixel; at a pixel inside the co
 hull of measured pixels on the plane, 1/z is a convex combination of theirs, so z is at
 least their smallest z. Measured pixels on things in front of the plane (an occluding
 chair's edge) only lower that bound. So every plain pixel inside the hull of the
-measured pixels bordering its region is free space up to ``(1 - margin)`` times the
-smallest z measured on that border: a line-of-sight bound, not a depth, that removes
-slabs without claiming where the wall is (StructNeRF and Manhattan-SDF fit planes to
-such regions; a bound holds where a plane fit is too thin to trust).
+measured pixels near its region (within ``border_px``, inside it included) is free space
+up to ``(1 - margin)`` times the smallest z measured there: a line-of-sight bound, not a
+depth, that removes slabs without claiming where the wall is (StructNeRF and
+Manhattan-SDF fit planes to such regions; a fit to a border of a few lines of points is
+too thin to trust, NOTES.md, twenty-fifth session).
+
+What it assumes: the plain surface's own edge, or something in front of it, is measured
+near the region. A plain object whose border was measured only on the background behind
+it (a table top whose edges flow stereo missed, the floor beside it) would get a bound
+behind its surface, which the margin absorbs only up to ``margin``; on the rooms this was
+measured on, 0-0.13% of the bounded pixels (NOTES.md). Curved plain surfaces and lens
+distortion (the hull is taken in distorted pixels) bend the claim by as much; the margin
+is there for them.
 """
 
 from __future__ import annotations
@@ -27,11 +36,11 @@ import numpy as np
 from ..data.posed_images import PosedImages
 from ..geometry.camera import Camera
 from ..geometry.gradients import gradient_magnitude, grey
-from .config import PlainFreeSpaceConfig
+from .config import PlainRegionsConfig
 from .flow_stereo import PixelDistances
 
 
-def plain_regions(grey_image: np.ndarray, valid: np.ndarray | None, cfg: PlainFreeSpaceConfig) -> list[np.ndarray]:
+def plain_regions(grey_image: np.ndarray, valid: np.ndarray | None, cfg: PlainRegionsConfig) -> list[np.ndarray]:
     """Plain regions of one grey image: boolean masks (H, W) of the connected areas
     (4-connected) whose grey-level gradient is under ``cfg.min_gradient``, opened by
     ``cfg.opening_px`` (texture speckle does not join or split them) and covering at
@@ -49,19 +58,20 @@ def plain_regions(grey_image: np.ndarray, valid: np.ndarray | None, cfg: PlainFr
 
 
 def plain_free_space_view(grey_image: np.ndarray, valid: np.ndarray | None, camera: Camera, uv: np.ndarray,
-                          distance: np.ndarray, cfg: PlainFreeSpaceConfig) -> tuple[np.ndarray, np.ndarray]:
+                          distance: np.ndarray, cfg: PlainRegionsConfig) -> tuple[np.ndarray, np.ndarray]:
     """Free space of one view's plain pixels from its measured pixels ``uv`` (K, 2; pixel
     centres at +0.5) and their distances along the rays ``distance`` (K,): the plain
     pixels (M, 2) inside the hull of their region's measured border and, for each, the
     distance along its ray (M,) in front of which the field should be empty (the
     module's docstring). Regions with fewer than ``cfg.min_border_points`` measured
-    pixels within ``cfg.border_px`` get none."""
+    pixels within ``cfg.border_px`` of them get none."""
     h, w = grey_image.shape
     z_measured = np.full((h, w), np.nan, np.float32)
     if len(uv):
         col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-        ok = (col >= 0) & (col < w) & (row >= 0) & (row < h) & (distance > 0)
-        z_measured[row[ok], col[ok]] = distance[ok] * camera.pixel_rays_opencv(uv[ok])[:, 2]
+        ok = (col >= 0) & (col < w) & (row >= 0) & (row < h) & np.isfinite(distance) & (distance > 0)
+        # two measurements in one pixel: the nearer (a bound must not pass either)
+        np.fmin.at(z_measured, (row[ok], col[ok]), distance[ok] * camera.pixel_rays_opencv(uv[ok])[:, 2])
     k = 2 * cfg.border_px + 1
     kernel = np.ones((k, k), np.uint8)
     out_uv, out_dist = [], []
@@ -84,12 +94,12 @@ def plain_free_space_view(grey_image: np.ndarray, valid: np.ndarray | None, came
     return np.concatenate(out_uv).astype(np.float32), np.concatenate(out_dist).astype(np.float32)
 
 
-def plain_free_space(data: PosedImages, measured: PixelDistances, cfg: PlainFreeSpaceConfig | None = None,
+def plain_free_space(data: PosedImages, measured: PixelDistances, cfg: PlainRegionsConfig | None = None,
                      progress: Callable | None = None) -> PixelDistances:
     """:func:`plain_free_space_view` for every view of ``data`` (at its loaded size, the
     size ``measured`` is in), at most ``cfg.max_points_per_view`` a view (a seeded
     random subset). The distances are free-space bounds, not depths."""
-    cfg = cfg or PlainFreeSpaceConfig()
+    cfg = cfg or PlainRegionsConfig()
     rng = np.random.default_rng(cfg.seed)
     uvs, dists = [], []
     bounded = 0
